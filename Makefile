@@ -1,0 +1,58 @@
+# letterbox — see README.md.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(DESTDIR)$(PREFIX)/sbin
+MANDIR   = $(DESTDIR)$(PREFIX)/share/man
+SHAREDIR = $(DESTDIR)$(PREFIX)/share/letterbox
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+GO      ?= go
+COMMANDS = $(notdir $(wildcard cmd/*))
+LDFLAGS  = -X letterbox/pkg/config.Version=$(VERSION)
+
+.PHONY: all test run install interop bench clean lint fuzz
+
+all: bin
+
+bin: $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	ln -sf sendmail bin/mailq
+	@touch bin
+
+# The whole suite: formatting, vet, unit and integration tests, man page lint.
+test: lint
+	$(GO) test -count=1 -timeout 8m ./...
+
+lint:
+	@out=$$(gofmt -l cmd pkg tests 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	@if command -v mandoc >/dev/null; then mandoc -T lint -W warning man/*.[0-9] && echo "man pages: lint clean"; \
+	 else echo "mandoc not installed: man pages not linted (CI installs it)"; fi
+
+# Short fuzzing of every parser (the seeds in testdata/ also run in `make test`).
+fuzz:
+	./scripts/fuzz.sh
+
+# A local mail system on loopback high ports with data under ./var.
+run: bin
+	./scripts/run.sh
+
+# Tests against real third-party clients and peers (installs Debian packages).
+interop: bin
+	./tests/interop/run.sh
+
+# Benchmarks beside the anchors; prints result tables (installs the peers).
+bench: bin
+	./bench/run.sh
+
+install: bin
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5 $(MANDIR)/man8 $(SHAREDIR)/contrib
+	for c in $(COMMANDS); do install -m 0755 bin/$$c $(BINDIR)/$$c; done
+	ln -sf sendmail $(BINDIR)/mailq
+	for m in man/*.1; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man1/ || true; done
+	for m in man/*.5; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man5/ || true; done
+	for m in man/*.8; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man8/ || true; done
+	cp -R contrib/. $(SHAREDIR)/contrib/
+
+clean:
+	rm -rf bin var

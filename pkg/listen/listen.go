@@ -1,0 +1,340 @@
+// Package listen gives the servers (smtpd, pop3d, imapd) their connections in
+// the three launch modes of DESIGN.md § Launching the servers:
+//
+//  1. no --listen and no LISTEN_FDS: one connection on stdin/stdout (inetd,
+//     tcpserver, systemd Accept=yes);
+//  2. LISTEN_FDS (systemd Accept=no): every passed listener, its mode taken
+//     from LISTEN_FDNAMES;
+//  3. --listen [MODE=]ADDR: listen ourselves.
+//
+// It also drops privileges after binding (--user) and loads TLS certificates.
+package listen
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+)
+
+// Listener is a listening socket and the protocol mode it serves ("smtp",
+// "submission", "imaps", …).
+type Listener struct {
+	net.Listener
+	Mode string
+}
+
+// Listeners returns the sockets to serve: one per spec ("[MODE=]ADDR"), or the
+// systemd-passed ones when specs is empty and LISTEN_FDS is set. It returns
+// nil, nil when neither applies: the caller serves Stdio(). A mode not in modes
+// is an error; a passed socket whose name is not a mode gets defaultMode.
+func Listeners(specs []string, defaultMode string, modes []string) ([]Listener, error) {
+	valid := func(m string) bool {
+		for _, x := range modes {
+			if x == m {
+				return true
+			}
+		}
+		return false
+	}
+	if len(specs) > 0 {
+		var out []Listener
+		for _, spec := range specs {
+			mode, addr := defaultMode, spec
+			if i := strings.Index(spec, "="); i >= 0 {
+				mode, addr = spec[:i], spec[i+1:]
+			}
+			if !valid(mode) {
+				closeAll(out)
+				return nil, fmt.Errorf("listen: %q: unknown mode %q (want one of %s)", spec, mode, strings.Join(modes, ", "))
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				closeAll(out)
+				return nil, fmt.Errorf("listen: %w", err)
+			}
+			out = append(out, Listener{Listener: l, Mode: mode})
+		}
+		return out, nil
+	}
+	if os.Getenv("LISTEN_FDS") == "" {
+		return nil, nil
+	}
+	named, err := activation.ListenersWithNames()
+	if err != nil {
+		return nil, fmt.Errorf("listen: LISTEN_FDS: %w", err)
+	}
+	var out []Listener
+	for name, ls := range named {
+		mode := name
+		if !valid(mode) {
+			mode = defaultMode
+		}
+		for _, l := range ls {
+			if l == nil {
+				continue
+			}
+			out = append(out, Listener{Listener: l, Mode: mode})
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("listen: LISTEN_FDS set but no listening socket was passed")
+	}
+	return out, nil
+}
+
+func closeAll(ls []Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// UnknownAddr is the peer address of a connection on pipes with no
+// TCPREMOTEIP: it is never trusted.
+type UnknownAddr struct{}
+
+func (UnknownAddr) Network() string { return "unknown" }
+func (UnknownAddr) String() string  { return "unknown" }
+
+// Stdio returns the connection on file descriptors 0 and 1. When fd 0 is a
+// socket (systemd Accept=yes, inetd) it is that socket; otherwise the two
+// descriptors are joined and the peer comes from TCPREMOTEIP/TCPREMOTEPORT
+// (ucspi-tcp), or is UnknownAddr.
+func Stdio() (net.Conn, error) {
+	if _, err := syscall.Getpeername(0); err == nil {
+		c, err := net.FileConn(os.Stdin)
+		if err == nil {
+			return c, nil
+		}
+	}
+	// Non-blocking descriptors are registered with Go's poller, so read
+	// deadlines (command and data timeouts) work on pipes too.
+	syscall.SetNonblock(0, true)
+	syscall.SetNonblock(1, true)
+	in := os.NewFile(0, "stdin")
+	out := os.NewFile(1, "stdout")
+	var remote net.Addr = UnknownAddr{}
+	if ip := net.ParseIP(os.Getenv("TCPREMOTEIP")); ip != nil {
+		port, _ := strconv.Atoi(os.Getenv("TCPREMOTEPORT"))
+		remote = &net.TCPAddr{IP: ip, Port: port}
+	}
+	var local net.Addr = UnknownAddr{}
+	if ip := net.ParseIP(os.Getenv("TCPLOCALIP")); ip != nil {
+		port, _ := strconv.Atoi(os.Getenv("TCPLOCALPORT"))
+		local = &net.TCPAddr{IP: ip, Port: port}
+	}
+	return &pipeConn{in: in, out: out, remote: remote, local: local}, nil
+}
+
+// pipeConn is a net.Conn made of two files.
+type pipeConn struct {
+	in, out       *os.File
+	remote, local net.Addr
+	closeOnce     sync.Once
+}
+
+func (c *pipeConn) Read(p []byte) (int, error)  { return c.in.Read(p) }
+func (c *pipeConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c *pipeConn) Close() error {
+	c.closeOnce.Do(func() { c.in.Close(); c.out.Close() })
+	return nil
+}
+func (c *pipeConn) LocalAddr() net.Addr  { return c.local }
+func (c *pipeConn) RemoteAddr() net.Addr { return c.remote }
+func (c *pipeConn) SetDeadline(t time.Time) error {
+	c.in.SetReadDeadline(t)
+	c.out.SetWriteDeadline(t)
+	return nil
+}
+func (c *pipeConn) SetReadDeadline(t time.Time) error {
+	c.in.SetReadDeadline(t)
+	return nil
+}
+func (c *pipeConn) SetWriteDeadline(t time.Time) error {
+	c.out.SetWriteDeadline(t)
+	return nil
+}
+
+// OneConn is a net.Listener that yields c once; the next Accept waits until
+// c is closed and then reports net.ErrClosed, so a server's Serve loop
+// returns when the single (inetd) session ends.
+func OneConn(c net.Conn) net.Listener {
+	return &oneConnListener{conn: &notifyConn{Conn: c, done: make(chan struct{})}}
+}
+
+type oneConnListener struct {
+	mu     sync.Mutex
+	conn   *notifyConn
+	given  bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *oneConnListener) init() { l.once.Do(func() { l.closed = make(chan struct{}) }) }
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.init()
+	l.mu.Lock()
+	if !l.given {
+		l.given = true
+		l.mu.Unlock()
+		return l.conn, nil
+	}
+	l.mu.Unlock()
+	select {
+	case <-l.conn.done:
+	case <-l.closed:
+	}
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.init()
+	select {
+	case <-l.closed:
+	default:
+		close(l.closed)
+	}
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+type notifyConn struct {
+	net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *notifyConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
+}
+
+// IsTrusted reports whether addr is on a local network that may relay:
+// inside one of nets. An UnknownAddr is never inside.
+func IsTrusted(addr net.Addr, nets []*net.IPNet) bool {
+	ip := IP(addr)
+	if ip == nil {
+		return false
+	}
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// IP returns the IP of a TCP or UDP address, or nil.
+func IP(addr net.Addr) net.IP {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP
+	case *net.UDPAddr:
+		return a.IP
+	}
+	return nil
+}
+
+// IsLoopback reports whether addr is a loopback TCP address.
+func IsLoopback(addr net.Addr) bool {
+	ip := IP(addr)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseNetworks parses CIDRs ("127.0.0.0/8", "::1/128"); a bare IP is one host.
+func ParseNetworks(specs []string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, s := range specs {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			if ip := net.ParseIP(s); ip != nil {
+				bits := 32
+				if ip.To4() == nil {
+					bits = 128
+				}
+				s = fmt.Sprintf("%s/%d", s, bits)
+			}
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("listen: network %q: %w", s, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// DropPrivileges switches to the user name, its primary group and its
+// supplementary groups. It is meant to be called after binding. Not root and
+// already that user: nothing to do; not root and another user: an error.
+func DropPrivileges(name string) error {
+	if name == "" {
+		return nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("listen: --user %s: %w", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if os.Geteuid() != 0 {
+		if os.Geteuid() == uid {
+			return nil
+		}
+		return fmt.Errorf("listen: --user %s: not running as root", name)
+	}
+	var gids []int
+	if ids, err := u.GroupIds(); err == nil {
+		for _, s := range ids {
+			if g, err := strconv.Atoi(s); err == nil {
+				gids = append(gids, g)
+			}
+		}
+	}
+	if len(gids) == 0 {
+		gids = []int{gid}
+	}
+	if err := syscall.Setgroups(gids); err != nil {
+		return fmt.Errorf("listen: setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("listen: setgid %d: %w", gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("listen: setuid %d: %w", uid, err)
+	}
+	if os.Geteuid() != uid {
+		return fmt.Errorf("listen: still uid %d after setuid %d", os.Geteuid(), uid)
+	}
+	return nil
+}
+
+// LoadTLS reads a PEM certificate and key. Neither given: nil, nil (no TLS).
+func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("listen: tls-cert and tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("listen: TLS: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
