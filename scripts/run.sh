@@ -1,2 +1,61 @@
 #!/usr/bin/env bash
-echo "make run: not ready yet"; exit 1
+# make run: a working local mail system on loopback high ports, domain
+# example.test, a demo user, data under ./var. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAR=$PWD/var
+mkdir -p "$VAR"/{spool,mail,tls} && chmod 700 "$VAR"
+CONF=$VAR/letterbox.conf
+if [ ! -f "$CONF" ]; then
+  cat > "$CONF" <<CONF
+# letterbox.conf for 'make run' — see man/letterbox.conf.5
+hostname = "mx.example.test"
+domains = ["example.test"]
+spool = "$VAR/spool"
+mail-root = "$VAR/mail"
+users = "$VAR/users"
+aliases = "$VAR/aliases"
+relay-networks = ["127.0.0.0/8", "::1/128"]
+retry-after = "1m"
+CONF
+  printf 'postmaster: demo\nabuse: demo\n' > "$VAR/aliases"
+  : > "$VAR/users"
+fi
+export LETTERBOX_CONFIG=$CONF
+if command -v openssl >/dev/null && [ ! -f "$VAR/tls/cert.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=mx.example.test \
+    -keyout "$VAR/tls/key.pem" -out "$VAR/tls/cert.pem" >/dev/null 2>&1
+fi
+if [ -f "$VAR/tls/cert.pem" ] && ! grep -q tls-cert "$CONF"; then
+  printf 'tls-cert = "%s"\ntls-key = "%s"\n' "$VAR/tls/cert.pem" "$VAR/tls/key.pem" >> "$CONF"
+fi
+if ! grep -q '^demo@example.test:' "$VAR/users"; then
+  PW=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
+  echo "$PW" | bin/mailuser add demo@example.test
+  echo "$PW" > "$VAR/demo-password" && chmod 600 "$VAR/demo-password"
+fi
+PW=$(cat "$VAR/demo-password")
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait; echo; echo "letterbox stopped"' EXIT INT TERM
+bin/smtpd --listen 127.0.0.1:2525 --listen submission=127.0.0.1:2587 2>>"$VAR/smtpd.log" & pids+=($!)
+bin/queue-runner --daemon 2>>"$VAR/queue-runner.log" & pids+=($!)
+[ -x bin/pop3d ] && { bin/pop3d --listen 127.0.0.1:2110 2>>"$VAR/pop3d.log" & pids+=($!); }
+[ -x bin/imapd ] && { bin/imapd --listen 127.0.0.1:2143 2>>"$VAR/imapd.log" & pids+=($!); }
+sleep 0.5
+cat <<MSG
+letterbox is running (data and logs under $VAR):
+  SMTP        127.0.0.1:2525   (relay from loopback; STARTTLS with a self-signed cert)
+  submission  127.0.0.1:2587   (AUTH required)
+$( [ -x bin/pop3d ] && echo "  POP3        127.0.0.1:2110" )
+  demo user   demo@example.test   password: $PW
+  Maildir     $VAR/mail/example.test/demo/
+
+Try:
+  swaks --server 127.0.0.1:2525 --to demo@example.test
+  curl -s smtp://127.0.0.1:2525 --mail-from me@example.test --mail-rcpt demo@example.test -T - <<< \$'Subject: hi\\n\\nhello'
+  echo "Subject: cron" | LETTERBOX_CONFIG=$CONF bin/sendmail demo@example.test
+  LETTERBOX_CONFIG=$CONF bin/queue-runner list
+Ctrl-C stops it.
+MSG
+wait
