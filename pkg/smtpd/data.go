@@ -1,0 +1,202 @@
+package smtpd
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+)
+
+// Reply is an SMTP reply; as an error it is what the client is told.
+type Reply struct {
+	Code int
+	Enh  string // enhanced status code (RFC 3463), "" for none
+	Text string
+}
+
+func (r *Reply) Error() string {
+	if r.Enh == "" {
+		return fmt.Sprintf("%d %s", r.Code, r.Text)
+	}
+	return fmt.Sprintf("%d %s %s", r.Code, r.Enh, r.Text)
+}
+
+func reply(code int, enh, format string, args ...any) *Reply {
+	return &Reply{Code: code, Enh: enh, Text: fmt.Sprintf(format, args...)}
+}
+
+// checker inspects message data as it streams by (DATA after dot-unstuffing,
+// or BDAT chunks as they are) and records the first rule it breaks. It never
+// needs the whole message in memory. The rules are the guarantees of
+// DESIGN.md: no bare CR or LF (SMTP smuggling), no NUL (we offer 8BITMIME,
+// not BINARYMIME), text lines of at most 1000 octets with CRLF, a size limit
+// and a limit on Received headers (mail loops).
+type checker struct {
+	maxSize     int64
+	maxLine     int // octets including CRLF
+	maxReceived int
+
+	size     int64
+	lineLen  int // octets of the current line so far, CR included
+	cr       bool
+	body     bool // past the empty line that ends the header
+	prefix   [9]byte
+	received int
+	err      *Reply
+}
+
+const receivedPrefix = "received:"
+
+func newChecker(maxSize int64, maxLine, maxReceived int) *checker {
+	return &checker{maxSize: maxSize, maxLine: maxLine, maxReceived: maxReceived}
+}
+
+// write looks at the next bytes of the message.
+func (c *checker) write(p []byte) {
+	if c.err != nil {
+		return
+	}
+	c.size += int64(len(p))
+	if c.maxSize > 0 && c.size > c.maxSize {
+		c.err = reply(552, "5.3.4", "Message exceeds the maximum size of %d octets", c.maxSize)
+		return
+	}
+	for _, b := range p {
+		if b == 0 {
+			c.err = reply(554, "5.6.0", "NUL byte in message data (only 8BITMIME text is accepted, not BINARYMIME)")
+			return
+		}
+		if c.cr && b != '\n' {
+			c.err = reply(550, "5.6.11", "Bare CR in message data: lines must end with CRLF (SMTP smuggling protection)")
+			return
+		}
+		if b == '\n' {
+			if !c.cr {
+				c.err = reply(550, "5.6.11", "Bare LF in message data: lines must end with CRLF (SMTP smuggling protection)")
+				return
+			}
+			if !c.body {
+				if c.lineLen == 1 {
+					c.body = true
+				} else if c.lineLen >= len(receivedPrefix) && isReceived(c.prefix[:]) {
+					c.received++
+					if c.maxReceived > 0 && c.received > c.maxReceived {
+						c.err = reply(554, "5.4.6", "Too many Received headers (more than %d): mail loop?", c.maxReceived)
+						return
+					}
+				}
+			}
+			c.lineLen, c.cr = 0, false
+			continue
+		}
+		if b == '\r' {
+			c.cr = true
+		} else if !c.body && c.lineLen < len(c.prefix) {
+			c.prefix[c.lineLen] = b
+		}
+		c.lineLen++
+		if c.maxLine > 0 && c.lineLen > c.maxLine-1 {
+			c.err = reply(500, "5.5.2", "Line in message data longer than %d octets (RFC 5321 § 4.5.3.1.6)", c.maxLine)
+			return
+		}
+	}
+}
+
+// finish checks the end of the message: it must end with a complete line.
+// A chunked (BDAT) message may end without CRLF; DATA always does.
+func (c *checker) finish() {
+	if c.err == nil && c.cr {
+		c.err = reply(550, "5.6.11", "Bare CR at end of message data")
+	}
+}
+
+func isReceived(p []byte) bool {
+	for i := 0; i < len(receivedPrefix); i++ {
+		b := p[i]
+		if b >= 'A' && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if b != receivedPrefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// dotReader reads DATA content up to the terminating "CRLF.CRLF", removing
+// the dot stuffing (RFC 5321 § 4.5.2). Only a line that is exactly ".\r\n"
+// ends the data: ".\n" is a line with a bare LF (which the checker rejects),
+// so a smuggled "\n.\n" never ends the message early and the dialog stays in
+// step with what a strict peer would see.
+type dotReader struct {
+	r           *bufio.Reader
+	midLine     bool // the previous read ended inside a long line
+	pending     []byte
+	done        bool
+	err         error // sticky read error from the connection
+	unterminate bool  // at least one line was seen that didn't end in LF
+}
+
+func (d *dotReader) Read(p []byte) (int, error) {
+	for len(d.pending) == 0 {
+		if d.done {
+			return 0, io.EOF
+		}
+		if d.err != nil {
+			return 0, d.err
+		}
+		line, err := d.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			err = nil
+		} else if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			d.err = err
+			if len(line) == 0 {
+				return 0, err
+			}
+		}
+		atStart := !d.midLine
+		d.midLine = len(line) > 0 && line[len(line)-1] != '\n'
+		if atStart && len(line) > 0 && line[0] == '.' {
+			if len(line) == 3 && line[1] == '\r' && line[2] == '\n' {
+				d.done = true
+				return 0, io.EOF
+			}
+			line = line[1:]
+		}
+		d.pending = line
+	}
+	n := copy(p, d.pending)
+	d.pending = d.pending[n:]
+	return n, nil
+}
+
+// drain reads to the end of the data (or of the connection) so the next
+// command is read from the right place; it reports a connection error.
+func (d *dotReader) drain() error {
+	_, err := io.Copy(io.Discard, d)
+	return err
+}
+
+// checkedReader passes data through a checker and stops with the checker's
+// reply as error at the first broken rule, so the spool never commits it.
+type checkedReader struct {
+	r io.Reader
+	c *checker
+}
+
+func (cr *checkedReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.c.write(p[:n])
+	if cr.c.err != nil {
+		return 0, cr.c.err
+	}
+	if err == io.EOF {
+		cr.c.finish()
+		if cr.c.err != nil {
+			return 0, cr.c.err
+		}
+	}
+	return n, err
+}
