@@ -1,0 +1,199 @@
+package smtpd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"letterbox/pkg/aliases"
+	"letterbox/pkg/config"
+	"letterbox/pkg/listen"
+	"letterbox/pkg/route"
+	"letterbox/pkg/spool"
+	"letterbox/pkg/users"
+)
+
+// Flags are smtpd's own flags (the shared ones come from config).
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE smtp, submission or submissions; repeatable)"},
+		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session (inetd, tcpserver, systemd Accept=yes)", Value: "smtp"},
+		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
+		&cli.StringSliceFlag{Name: "relay-networks", Usage: "`CIDR`s of clients that may relay without AUTH", Value: cli.NewStringSlice("127.0.0.0/8", "::1/128")},
+		&cli.Int64Flag{Name: "max-message-size", Usage: "largest message in `OCTETS` (announced in SIZE)", Value: 35 << 20},
+		&cli.IntFlag{Name: "max-recipients", Usage: "recipients per message", Value: 100},
+		&cli.IntFlag{Name: "max-errors", Usage: "error replies per session before 421", Value: 10},
+		&cli.IntFlag{Name: "max-received", Usage: "Received headers before a message is refused as a loop", Value: 100},
+		&cli.IntFlag{Name: "max-auth-failures", Usage: "failed AUTH attempts per connection before it is closed", Value: 3},
+		&cli.DurationFlag{Name: "auth-failure-delay", Usage: "pause before answering a failed AUTH", Value: time.Second},
+		&cli.DurationFlag{Name: "command-timeout", Usage: "wait this long for a command", Value: 5 * time.Minute},
+		&cli.DurationFlag{Name: "data-timeout", Usage: "wait this long for message data", Value: 10 * time.Minute},
+		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow AUTH without TLS from non-loopback clients"},
+		&cli.StringFlag{Name: "greeting", Usage: "extra `TEXT` in the 220 banner"},
+	}
+}
+
+// New returns a server for the shared configuration with the default
+// limits: the spool, the router (users and aliases) for RCPT checks, the
+// users file for AUTH and the TLS certificate.
+func New(cm *config.Common) (*Server, error) {
+	sp, err := spool.Open(cm.Spool)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: spool %s: %w", cm.Spool, err)
+	}
+	db, err := users.Load(cm.Users)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: users: %w", err)
+	}
+	al, err := aliases.Load(cm.Aliases)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: aliases: %w", err)
+	}
+	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: %w", err)
+	}
+	rt := &route.Router{Domains: cm.Domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster, Users: db, Aliases: al}
+	srv := &Server{
+		Config: Config{
+			Hostname:      cm.Hostname,
+			IsLocal:       cm.IsLocalDomain,
+			PrimaryDomain: cm.Domains[0],
+			TLS:           tlsConf,
+			Log:           cm.Log,
+		},
+		Queue:      sp,
+		Recipients: RouterRecipients{Router: rt},
+		Auth:       UsersAuth{DB: db},
+	}
+	srv.RelayNetworks, _ = listen.ParseNetworks([]string{"127.0.0.0/8", "::1/128"})
+	srv.AuthFailureDelay = time.Second
+	srv.Defaults()
+	return srv, nil
+}
+
+// ApplyFlags sets the limits and policy from smtpd's flags.
+func (s *Server) ApplyFlags(c *cli.Context) error {
+	nets, err := listen.ParseNetworks(c.StringSlice("relay-networks"))
+	if err != nil {
+		return err
+	}
+	s.RelayNetworks = nets
+	s.MaxMessageSize = c.Int64("max-message-size")
+	s.MaxRecipients = c.Int("max-recipients")
+	s.MaxErrors = c.Int("max-errors")
+	s.MaxReceived = c.Int("max-received")
+	s.MaxAuthFailures = c.Int("max-auth-failures")
+	s.AuthFailureDelay = c.Duration("auth-failure-delay")
+	s.CommandTimeout = c.Duration("command-timeout")
+	s.DataTimeout = c.Duration("data-timeout")
+	s.AllowInsecureAuth = c.Bool("allow-insecure-auth")
+	s.Greeting = c.String("greeting")
+	s.Defaults()
+	return nil
+}
+
+// Main is the smtpd command after flag parsing: get the listeners (or the
+// stdio session), drop privileges, open the spool and serve until SIGTERM.
+func Main(c *cli.Context) error {
+	cm, err := config.Load(c)
+	if err != nil {
+		return err
+	}
+	ls, err := listen.Listeners(c.StringSlice("listen"), string(ModeSMTP), Modes)
+	if err != nil {
+		return err
+	}
+	var stdio net.Conn
+	if ls == nil {
+		if stdio, err = listen.Stdio(); err != nil {
+			return err
+		}
+	}
+	if err := listen.DropPrivileges(c.String("user")); err != nil {
+		return err
+	}
+	srv, err := New(cm)
+	if err != nil {
+		return err
+	}
+	if err := srv.ApplyFlags(c); err != nil {
+		return err
+	}
+	if stdio != nil {
+		mode := Mode(c.String("mode"))
+		if mode != ModeSMTP && mode != ModeSubmission && mode != ModeSubmissions {
+			return fmt.Errorf("smtpd: --mode %q: want smtp, submission or submissions", mode)
+		}
+		// qmail's convention: tcpserver sets RELAYCLIENT for clients that
+		// may relay. Only here, for the one session we were handed.
+		_, srv.RelayClient = os.LookupEnv("RELAYCLIENT")
+		ls = []listen.Listener{{Listener: listen.OneConn(stdio), Mode: string(mode)}}
+	}
+	for _, l := range ls {
+		if Mode(l.Mode) == ModeSubmissions && srv.TLS == nil {
+			return fmt.Errorf("smtpd: a submissions listener needs tls-cert and tls-key")
+		}
+	}
+	return srv.Run(ls)
+}
+
+// Run serves ls until they all end or SIGTERM/SIGINT arrives, then shuts
+// down within 5 seconds.
+func (s *Server) Run(ls []listen.Listener) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		wg.Add(1)
+		s.Log.Info("listening", "addr", l.Addr().String(), "mode", l.Mode)
+		go func(l listen.Listener) {
+			defer wg.Done()
+			if err := s.Serve(l.Listener, Mode(l.Mode)); err != nil {
+				errs <- err
+			}
+		}(l)
+	}
+	served := make(chan struct{})
+	go func() { wg.Wait(); close(served) }()
+	select {
+	case <-served:
+		// Only the one-connection listener ends by itself; wait for the
+		// session it started.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.waitSessions(ctx)
+		select {
+		case err := <-errs:
+			return err
+		default:
+			return nil
+		}
+	case sg := <-sig:
+		s.Log.Info("stopping", "signal", sg.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+func (s *Server) waitSessions(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		n := len(s.sessions)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
