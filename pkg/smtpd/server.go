@@ -94,6 +94,7 @@ type Config struct {
 	RelayNetworks     []*net.IPNet           // peers that may relay
 	RelayClient       bool                   // RELAYCLIENT: every peer may relay
 	TLS               *tls.Config            // STARTTLS and submissions; nil = none
+	LocalUser         string                 // sendmail -bs: the local user submitting
 	Log               *slog.Logger           // never nil after Defaults
 	ReverseLookup     func(ip string) string // PTR name for Received; nil = net lookup
 }

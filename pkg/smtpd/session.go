@@ -584,6 +584,9 @@ func (s *session) rcpt(arg string) {
 
 func (s *session) newEnvelope() *spool.Envelope {
 	env := &spool.Envelope{From: s.from, Arrived: time.Now(), AuthUser: s.authUser}
+	if env.AuthUser == "" {
+		env.AuthUser = s.srv.LocalUser
+	}
 	for _, r := range s.rcpts {
 		env.Recipients = append(env.Recipients, &spool.Recipient{Address: r, State: spool.Pending})
 	}

@@ -48,19 +48,14 @@ func New(cm *config.Common) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtpd: spool %s: %w", cm.Spool, err)
 	}
-	db, err := users.Load(cm.Users)
+	rt, db, err := newRouter(cm)
 	if err != nil {
-		return nil, fmt.Errorf("smtpd: users: %w", err)
-	}
-	al, err := aliases.Load(cm.Aliases)
-	if err != nil {
-		return nil, fmt.Errorf("smtpd: aliases: %w", err)
+		return nil, err
 	}
 	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("smtpd: %w", err)
 	}
-	rt := &route.Router{Domains: cm.Domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster, Users: db, Aliases: al}
 	srv := &Server{
 		Config: Config{
 			Hostname:      cm.Hostname,
@@ -77,6 +72,18 @@ func New(cm *config.Common) (*Server, error) {
 	srv.AuthFailureDelay = time.Second
 	srv.Defaults()
 	return srv, nil
+}
+
+func newRouter(cm *config.Common) (*route.Router, *users.DB, error) {
+	db, err := users.Load(cm.Users)
+	if err != nil {
+		return nil, nil, fmt.Errorf("smtpd: users: %w", err)
+	}
+	al, err := aliases.Load(cm.Aliases)
+	if err != nil {
+		return nil, nil, fmt.Errorf("smtpd: aliases: %w", err)
+	}
+	return &route.Router{Domains: cm.Domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster, Users: db, Aliases: al}, db, nil
 }
 
 // ApplyFlags sets the limits and policy from smtpd's flags.
