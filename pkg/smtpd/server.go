@@ -64,8 +64,7 @@ func (r RouterRecipients) Check(addr string) (err error) {
 			err = errors.New("route: internal error")
 		}
 	}()
-	_, err = r.Router.Resolve(addr)
-	return err
+	return r.Router.Exists(addr)
 }
 
 // UsersAuth adapts a users.DB to Authenticator.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"letterbox/pkg/aliases"
 	"letterbox/pkg/config"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
@@ -75,15 +74,11 @@ func New(cm *config.Common) (*Server, error) {
 }
 
 func newRouter(cm *config.Common) (*route.Router, *users.DB, error) {
-	db, err := users.Load(cm.Users)
+	rt, err := route.New(cm, false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("smtpd: users: %w", err)
+		return nil, nil, fmt.Errorf("smtpd: %w", err)
 	}
-	al, err := aliases.Load(cm.Aliases)
-	if err != nil {
-		return nil, nil, fmt.Errorf("smtpd: aliases: %w", err)
-	}
-	return &route.Router{Domains: cm.Domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster, Users: db, Aliases: al}, db, nil
+	return rt, rt.Users, nil
 }
 
 // ApplyFlags sets the limits and policy from smtpd's flags.
