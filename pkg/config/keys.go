@@ -25,7 +25,9 @@ func init() {
 		"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",
 		"tls-policy", "route-auth-file", "interval",
 		// pop3d / imapd
-		"idle-timeout", "no-flag-updates",
+		"idle-timeout", "no-flag-updates", "mbox-lock-timeout",
+		// mailuser
+		"scheme",
 	} {
 		knownKeys[k] = true
 	}
