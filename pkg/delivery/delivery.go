@@ -7,8 +7,20 @@
 package delivery
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
 
+	"letterbox/pkg/maildir"
+	"letterbox/pkg/mbox"
 	"letterbox/pkg/route"
 )
 
@@ -23,7 +35,246 @@ type Error struct {
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+// Errors wrapped in an *Error's chain; test them with errors.Is.
+var (
+	// ErrLoop: the message already carries our Delivered-To, or too many.
+	ErrLoop = errors.New("mail loop")
+	// ErrCantCreate: the mailbox (or its directory) doesn't exist and can't
+	// be made.
+	ErrCantCreate = errors.New("cannot create mailbox")
+	// ErrInput: reading the message failed (not the mailbox's fault).
+	ErrInput = errors.New("cannot read message")
+	// ErrPipe: a pipe command failed permanently (its stderr follows).
+	ErrPipe = errors.New("command failed")
+)
+
+// MaxDeliveredTo is the number of Delivered-To headers after which a
+// message is taken to be looping (qmail's limit for its hop count).
+const MaxDeliveredTo = 100
+
+// maxHeaderScan bounds how much of the header is searched for
+// Delivered-To; a header that long is passed on unexamined beyond it.
+const maxHeaderScan = 1 << 20
+
+// Headers returns the trace header lines that local delivery prepends:
+// Return-Path with the envelope sender (<> for the null sender) and, when
+// deliveredTo is not empty, Delivered-To; each line ends with eol.
+func Headers(sender, deliveredTo, eol string) string {
+	s := "Return-Path: <" + sender + ">" + eol
+	if deliveredTo != "" {
+		s += "Delivered-To: " + deliveredTo + eol
+	}
+	return s
+}
+
+// Prepare checks msg for a delivery loop to deliveredTo (a Delivered-To
+// header with the same address, or more than MaxDeliveredTo of them) and
+// returns the message with the trace headers prepended, in the message's
+// own line-end style (CRLF when its first line ends so, else LF).
+// A loop is a permanent *Error with status 5.4.6.
+func Prepare(sender, deliveredTo string, msg io.Reader) (io.Reader, error) {
+	br := bufio.NewReaderSize(msg, 64<<10)
+	var head bytes.Buffer
+	eol := ""
+	count := 0
+	for head.Len() < maxHeaderScan {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			head.Write(line)
+			continue
+		}
+		if eol == "" {
+			eol = "\n"
+			if bytes.HasSuffix(line, []byte("\r\n")) {
+				eol = "\r\n"
+			}
+		}
+		head.Write(line)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, err)}
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			break // end of header
+		}
+		if name, value, ok := bytes.Cut(trimmed, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Delivered-To")) {
+			count++
+			v := strings.Trim(strings.TrimSpace(string(value)), "<>")
+			if deliveredTo != "" && strings.EqualFold(v, deliveredTo) {
+				return nil, &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: message already delivered to %s", ErrLoop, deliveredTo)}
+			}
+			if count > MaxDeliveredTo {
+				return nil, &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: more than %d Delivered-To headers", ErrLoop, MaxDeliveredTo)}
+			}
+		}
+	}
+	if eol == "" {
+		eol = "\n"
+	}
+	return io.MultiReader(strings.NewReader(Headers(sender, deliveredTo, eol)), &head, br), nil
+}
+
 // Deliver writes the message read from msg to d for envelope sender.
 func Deliver(d route.Destination, sender string, msg io.Reader) error {
-	panic("delivery: not implemented")
+	return DeliverContext(context.Background(), d, sender, msg)
+}
+
+// DeliverContext is Deliver with a context that bounds a pipe command's run.
+func DeliverContext(ctx context.Context, d route.Destination, sender string, msg io.Reader) error {
+	r, err := Prepare(sender, d.Address, msg)
+	if err != nil {
+		return err
+	}
+	switch d.Kind {
+	case route.Maildir:
+		return toMaildir(d, r)
+	case route.Mbox:
+		return toMbox(d, sender, r)
+	case route.Pipe:
+		return toPipe(ctx, d, sender, r)
+	}
+	return &Error{Status: "5.3.5", Err: fmt.Errorf("delivery: %s: not a local destination (kind %d)", d.Address, d.Kind)}
+}
+
+// inputErr marks read errors of the message so they are not blamed on the
+// mailbox.
+type inputReader struct {
+	r   io.Reader
+	err error
+}
+
+func (i *inputReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	if err != nil && err != io.EOF {
+		i.err = err
+	}
+	return n, err
+}
+
+func toMaildir(d route.Destination, r io.Reader) error {
+	if d.Path == "" {
+		return &Error{Status: "5.3.5", Err: errors.New("delivery: Maildir destination without a path")}
+	}
+	dir := d.Path
+	var err error
+	if d.Folder != "" {
+		dir, err = maildir.CreateFolder(d.Path, d.Folder)
+	} else {
+		err = maildir.Create(d.Path)
+	}
+	if err != nil {
+		return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
+	}
+	in := &inputReader{r: r}
+	if _, err := maildir.Deliver(dir, in); err != nil {
+		if in.err != nil {
+			return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, in.err)}
+		}
+		return classify(fmt.Errorf("delivery: %s: %w", d.Address, err))
+	}
+	return nil
+}
+
+func toMbox(d route.Destination, sender string, r io.Reader) error {
+	if d.Path == "" {
+		return &Error{Status: "5.3.5", Err: errors.New("delivery: mbox destination without a path")}
+	}
+	in := &inputReader{r: r}
+	if err := mbox.Append(d.Path, sender, time.Now(), in); err != nil {
+		if in.err != nil {
+			return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, in.err)}
+		}
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			err = fmt.Errorf("%w %s: %w", ErrCantCreate, d.Path, err)
+		}
+		return classify(fmt.Errorf("delivery: %s: %w", d.Address, err))
+	}
+	return nil
+}
+
+// classify wraps a mailbox error: all are temporary (the mail waits in the
+// queue until the disk, the permissions or the lock holder are fixed);
+// disk full is 4.2.0, the rest 4.3.0 unless it's the mailbox itself.
+func classify(err error) *Error {
+	status := "4.3.0"
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		status = "4.2.0"
+	case errors.Is(err, ErrCantCreate), errors.Is(err, os.ErrPermission):
+		status = "4.2.0"
+	}
+	return &Error{Temporary: true, Status: status, Err: err}
+}
+
+// maxStderr bounds what is kept of a pipe command's stderr for the error.
+const maxStderr = 4096
+
+type limitedBuffer struct{ b bytes.Buffer }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxStderr - l.b.Len(); room > 0 {
+		if len(p) > room {
+			l.b.Write(p[:room])
+		} else {
+			l.b.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+// PipeEnv returns the environment variables a pipe command gets (qmail's
+// and Postfix's convention), to be added to the inherited environment.
+func PipeEnv(d route.Destination, sender string) []string {
+	local, domain := d.Address, ""
+	if i := strings.LastIndexByte(d.Address, '@'); i >= 0 {
+		local, domain = d.Address[:i], d.Address[i+1:]
+	}
+	orig := d.Original
+	if orig == "" {
+		orig = d.Address
+	}
+	return []string{
+		"SENDER=" + sender,
+		"RECIPIENT=" + d.Address,
+		"LOCAL=" + local,
+		"DOMAIN=" + domain,
+		"ORIGINAL_RECIPIENT=" + orig,
+	}
+}
+
+func toPipe(ctx context.Context, d route.Destination, sender string, r io.Reader) error {
+	if strings.TrimSpace(d.Command) == "" {
+		return &Error{Status: "5.3.5", Err: errors.New("delivery: empty pipe command")}
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", d.Command)
+	in := &inputReader{r: r}
+	cmd.Stdin = in
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), PipeEnv(d, sender)...)
+	err := cmd.Run()
+	msg := strings.TrimSpace(stderr.b.String())
+	if err == nil {
+		return nil
+	}
+	if in.err != nil {
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, in.err)}
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: pipe %q: %w", d.Command, err)}
+	}
+	if msg == "" {
+		msg = ee.String()
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() || ctx.Err() != nil {
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: pipe %q: %s", d.Command, msg)}
+	}
+	if ee.ExitCode() == 75 {
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: pipe %q: %s", d.Command, msg)}
+	}
+	return &Error{Status: "5.3.0", Err: fmt.Errorf("delivery: %w: %s", ErrPipe, msg)}
 }

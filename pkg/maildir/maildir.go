@@ -7,15 +7,461 @@
 // them, don't change them.
 package maildir
 
-import "io"
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
 
 // Create makes dir and its tmp/, new/ and cur/ (mode 0700), parents too.
-func Create(dir string) error { panic("maildir: not implemented") }
+// The new directories are fsynced into their parents, so a delivery that
+// follows is not lost with its mailbox on a crash.
+func Create(dir string) error {
+	if dir == "" {
+		return errors.New("maildir: create: empty path")
+	}
+	parent := filepath.Dir(filepath.Clean(dir))
+	existed := isDir(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("maildir: create %s: %w", dir, err)
+	}
+	made := !existed
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		p := filepath.Join(dir, sub)
+		err := os.Mkdir(p, 0o700)
+		if err == nil {
+			made = true
+			continue
+		}
+		if errors.Is(err, os.ErrExist) && isDir(p) {
+			continue
+		}
+		return fmt.Errorf("maildir: create %s: %w", p, err)
+	}
+	if made {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("maildir: create %s: %w", dir, err)
+		}
+		if !existed {
+			if err := syncDir(parent); err != nil {
+				return fmt.Errorf("maildir: create %s: %w", dir, err)
+			}
+		}
+	}
+	return nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	// Some file systems refuse fsync on directories; the rename is then as
+	// durable as that file system makes it.
+	if errors.Is(err, syscall.EINVAL) {
+		return nil
+	}
+	return err
+}
+
+var (
+	counter  atomic.Uint64
+	hostOnce atomic.Pointer[string]
+)
+
+// host returns the host part of unique names, with '/' and ':' escaped as
+// the Maildir spec says (\057, \072); ',' too (\054), since ',' starts the
+// Courier/Dovecot size fields.
+func host() string {
+	if h := hostOnce.Load(); h != nil {
+		return *h
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	h = strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`).Replace(h)
+	hostOnce.Store(&h)
+	return h
+}
+
+// uniqueName returns a name per the Maildir spec's modern recommendation:
+// time.M<usec>P<pid>Q<counter>R<random>.<host>.
+func uniqueName() string {
+	now := time.Now()
+	var rb [8]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		// The counter and pid keep names unique within this host anyway.
+		copy(rb[:], strconv.FormatInt(now.UnixNano(), 16))
+	}
+	var b strings.Builder
+	b.Grow(80)
+	b.WriteString(strconv.FormatInt(now.Unix(), 10))
+	b.WriteString(".M")
+	b.WriteString(strconv.Itoa(now.Nanosecond() / 1000))
+	b.WriteString("P")
+	b.WriteString(strconv.Itoa(os.Getpid()))
+	b.WriteString("Q")
+	b.WriteString(strconv.FormatUint(counter.Add(1), 10))
+	b.WriteString("R")
+	b.WriteString(hex.EncodeToString(rb[:]))
+	b.WriteString(".")
+	b.WriteString(host())
+	return b.String()
+}
+
+// countingWriter counts bytes and line feeds, for the ,S= and ,W= fields
+// (W: the size with CRLF line ends, what POP3 and IMAP report).
+type countingWriter struct {
+	w          io.Writer
+	n, bareLFs int64
+	lastCR     bool
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	for i := 0; i < n; i++ {
+		switch p[i] {
+		case '\n':
+			if !c.lastCR {
+				c.bareLFs++
+			}
+			c.lastCR = false
+		case '\r':
+			c.lastCR = true
+		default:
+			c.lastCR = false
+		}
+	}
+	c.n += int64(n)
+	return n, err
+}
 
 // Deliver writes r into dir/new/ durably and returns the new file's path.
 // Success means the file and the new/ directory entry are on disk.
-func Deliver(dir string, r io.Reader) (string, error) { panic("maildir: not implemented") }
+//
+// The file is written under tmp/, fsynced, then hard-linked into new/ (a
+// rename where links are refused) and new/ is fsynced: a crash at any point
+// leaves either nothing or the whole message in new/. The name in new/
+// carries ,S=<size>,W=<size with CRLF> as Dovecot's do, so readers know
+// sizes without reading.
+func Deliver(dir string, r io.Reader) (string, error) {
+	name := uniqueName()
+	tmp := filepath.Join(dir, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("maildir: deliver: %w", err)
+	}
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(tmp)
+		return "", fmt.Errorf("maildir: deliver %s: %w", tmp, err)
+	}
+	cw := &countingWriter{w: f}
+	if _, err := io.Copy(cw, r); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("maildir: deliver %s: %w", tmp, err)
+	}
+	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(cw.n, 10)+",W="+strconv.FormatInt(cw.n+cw.bareLFs, 10))
+	if err := os.Link(tmp, final); err != nil {
+		// Link is the spec's way (never overwrites); file systems without hard
+		// links get a rename, safe too since the name is unique.
+		if lerr := os.Rename(tmp, final); lerr != nil {
+			os.Remove(tmp)
+			return "", fmt.Errorf("maildir: deliver %s: %w", final, err)
+		}
+	} else {
+		os.Remove(tmp)
+	}
+	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+		// The message may or may not survive a crash: report failure so the
+		// sender retries (a duplicate beats a loss), and take it back.
+		os.Remove(final)
+		return "", fmt.Errorf("maildir: deliver: fsync %s/new: %w", dir, err)
+	}
+	return final, nil
+}
 
 // FolderPath returns the Maildir++ folder name's directory under root
 // (root/.name), refusing names that would leave root.
-func FolderPath(root, name string) (string, error) { panic("maildir: not implemented") }
+//
+// name is a Maildir++ name: components separated by '.', without the leading
+// dot ("Lists.go" is root/.Lists.go). "INBOX" (any case) and "" are the root
+// itself.
+func FolderPath(root, name string) (string, error) {
+	if name == "" || strings.EqualFold(name, "INBOX") {
+		return root, nil
+	}
+	if err := CheckFolderName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "."+name), nil
+}
+
+// CheckFolderName reports why name is not a safe Maildir++ folder name.
+func CheckFolderName(name string) error {
+	bad := func(why string) error { return fmt.Errorf("maildir: folder name %q: %s", name, why) }
+	switch {
+	case name == "":
+		return bad("empty")
+	case strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, ".."):
+		return bad("empty component")
+	case strings.ContainsAny(name, "/\\"):
+		return bad("contains a slash")
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return bad("control character")
+		}
+	}
+	return nil
+}
+
+// CreateFolder creates the Maildir++ folder name under root (and root) with
+// the maildirfolder marker file Courier and Dovecot write, and returns its
+// path.
+func CreateFolder(root, name string) (string, error) {
+	p, err := FolderPath(root, name)
+	if err != nil {
+		return "", err
+	}
+	if err := Create(root); err != nil {
+		return "", err
+	}
+	if p == root {
+		return p, nil
+	}
+	if err := Create(p); err != nil {
+		return "", err
+	}
+	mf := filepath.Join(p, "maildirfolder")
+	if f, err := os.OpenFile(mf, os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	return p, nil
+}
+
+// ListFolders returns the Maildir++ folders under root (names without the
+// leading dot, e.g. "Sent", "Lists.go"), sorted; INBOX (root itself) is not
+// listed. A directory counts as a folder when it has a cur/ subdirectory.
+func ListFolders(root string) ([]string, error) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: list folders: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if len(n) < 2 || n[0] != '.' || n == ".." {
+			continue
+		}
+		if CheckFolderName(n[1:]) != nil {
+			continue
+		}
+		if !isDir(filepath.Join(root, n, "cur")) {
+			continue
+		}
+		out = append(out, n[1:])
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Message is one message file of a Maildir.
+type Message struct {
+	Key   string // unique part of the name, before ":2,"
+	Path  string
+	Name  string
+	Size  int64  // from ,S= when present, else stat
+	Flags string // sorted flag letters after :2,
+	New   bool   // in new/
+	// VSize is the size with CRLF line ends (from ,W=), or -1 when the name
+	// doesn't say.
+	VSize int64
+}
+
+// ParseName splits a Maildir file name into its unique key (before the
+// ':'), the size from a ,S=<size> field (-1 when absent) and the flag
+// letters after ":2," (sorted, duplicates removed; lower-case letters are
+// IMAP keywords as Dovecot writes them). Names with other info kinds (":1,")
+// or none parse with no flags. ok is false for names that are not message
+// files (dot files, empty, path separators).
+func ParseName(name string) (key string, size int64, flags string, ok bool) {
+	if name == "" || name[0] == '.' || strings.ContainsAny(name, "/\x00") {
+		return "", -1, "", false
+	}
+	key, info, _ := strings.Cut(name, ":")
+	if key == "" {
+		return "", -1, "", false
+	}
+	size = field(key, 'S')
+	if strings.HasPrefix(info, "2,") {
+		flags = SortFlags(info[2:])
+	}
+	return key, size, flags, true
+}
+
+// field returns the number in a ,<c>=<digits> field of key, or -1.
+func field(key string, c byte) int64 {
+	_, rest, found := strings.Cut(key, ",")
+	for found {
+		var f string
+		f, rest, found = strings.Cut(rest, ",")
+		if len(f) > 2 && f[0] == c && f[1] == '=' {
+			if n, err := strconv.ParseInt(f[2:], 10, 64); err == nil && n >= 0 {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// SortFlags returns the letters of flags sorted in ASCII order (standard
+// upper-case flags before keyword letters, as Dovecot and mutt write them)
+// without duplicates; anything but ASCII letters is dropped.
+func SortFlags(flags string) string {
+	var seen [128]bool
+	for i := 0; i < len(flags); i++ {
+		c := flags[i]
+		if (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') {
+			seen[c] = true
+		}
+	}
+	var b []byte
+	for c := 'A'; c <= 'z'; c++ {
+		if seen[c] {
+			b = append(b, byte(c))
+		}
+	}
+	return string(b)
+}
+
+// List returns the messages in dir's new/ and cur/, oldest first (by the
+// delivery time in the name, then the name). Files whose names aren't
+// message names are skipped. A missing new/ or cur/ is an empty one.
+func List(dir string) ([]Message, error) {
+	var out []Message
+	for _, sub := range []string{"new", "cur"} {
+		d := filepath.Join(dir, sub)
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("maildir: list %s: %w", d, err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				continue
+			}
+			key, size, flags, ok := ParseName(e.Name())
+			if !ok {
+				continue
+			}
+			m := Message{Key: key, Name: e.Name(), Path: filepath.Join(d, e.Name()),
+				Size: size, Flags: flags, New: sub == "new", VSize: field(key, 'W')}
+			if m.Size < 0 {
+				fi, err := e.Info()
+				if err != nil {
+					// Gone since ReadDir: another reader expunged or moved it.
+					continue
+				}
+				m.Size = fi.Size()
+			}
+			out = append(out, m)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		si, ui := stamp(out[i].Key)
+		sj, uj := stamp(out[j].Key)
+		if si != sj {
+			return si < sj
+		}
+		if ui != uj {
+			return ui < uj
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out, nil
+}
+
+// stamp returns the seconds and microseconds of a name's time: the leading
+// digits, and the M<usec> part of the modern format when present.
+func stamp(key string) (sec, usec int64) {
+	i := 0
+	for i < len(key) && key[i] >= '0' && key[i] <= '9' {
+		i++
+	}
+	sec, _ = strconv.ParseInt(key[:i], 10, 64)
+	if i < len(key) && key[i] == '.' && i+1 < len(key) && key[i+1] == 'M' {
+		j := i + 2
+		for j < len(key) && key[j] >= '0' && key[j] <= '9' {
+			j++
+		}
+		usec, _ = strconv.ParseInt(key[i+2:j], 10, 64)
+	}
+	return sec, usec
+}
+
+// SetFlags gives m the flags (letters, any order) and moves it to cur/ as
+// "<key>:2,<sorted flags>", the way Dovecot and mutt name it. When m's file
+// has been renamed meanwhile (another client changed its flags), the file
+// with the same key in cur/ is used.
+func SetFlags(dir string, m Message, flags string) (Message, error) {
+	flags = SortFlags(flags)
+	name := m.Key + ":2," + flags
+	target := filepath.Join(dir, "cur", name)
+	if m.Path == target {
+		m.Flags, m.New = flags, false
+		return m, nil
+	}
+	err := os.Rename(m.Path, target)
+	if errors.Is(err, os.ErrNotExist) {
+		if cur, ok := findKey(filepath.Join(dir, "cur"), m.Key); ok {
+			err = os.Rename(cur, target)
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("maildir: set flags of %s: %w", m.Key, err)
+	}
+	m.Path, m.Name, m.Flags, m.New = target, name, flags, false
+	return m, nil
+}
+
+func findKey(dir, key string) (string, bool) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", false
+	}
+	for _, e := range ents {
+		if k, _, _, ok := ParseName(e.Name()); ok && k == key {
+			return filepath.Join(dir, e.Name()), true
+		}
+	}
+	return "", false
+}
