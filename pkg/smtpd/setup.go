@@ -183,7 +183,9 @@ func (s *Server) Run(ls []listen.Listener) error {
 	case sg := <-sig:
 		s.Log.Info("stopping", "signal", sg.String())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	// 3 s for transfers in flight, then they are cut off (421, nothing
+	// queued) and Shutdown waits at most 1 s more: gone within 5 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return s.Shutdown(ctx)
 }
