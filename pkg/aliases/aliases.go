@@ -314,6 +314,11 @@ func SplitTargets(s string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if uq == item && !strings.HasPrefix(item, "|") && !strings.HasPrefix(item, "/") &&
+			!strings.HasPrefix(item, "\"") && strings.ContainsAny(item, " \t") {
+			// "bob alice": most likely a forgotten comma.
+			return nil, fmt.Errorf("%w: %q: whitespace in an address (missing comma?)", ErrSyntax, item)
+		}
 		if strings.ContainsFunc(uq, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
 			return nil, fmt.Errorf("%w: control character in target", ErrSyntax)
 		}

@@ -16,7 +16,7 @@
 //
 // So users win over a catch-all, and postmaster always resolves. Alias
 // targets are expanded recursively; an unqualified target (bob) is in the
-// domain being resolved; a target naming the alias itself (user: user, other)
+// first local domain, as Postfix appends $myorigin; a target naming the alias itself (user: user, other)
 // is the user's own mailbox, as in sendmail, and so is \user; any other cycle
 // is ErrLoop, as is nesting deeper than MaxDepth. Duplicate destinations are
 // removed.
@@ -160,7 +160,7 @@ func (r *Router) Split(addr string) (local, domain string, err error) {
 		if lowerASCII(local) != "postmaster" || len(r.Domains) == 0 {
 			return "", "", fmt.Errorf("%w: %q: no domain", ErrBadAddress, addr)
 		}
-		domain = strings.TrimSuffix(lowerASCII(r.Domains[0]), ".")
+		domain = r.primary()
 	}
 	return local, domain, nil
 }
@@ -228,12 +228,14 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 		return rs.postmaster(domain, depth)
 	}
 	ck := "@" + domain
-	if !rs.stack[ck] {
-		if targets, ok := rs.r.Aliases.CatchAll(domain); ok {
-			rs.stack[ck] = true
-			defer delete(rs.stack, ck)
-			return rs.expand(ck, domain, "", targets, depth)
+	if targets, ok := rs.r.Aliases.CatchAll(domain); ok {
+		if rs.stack[ck] {
+			// @d: x@d with no x: the catch-all feeds itself.
+			return fmt.Errorf("%w: %s: catch-all %s reaches itself via %s", ErrLoop, rs.original, ck, FormatAddress(local, domain))
 		}
+		rs.stack[ck] = true
+		defer delete(rs.stack, ck)
+		return rs.expand(ck, domain, "", targets, depth)
 	}
 	return fmt.Errorf("%w: %s", ErrNoSuchUser, FormatAddress(local, domain))
 }
@@ -295,14 +297,26 @@ func (rs *resolver) expand(k, domain, detail string, targets []string, depth int
 	return nil
 }
 
-// target parses an alias target address; an unqualified name is in domain.
+// primary is the first local domain.
+func (r *Router) primary() string {
+	if len(r.Domains) == 0 {
+		return ""
+	}
+	return strings.TrimSuffix(lowerASCII(r.Domains[0]), ".")
+}
+
+// target parses an alias target address; an unqualified name is in the
+// first local domain.
 func (rs *resolver) target(v, domain, k string) (string, string, error) {
 	tl, td, err := ParseAddress(v)
 	if err != nil {
 		return "", "", fmt.Errorf("alias %s: %w", k, err)
 	}
 	if td == "" {
-		td = domain
+		// As Postfix appends $myorigin: the first local domain, whatever
+		// domain the alias was reached in, so that "root: bob" means one
+		// bob everywhere.
+		td = rs.r.primary()
 	}
 	return tl, td, nil
 }

@@ -355,6 +355,7 @@ func (u *User) Domain() string {
 
 // Mailbox returns where u's mail lives: mail=/userdb_mail= extra field, else
 // <home>/Maildir/, else <mailRoot>/<domain>/<local>/.
+// Only an absolute home counts.
 //
 // The mail value is Dovecot's mail_location syntax: "maildir:PATH" or
 // "mbox:PATH", with ~ for the home directory, %u/%n/%d for the user, local
@@ -370,7 +371,9 @@ func (u *User) Mailbox(mailRoot string) Mailbox {
 			return mb
 		}
 	}
-	if u.Home != "" {
+	// A relative home would be relative to whatever directory the reading
+	// process happens to run in; Dovecot refuses it too.
+	if filepath.IsAbs(u.Home) {
 		return Mailbox{Kind: "maildir", Path: filepath.Join(u.Home, "Maildir")}
 	}
 	return Mailbox{Kind: "maildir", Path: filepath.Join(mailRoot, u.Domain(), u.Local())}
