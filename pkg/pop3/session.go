@@ -97,7 +97,7 @@ func (s *session) serve() {
 	s.w.Flush()
 	attrs := []any{"reason", reason}
 	if s.name != "" {
-		attrs = append(attrs, "user", s.name, "retrieved", s.retrN, "retrieved_bytes", s.retrBytes,
+		attrs = append(attrs, "retrieved", s.retrN, "retrieved_bytes", s.retrBytes,
 			"deleted", s.delN, "deleted_bytes", s.delBytes)
 	}
 	s.log.Info("session end", attrs...)

@@ -1,0 +1,271 @@
+package pop3
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"letterbox/pkg/maildir"
+)
+
+// LockName is the lock file in the Maildir root that one POP3 session at a
+// time holds with flock(2). The kernel drops the lock when the holder dies,
+// so a crashed session never blocks the user.
+const LockName = "letterbox-pop3.lock"
+
+// SizeCacheName caches the CRLF sizes of messages whose names carry no
+// ,W= field (Courier's and other programs' files), so that only the first
+// session reads them. Maildir files never change, so an entry never goes
+// stale; entries for messages gone from the Maildir are dropped.
+const SizeCacheName = "letterbox-pop3.sizes"
+
+type maildirDrop struct {
+	dir         string
+	lock        *os.File
+	msgs        []maildir.Message
+	info        []MessageInfo
+	flagUpdates bool
+	cacheDirty  bool
+}
+
+// OpenMaildir locks the Maildir dir (created when missing) and takes its
+// snapshot. With flagUpdates, messages retrieved are marked seen (S) and
+// moved to cur/ at QUIT, as Dovecot does.
+func OpenMaildir(dir string, flagUpdates bool) (Maildrop, error) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := maildir.Create(dir); err != nil {
+			return nil, fmt.Errorf("pop3: maildrop %s: %w", dir, err)
+		}
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("pop3: maildrop %s: lock: %w", dir, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrInUse
+		}
+		return nil, fmt.Errorf("pop3: maildrop %s: lock: %w", dir, err)
+	}
+	d := &maildirDrop{dir: dir, lock: lf, flagUpdates: flagUpdates}
+	if err := d.load(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *maildirDrop) load() error {
+	msgs, err := maildir.List(d.dir)
+	if err != nil {
+		return fmt.Errorf("pop3: maildrop %s: %w", d.dir, err)
+	}
+	cache := d.readCache()
+	cached, hits := len(cache), 0
+	d.msgs = msgs[:0]
+	d.info = make([]MessageInfo, 0, len(msgs))
+	seen := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		uid := uidOf(m.Key)
+		if seen[uid] {
+			// The same key in new/ and cur/ (a copy, not a move): show one.
+			continue
+		}
+		size := m.VSize
+		if size < 0 {
+			if n, ok := cache[m.Key]; ok {
+				size = n
+				hits++
+			} else {
+				f, err := os.Open(m.Path)
+				if err != nil {
+					if errors.Is(err, os.ErrNotExist) {
+						continue // expunged by another program since List
+					}
+					return fmt.Errorf("pop3: maildrop %s: %w", d.dir, err)
+				}
+				size, err = CRLFSize(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("pop3: maildrop %s: read %s: %w", d.dir, m.Name, err)
+				}
+				d.cacheDirty = true
+			}
+		}
+		seen[uid] = true
+		d.msgs = append(d.msgs, m)
+		d.info = append(d.info, MessageInfo{UID: uid, Size: size})
+	}
+	if hits < cached {
+		// Entries of messages that are gone: drop them.
+		d.cacheDirty = true
+	}
+	return nil
+}
+
+// uidOf is a message's UIDL: the Maildir unique name (the key without
+// Dovecot's and Courier's ,S=/,W= fields), which never changes and is never
+// reused. A name longer than 70 octets or with characters UIDL can't carry
+// is replaced by its SHA-1, which is just as stable.
+func uidOf(key string) string {
+	base, _, _ := strings.Cut(key, ",")
+	ok := len(base) > 0 && len(base) <= 70
+	for i := 0; ok && i < len(base); i++ {
+		ok = base[i] >= 0x21 && base[i] <= 0x7e
+	}
+	if ok {
+		return base
+	}
+	sum := sha1.Sum([]byte(base))
+	return hex.EncodeToString(sum[:])
+}
+
+func (d *maildirDrop) readCache() map[string]int64 {
+	cache := map[string]int64{}
+	f, err := os.Open(filepath.Join(d.dir, SizeCacheName))
+	if err != nil {
+		return cache
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if n, err := strconv.ParseInt(v, 10, 64); ok && err == nil && n >= 0 {
+			cache[k] = n
+		}
+	}
+	return cache
+}
+
+// writeCache replaces the size cache atomically; failing to write it only
+// costs the next session a re-read.
+func (d *maildirDrop) writeCache() {
+	if !d.cacheDirty {
+		return
+	}
+	d.cacheDirty = false
+	path := filepath.Join(d.dir, SizeCacheName)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	w := bufio.NewWriter(f)
+	for i, m := range d.msgs {
+		if m.VSize < 0 && m.Key != "" {
+			fmt.Fprintf(w, "%s %d\n", m.Key, d.info[i].Size)
+		}
+	}
+	if w.Flush() != nil || f.Close() != nil {
+		os.Remove(tmp)
+		return
+	}
+	if os.Rename(tmp, path) != nil {
+		os.Remove(tmp)
+	}
+}
+
+func (d *maildirDrop) Messages() []MessageInfo { return d.info }
+
+func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
+	f, err := os.Open(d.msgs[i].Path)
+	if errors.Is(err, os.ErrNotExist) {
+		// Another program (an IMAP client) changed its flags: same key,
+		// new name in cur/.
+		if p, ok := d.find(d.msgs[i].Key); ok {
+			d.msgs[i].Path = p
+			f, err = os.Open(p)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pop3: maildrop %s: %w", d.dir, err)
+	}
+	return f, nil
+}
+
+// find looks a key up in cur/ and new/.
+func (d *maildirDrop) find(key string) (string, bool) {
+	for _, sub := range []string{"cur", "new"} {
+		ents, err := os.ReadDir(filepath.Join(d.dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if k, _, _, ok := maildir.ParseName(e.Name()); ok && k == key {
+				return filepath.Join(d.dir, sub, e.Name()), true
+			}
+		}
+	}
+	return "", false
+}
+
+func (d *maildirDrop) Commit(retrieved, deleted []int) error {
+	var errs []error
+	for _, i := range deleted {
+		m := d.msgs[i]
+		err := os.Remove(m.Path)
+		if errors.Is(err, os.ErrNotExist) {
+			if p, ok := d.find(m.Key); ok {
+				err = os.Remove(p)
+			} else {
+				err = nil // already gone: what the client asked for
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pop3: maildrop %s: delete: %w", d.dir, err))
+		}
+	}
+	if d.flagUpdates {
+		for _, i := range retrieved {
+			m := d.msgs[i]
+			if !m.New && strings.ContainsRune(m.Flags, 'S') {
+				continue
+			}
+			if _, err := maildir.SetFlags(d.dir, m, m.Flags+"S"); err != nil && !errors.Is(err, os.ErrNotExist) {
+				// Not worth failing QUIT over: the message is intact.
+				continue
+			}
+		}
+	}
+	if len(deleted) > 0 {
+		// The removals are the commit: make them durable before +OK.
+		for _, sub := range []string{"cur", "new"} {
+			if err := fsyncDir(filepath.Join(d.dir, sub)); err != nil {
+				errs = append(errs, fmt.Errorf("pop3: maildrop %s: %w", d.dir, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func fsyncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+func (d *maildirDrop) Close() error {
+	d.writeCache()
+	if d.lock == nil {
+		return nil
+	}
+	// Closing the descriptor releases the flock.
+	err := d.lock.Close()
+	d.lock = nil
+	return err
+}

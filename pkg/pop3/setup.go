@@ -1,0 +1,127 @@
+package pop3
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"letterbox/pkg/config"
+	"letterbox/pkg/listen"
+	"letterbox/pkg/users"
+)
+
+// Flags are pop3d's own flags (the shared ones come from config).
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE pop3 or pop3s; repeatable)"},
+		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session: pop3 or pop3s", Value: "pop3"},
+		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
+		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow USER/PASS and AUTH PLAIN without TLS from non-loopback clients"},
+		&cli.IntFlag{Name: "max-auth-failures", Usage: "failed logins per connection before it is closed", Value: 3},
+		&cli.DurationFlag{Name: "auth-failure-delay", Usage: "pause before answering a failed login", Value: time.Second},
+		&cli.IntFlag{Name: "max-errors", Usage: "protocol errors per session before it is closed", Value: 10},
+		&cli.DurationFlag{Name: "idle-timeout", Usage: "end a session idle this long (RFC 1939: at least 10m)", Value: 10 * time.Minute},
+		&cli.BoolFlag{Name: "no-flag-updates", Usage: "leave Maildirs untouched by RETR (don't mark messages seen or move them to cur/)"},
+		&cli.DurationFlag{Name: "mbox-lock-timeout", Usage: "wait this long for an mbox lock before answering [IN-USE]", Value: 2 * time.Second},
+	}
+}
+
+// Main is the pop3d command after flag parsing: get the listeners (or the
+// stdio session), drop privileges, serve until SIGTERM.
+func Main(c *cli.Context) error {
+	cm, err := config.Load(c)
+	if err != nil {
+		return err
+	}
+	ls, err := listen.Listeners(c.StringSlice("listen"), "pop3", Modes)
+	if err != nil {
+		return err
+	}
+	var stdio net.Conn
+	if ls == nil {
+		if stdio, err = listen.Stdio(); err != nil {
+			return err
+		}
+	}
+	if err := listen.DropPrivileges(c.String("user")); err != nil {
+		return err
+	}
+	db, err := users.Load(cm.Users)
+	if err != nil {
+		return fmt.Errorf("pop3d: %w", err)
+	}
+	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
+	if err != nil {
+		return fmt.Errorf("pop3d: %w", err)
+	}
+	if stdio != nil {
+		mode := c.String("mode")
+		if mode != "pop3" && mode != "pop3s" {
+			return fmt.Errorf("pop3d: --mode %q: want pop3 or pop3s", mode)
+		}
+		ls = []listen.Listener{{Listener: listen.OneConn(stdio), Mode: mode}}
+	}
+	for _, l := range ls {
+		if l.Mode == "pop3s" && tlsConf == nil {
+			return fmt.Errorf("pop3d: a pop3s listener needs tls-cert and tls-key")
+		}
+	}
+	delay := c.Duration("auth-failure-delay")
+	if delay == 0 {
+		delay = -1 // Config's zero means the default
+	}
+	srv := New(Config{
+		Hostname: cm.Hostname,
+		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, FlagUpdates: !c.Bool("no-flag-updates"),
+			MboxLockTimeout: c.Duration("mbox-lock-timeout")},
+		TLS:               tlsConf,
+		AllowInsecureAuth: c.Bool("allow-insecure-auth"),
+		AuthFailureDelay:  delay,
+		MaxAuthFailures:   c.Int("max-auth-failures"),
+		MaxErrors:         c.Int("max-errors"),
+		IdleTimeout:       c.Duration("idle-timeout"),
+		Log:               cm.Log,
+	})
+	return Run(srv, ls, cm)
+}
+
+// Run serves ls until they all end (inetd mode) or SIGTERM/SIGINT arrives,
+// then shuts down within 5 seconds.
+func Run(srv *Server, ls []listen.Listener, cm *config.Common) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		wg.Add(1)
+		cm.Log.Debug("listening", "addr", l.Addr().String(), "mode", l.Mode)
+		go func(l listen.Listener) {
+			defer wg.Done()
+			if err := srv.Serve(l.Listener, l.Mode == "pop3s"); err != nil {
+				errs <- err
+			}
+		}(l)
+	}
+	served := make(chan struct{})
+	go func() { wg.Wait(); close(served) }()
+	select {
+	case <-served:
+	case sg := <-sig:
+		cm.Log.Info("stopping", "signal", sg.String())
+		srv.Shutdown(4 * time.Second)
+		<-served
+	}
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
