@@ -24,6 +24,7 @@ func init() {
 		"daemon", "dns", "route", "smtp-port", "retry-after", "max-retry-interval",
 		"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",
 		"tls-policy", "route-auth-file", "interval",
+		"connect-timeout", "helo",
 		// pop3d / imapd
 		"idle-timeout", "no-flag-updates", "mbox-lock-timeout",
 		// mailuser
