@@ -2,12 +2,32 @@
 // queue-runner reads. See man/letterbox-spool.5; the commit protocol is in
 // this file, top to bottom.
 //
+// Layout of the spool directory:
+//
+//	tmp/      files being written (never read by anyone but their writer)
+//	data/ID   message data, written once, never changed; the lock file
+//	env/ID    the envelope (text, see envelope.go); its appearance is the
+//	          commit point, and its mtime is the time the message is next due
+//	drop/     sticky (1733) directory where unprivileged sendmail leaves
+//	          messages for queue-runner to validate and take in (drop.go)
+//	trigger   FIFO poked by writers to wake a waiting queue-runner
+//
 // CONTRACT: exported names below are used by smtpd, sendmail and
 // queue-runner; add to them, don't change them.
 package spool
 
 import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,16 +58,354 @@ type Envelope struct {
 	Size       int64
 	AuthUser   string // who submitted it, if authenticated
 	Recipients []*Recipient
+
+	// Warned is when a delay warning was sent (zero: not yet); one only.
+	Warned time.Time
+	// Notice marks mail that queue-runner generated itself: NoticeDSN for
+	// a delivery status notification to a sender, NoticePostmaster for a
+	// failed bounce handed to the postmaster (which is never bounced again).
+	Notice string
+}
+
+// Values of Envelope.Notice.
+const (
+	NoticeDSN        = "dsn"
+	NoticePostmaster = "postmaster"
+)
+
+// Due is when the message next needs work: the earliest NextAttempt of a
+// pending recipient (a zero NextAttempt counts as Arrived). A message with
+// no pending recipient is due at once (so it gets removed).
+func (e *Envelope) Due() time.Time {
+	var due time.Time
+	for _, r := range e.Recipients {
+		if r.State != Pending {
+			continue
+		}
+		t := r.NextAttempt
+		if t.IsZero() {
+			t = e.Arrived
+		}
+		if due.IsZero() || t.Before(due) {
+			due = t
+		}
+	}
+	if due.IsZero() {
+		return e.Arrived
+	}
+	return due
 }
 
 // Spool is an opened queue directory.
-type Spool struct{ Dir string }
+type Spool struct {
+	Dir string
 
-// Open opens (creating if needed) the spool at dir.
-func Open(dir string) (*Spool, error) { panic("spool: not implemented") }
+	once sync.Once
+	reqs chan *commitReq
+}
+
+// Subdirectories and files of the spool.
+const (
+	tmpDir      = "tmp"
+	dataDir     = "data"
+	envDir      = "env"
+	dropDir     = "drop"
+	triggerName = "trigger"
+)
+
+// Errors; test with errors.Is.
+var (
+	ErrNotFound = errors.New("no such message")
+	ErrLocked   = errors.New("message is locked by another process")
+)
+
+// Open opens (creating if needed) the spool at dir. A user who may not
+// write the spool still gets a *Spool: Submit then fails with a permission
+// error and Drop is the way in.
+func Open(dir string) (*Spool, error) {
+	if dir == "" {
+		return nil, errors.New("spool: no directory given")
+	}
+	// The top directory is traversable by all (0711) so that local users
+	// reach drop/ and trigger; the rest is the spool owner's alone.
+	if err := mkdir(dir, 0o711); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{tmpDir, dataDir, envDir} {
+		if err := mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := mkdir(filepath.Join(dir, dropDir), 0o1733|os.ModeSticky); err != nil {
+		return nil, err
+	}
+	trig := filepath.Join(dir, triggerName)
+	if _, err := os.Lstat(trig); errors.Is(err, os.ErrNotExist) {
+		// Everyone may poke: sendmail runs as any user.
+		if err := syscall.Mkfifo(trig, 0o622); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("spool: mkfifo %s: %w", trig, err)
+		}
+		os.Chmod(trig, 0o622) // umask
+	}
+	return &Spool{Dir: dir}, nil
+}
+
+// mkdir creates dir with exactly mode (not masked by the umask) if it does
+// not exist. An existing directory is left alone: it may belong to someone
+// else (sendmail run by a user opens root's spool).
+func mkdir(dir string, mode os.FileMode) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("spool: %s is not a directory", dir)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dir, mode.Perm()); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	m := mode.Perm()
+	if mode&os.ModeSticky != 0 {
+		m |= os.ModeSticky
+	}
+	if err := os.Chmod(dir, m); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+// NewID returns a new queue id: base32 (extended hex alphabet, so ids sort
+// like their creation times) of the time in nanoseconds and 40 random bits.
+// It is safe in file names and unique without coordination.
+func NewID() string {
+	var b [13]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	if _, err := rand.Read(b[8:]); err != nil {
+		panic("spool: no randomness: " + err.Error())
+	}
+	return idEncoding.EncodeToString(b[:])
+}
+
+var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// ValidID reports whether id could be a queue id (and so a safe file name).
+func ValidID(id string) bool {
+	if len(id) < 8 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'V') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Spool) path(sub, id string) string { return filepath.Join(s.Dir, sub, id) }
 
 // Submit stores data and env durably and returns the queue id; the
 // envelope's appearance is the commit point. It pokes the trigger FIFO.
+//
+// The protocol, for a crash at any instant:
+//
+//  1. write the data to tmp/ID.data and fsync it;
+//  2. write the envelope to tmp/ID.env and fsync it (its mtime set to the
+//     time the message is due);
+//  3. hand both to the committer, which for a whole batch of concurrent
+//     Submits renames every data file into data/ and fsyncs data/ once,
+//     then renames every envelope into env/ and fsyncs env/ once;
+//  4. return after the batch's fsyncs.
+//
+// A crash before the envelope rename leaves garbage (tmp files or a data
+// file without an envelope) that Clean removes after an age; the caller got
+// no id, so the sender still owns the message. Steps 1–2 run in the
+// callers' goroutines in parallel; only the directory fsyncs are shared.
 func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
-	panic("spool: not implemented")
+	id := NewID()
+	env.ID = id
+	tmpData := s.path(tmpDir, id+".data")
+	n, err := writeSync(tmpData, 0o600, data)
+	if err != nil {
+		os.Remove(tmpData)
+		return "", fmt.Errorf("spool: submit: %w", err)
+	}
+	env.Size = n
+	tmpEnv := s.path(tmpDir, id+".env")
+	if err := s.writeEnvelope(tmpEnv, env); err != nil {
+		os.Remove(tmpData)
+		os.Remove(tmpEnv)
+		return "", fmt.Errorf("spool: submit: %w", err)
+	}
+	if err := s.commit(id, tmpData, tmpEnv); err != nil {
+		return "", fmt.Errorf("spool: commit %s: %w", id, err)
+	}
+	s.Poke()
+	return id, nil
+}
+
+// writeSync creates path exclusively, copies r into it and fsyncs it.
+func writeSync(path string, mode os.FileMode, r io.Reader) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+// writeEnvelope writes env to the new file path, fsyncs it and sets its
+// mtime to env.Due(), which lets a pass skip messages not yet due with one
+// stat each, without reading them (Postfix does the same in its deferred
+// queue).
+func (s *Spool) writeEnvelope(path string, env *Envelope) error {
+	if _, err := writeSync(path, 0o600, strings.NewReader(env.Format())); err != nil {
+		return err
+	}
+	due := env.Due()
+	return os.Chtimes(path, due, due)
+}
+
+type commitReq struct {
+	id, tmpData, tmpEnv string
+	done                chan error
+}
+
+// commit passes one Submit's files to the committer goroutine and waits
+// for its batch to be durable.
+func (s *Spool) commit(id, tmpData, tmpEnv string) error {
+	s.once.Do(func() {
+		s.reqs = make(chan *commitReq, 4096)
+		go s.committer()
+	})
+	r := &commitReq{id: id, tmpData: tmpData, tmpEnv: tmpEnv, done: make(chan error, 1)}
+	s.reqs <- r
+	return <-r.done
+}
+
+// committer takes whatever Submits are waiting, commits them as one batch
+// and releases them; Submits arriving meanwhile form the next batch. So
+// with many concurrent writers the cost of the two directory fsyncs is
+// shared by the batch.
+func (s *Spool) committer() {
+	for first := range s.reqs {
+		batch := []*commitReq{first}
+	drain:
+		for len(batch) < cap(s.reqs) {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+	}
+}
+
+func (s *Spool) commitBatch(batch []*commitReq) {
+	errs := make([]error, len(batch))
+	ok := 0
+	for i, r := range batch {
+		if err := os.Rename(r.tmpData, s.path(dataDir, r.id)); err != nil {
+			errs[i] = err
+			os.Remove(r.tmpData)
+			os.Remove(r.tmpEnv)
+			continue
+		}
+		ok++
+	}
+	if ok > 0 {
+		// The data must be durable under its name before any envelope
+		// naming it may appear.
+		if err := syncDir(filepath.Join(s.Dir, dataDir)); err != nil {
+			for i, r := range batch {
+				if errs[i] == nil {
+					errs[i] = err
+					os.Remove(s.path(dataDir, r.id))
+					os.Remove(r.tmpEnv)
+				}
+			}
+			ok = 0
+		}
+	}
+	if ok > 0 {
+		for i, r := range batch {
+			if errs[i] != nil {
+				continue
+			}
+			if err := os.Rename(r.tmpEnv, s.path(envDir, r.id)); err != nil {
+				errs[i] = err
+				os.Remove(r.tmpEnv)
+				os.Remove(s.path(dataDir, r.id))
+			}
+		}
+		if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
+			// The envelopes may or may not survive a crash: the callers
+			// must not take them as committed, and must not see them
+			// delivered twice, so they are withdrawn.
+			for i, r := range batch {
+				if errs[i] == nil {
+					errs[i] = err
+					os.Remove(s.path(envDir, r.id))
+					os.Remove(s.path(dataDir, r.id))
+				}
+			}
+		}
+	}
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+}
+
+// syncDir fsyncs a directory, making the renames into it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// replaceEnvelope atomically replaces env/ID with env: tmp file, fsync,
+// rename over the old one, fsync env/. A crash leaves the old or the new
+// envelope, never a mix.
+func (s *Spool) replaceEnvelope(env *Envelope) error {
+	tmp := s.path(tmpDir, env.ID+".env."+NewID())
+	if err := s.writeEnvelope(tmp, env); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, s.path(envDir, env.ID)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Join(s.Dir, envDir))
+}
+
+// remove takes a message out of the spool: the envelope first (its removal
+// is the commit point: once fsynced, the message is gone), then the data.
+// A crash in between leaves a data file without envelope, i.e. garbage.
+func (s *Spool) remove(id string) error {
+	if err := os.Remove(s.path(envDir, id)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: remove %s: %w", id, ErrNotFound)
+		}
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := os.Remove(s.path(dataDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return nil
 }

@@ -1,0 +1,232 @@
+package spool
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The drop directory (Postfix's maildrop design): <spool>/drop is mode
+// 1733, so any local user may create files in it but nobody but the spool
+// owner may list it or remove others' files. sendmail, run by a user who
+// may not write the spool, creates drop/ID mode 0600, writes the envelope,
+// a line ".", and the message, then marks it complete by turning on the
+// owner-execute bit and read for all (0744: queue-runner, not root, must
+// read it) and fsyncs it. queue-runner takes complete files in with
+// TakeDrops after checking them, and trusts nothing in them that a user
+// could forge: the submitting user is the file's owner.
+const dropReady os.FileMode = 0o100
+
+// MaxDrop bounds the size of a drop file queue-runner takes in.
+var MaxDrop int64 = 64 << 20
+
+// Drop leaves a message in the drop directory, for users who may not write
+// the spool (Submit failed with a permission error). It returns the drop
+// file's name, which is not the queue id the message gets when taken in.
+func (s *Spool) Drop(env *Envelope, data io.Reader) (string, error) {
+	id := NewID()
+	p := s.path(dropDir, id)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("spool: drop: %w", err)
+	}
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(p)
+		return "", fmt.Errorf("spool: drop %s: %w", id, err)
+	}
+	w := bufio.NewWriter(f)
+	e := *env
+	e.ID = ""
+	w.WriteString(e.Format())
+	w.WriteString(".\n")
+	if _, err := io.Copy(w, data); err != nil {
+		return fail(err)
+	}
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o744); err != nil {
+		return fail(err)
+	}
+	// The fsync covers the data and the mode; on journaling file systems
+	// it also commits the file's creation. The directory is not readable
+	// by its writers, so fsyncing it is best effort.
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(p)
+		return "", fmt.Errorf("spool: drop %s: %w", id, err)
+	}
+	syncDir(filepath.Join(s.Dir, dropDir))
+	s.Poke()
+	return id, nil
+}
+
+// Taken is the outcome for one drop file.
+type Taken struct {
+	Drop string // the drop file's name
+	ID   string // the queue id, when taken in
+	User string // its owner
+	Err  error  // why it was refused (and removed), or a temporary error (kept)
+}
+
+// TakeDrops takes complete drop files into the spool: each is checked
+// (a regular file with one link, complete, not too large, a valid
+// envelope), submitted with its owner as AuthUser, then removed. Invalid
+// files are removed and reported; incomplete ones are left (Clean removes
+// them after an age).
+func (s *Spool) TakeDrops() []Taken {
+	dir := filepath.Join(s.Dir, dropDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return []Taken{{Err: fmt.Errorf("spool: drop: %w", err)}}
+	}
+	var out []Taken
+	for _, de := range ents {
+		name := de.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		t, keep := s.takeDrop(name)
+		if t.Err == nil && t.ID == "" {
+			continue // not complete yet
+		}
+		if !keep {
+			os.Remove(filepath.Join(dir, name))
+		}
+		out = append(out, t)
+	}
+	if len(out) > 0 {
+		syncDir(dir)
+	}
+	return out
+}
+
+func (s *Spool) takeDrop(name string) (t Taken, keep bool) {
+	t.Drop = name
+	p := s.path(dropDir, name)
+	// O_NOFOLLOW: a symlink planted here must not make us read (and mail
+	// out) a file the user may not read. O_NONBLOCK: a FIFO must not hang
+	// the pass.
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return t, true
+		}
+		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+		return t, errors.Is(err, syscall.EACCES)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+		return t, true
+	}
+	uid, nlink, _ := fileInfoUID(fi)
+	t.User = userName(uid)
+	switch {
+	case !fi.Mode().IsRegular():
+		t.Err = fmt.Errorf("spool: drop %s: not a regular file", name)
+		return t, false
+	case nlink != 1:
+		// A hard link to someone else's file would mail it out as theirs.
+		t.Err = fmt.Errorf("spool: drop %s: %d links", name, nlink)
+		return t, false
+	case fi.Mode()&dropReady == 0:
+		return t, true // still being written
+	case fi.Size() > MaxDrop:
+		t.Err = fmt.Errorf("spool: drop %s: %d bytes, more than %d", name, fi.Size(), MaxDrop)
+		return t, false
+	}
+	br := bufio.NewReader(f)
+	var head strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Err = fmt.Errorf("spool: drop %s: no end of envelope", name)
+			return t, false
+		}
+		if line == ".\n" {
+			break
+		}
+		head.WriteString(line)
+		if head.Len() > maxEnvelope {
+			t.Err = fmt.Errorf("spool: drop %s: envelope too large", name)
+			return t, false
+		}
+	}
+	env, err := Parse(head.String())
+	if err != nil {
+		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+		return t, false
+	}
+	if err := validDropEnvelope(env); err != nil {
+		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+		return t, false
+	}
+	// Only what the user may choose is kept.
+	clean := &Envelope{From: env.From, Arrived: time.Now(), AuthUser: t.User}
+	for _, r := range env.Recipients {
+		clean.Recipients = append(clean.Recipients, &Recipient{Address: r.Address, Original: r.Original, State: Pending})
+	}
+	id, err := s.Submit(clean, br)
+	if err != nil {
+		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+		return t, true
+	}
+	t.ID = id
+	return t, false
+}
+
+func validDropEnvelope(env *Envelope) error {
+	check := func(what, a string) error {
+		if len(a) > 512 {
+			return fmt.Errorf("%s too long", what)
+		}
+		for _, c := range a {
+			if c < 0x20 || c == 0x7f || c == '<' || c == '>' {
+				return fmt.Errorf("%s %q: forbidden character", what, a)
+			}
+		}
+		return nil
+	}
+	if err := check("sender", env.From); err != nil {
+		return err
+	}
+	if len(env.Recipients) > 10000 {
+		return errors.New("too many recipients")
+	}
+	for _, r := range env.Recipients {
+		if r.Address == "" || !strings.Contains(r.Address, "@") && !strings.EqualFold(r.Address, "postmaster") {
+			return fmt.Errorf("recipient %q: not an address", r.Address)
+		}
+		if err := check("recipient", r.Address); err != nil {
+			return err
+		}
+		if err := check("original recipient", r.Original); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func userName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return "uid:" + strconv.FormatUint(uint64(uid), 10)
+}

@@ -1,0 +1,444 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func testEnv() *Envelope {
+	return &Envelope{
+		From:     "alice@example.org",
+		Arrived:  time.Date(2026, 11, 23, 12, 0, 0, 123456789, time.UTC),
+		AuthUser: "alice",
+		Recipients: []*Recipient{
+			{Address: "bob@example.test", State: Pending},
+			{Address: "carol@example.test", Original: "Carol@Example.test", State: Pending},
+		},
+	}
+}
+
+func open(t testing.TB) *Spool {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestOpenLayout(t *testing.T) {
+	s := open(t)
+	for name, want := range map[string]os.FileMode{
+		"": 0o711 | os.ModeDir, "tmp": 0o700 | os.ModeDir, "data": 0o700 | os.ModeDir,
+		"env": 0o700 | os.ModeDir, "drop": 0o733 | os.ModeDir | os.ModeSticky,
+		"trigger": 0o622 | os.ModeNamedPipe,
+	} {
+		fi, err := os.Lstat(filepath.Join(s.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), want)
+		}
+	}
+	// Opening again is harmless.
+	if _, err := Open(s.Dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSubmitLoadData(t *testing.T) {
+	s := open(t)
+	msg := "Subject: hi\r\n\r\nbody\r\n"
+	id, err := s.Submit(testEnv(), strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ValidID(id) {
+		t.Fatalf("bad id %q", id)
+	}
+	env, err := s.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.ID != id || env.Size != int64(len(msg)) || env.From != "alice@example.org" ||
+		len(env.Recipients) != 2 || env.Recipients[1].Original != "Carol@Example.test" {
+		t.Fatalf("loaded %+v", env)
+	}
+	f, err := s.OpenData(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != msg {
+		t.Fatalf("data %q", b)
+	}
+	// Nothing left in tmp/, files private.
+	if ents, _ := os.ReadDir(filepath.Join(s.Dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("tmp not empty: %v", ents)
+	}
+	for _, sub := range []string{"env", "data"} {
+		fi, _ := os.Stat(filepath.Join(s.Dir, sub, id))
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v", sub, fi.Mode())
+		}
+	}
+	ents, err := s.Scan()
+	if err != nil || len(ents) != 1 || !ents[0].Due.Equal(env.Arrived) {
+		t.Fatalf("scan %v %v", ents, err)
+	}
+	if _, err := s.Load("0000000000NOPE"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("load missing: %v", err)
+	}
+	if _, err := s.Load("../../etc/passwd"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("load bad id: %v", err)
+	}
+}
+
+func TestIDsUniqueAndSorted(t *testing.T) {
+	prev := ""
+	seen := map[string]bool{}
+	for i := 0; i < 10000; i++ {
+		id := NewID()
+		if seen[id] || !ValidID(id) {
+			t.Fatalf("id %q repeated or invalid", id)
+		}
+		seen[id] = true
+		if id < prev && i > 0 {
+			// Same nanosecond is possible, not going backwards by much.
+			if id[:12] < prev[:12] {
+				t.Fatalf("ids not sorted: %s after %s", id, prev)
+			}
+		}
+		prev = id
+	}
+}
+
+func TestConcurrentSubmit(t *testing.T) {
+	s := open(t)
+	var wg sync.WaitGroup
+	ids := make(chan string, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id, err := s.Submit(testEnv(), strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\n", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids <- id
+		}(i)
+	}
+	wg.Wait()
+	close(ids)
+	list, err := s.List()
+	if err != nil || len(list) != 200 || len(ids) != 200 {
+		t.Fatalf("list %d, ids %d, %v", len(list), len(ids), err)
+	}
+}
+
+func TestUpdateLockRemove(t *testing.T) {
+	s := open(t)
+	id, err := s.Submit(testEnv(), strings.NewReader("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Lock(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lock(id); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: %v", err)
+	}
+	env := l.Envelope
+	next := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	env.Recipients[0].State = Delivered
+	env.Recipients[1].Attempts = 1
+	env.Recipients[1].NextAttempt = next
+	env.Recipients[1].LastError = "4.2.2 mailbox \"full\"\nreally"
+	if err := l.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(l.Data())
+	if string(b) != "x\r\n" {
+		t.Fatalf("data %q", b)
+	}
+	l.Unlock()
+	got, err := s.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Recipients[0].State != Delivered || got.Recipients[1].LastError != env.Recipients[1].LastError ||
+		!got.Recipients[1].NextAttempt.Equal(next) {
+		t.Fatalf("reloaded %+v", got.Recipients[1])
+	}
+	ents, _ := s.Scan()
+	if !ents[0].Due.Equal(next) {
+		t.Fatalf("due %v, want %v", ents[0].Due, next)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lock(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lock removed: %v", err)
+	}
+	for _, sub := range []string{"env", "data", "tmp"} {
+		if ents, _ := os.ReadDir(filepath.Join(s.Dir, sub)); len(ents) != 0 {
+			t.Errorf("%s not empty: %v", sub, ents)
+		}
+	}
+}
+
+// TestLockAcrossProcesses holds a message's lock in a child process (this
+// test binary re-run) and checks that this process cannot take it.
+func TestLockAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv("SPOOL_LOCK_CHILD"); dir != "" {
+		s := &Spool{Dir: dir}
+		l, err := s.Lock(os.Getenv("SPOOL_LOCK_ID"))
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println("LOCKED")
+		io.ReadAll(os.Stdin) // hold until the parent closes stdin
+		l.Unlock()
+		os.Exit(0)
+	}
+	s := open(t)
+	id, _ := s.Submit(testEnv(), strings.NewReader("x\r\n"))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockAcrossProcesses$")
+	cmd.Env = append(os.Environ(), "SPOOL_LOCK_CHILD="+s.Dir, "SPOOL_LOCK_ID="+id)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(stdout, buf); err != nil || string(buf) != "LOCKED" {
+		t.Fatalf("child: %q %v", buf, err)
+	}
+	if _, err := s.Lock(id); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lock held by child: got %v", err)
+	}
+	stdin.Close()
+	cmd.Wait()
+	l, err := s.Lock(id)
+	if err != nil {
+		t.Fatalf("after child exit: %v", err)
+	}
+	l.Unlock()
+}
+
+func TestClean(t *testing.T) {
+	s := open(t)
+	keep, _ := s.Submit(testEnv(), strings.NewReader("x\r\n"))
+	old := time.Now().Add(-2 * time.Hour)
+	write := func(sub, name string) string {
+		p := filepath.Join(s.Dir, sub, name)
+		os.WriteFile(p, []byte("junk"), 0o600)
+		os.Chtimes(p, old, old)
+		return p
+	}
+	garbage := []string{
+		write("tmp", NewID()+".data"),
+		write("data", NewID()), // data without envelope: crash before commit
+		write("env", NewID()),  // envelope without data
+	}
+	fresh := write("data", NewID())
+	os.Chtimes(fresh, time.Now(), time.Now()) // a Submit in progress
+	n, err := s.Clean(time.Hour)
+	if err != nil || n != 3 {
+		t.Fatalf("clean removed %d, %v", n, err)
+	}
+	for _, p := range garbage {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s not removed", p)
+		}
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("fresh data removed")
+	}
+	if _, err := s.Load(keep); err != nil {
+		t.Error("committed message removed:", err)
+	}
+}
+
+func TestPokeAndListen(t *testing.T) {
+	s := open(t)
+	s.Poke() // no reader: must not block or fail
+	tr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i := 0; i < 3; i++ {
+		s.Poke()
+	}
+	select {
+	case <-tr.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake-up")
+	}
+	if _, err := s.Submit(testEnv(), strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Drain coalesced pokes; at least one arrives for the Submit.
+	select {
+	case <-tr.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake-up after Submit")
+	}
+}
+
+func TestDrop(t *testing.T) {
+	s := open(t)
+	msg := "Subject: dropped\n\nhello\n"
+	env := testEnv()
+	env.AuthUser = "forged"
+	env.Notice = NoticePostmaster
+	env.Recipients[0].State = Delivered
+	name, err := s.Drop(env, strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(filepath.Join(s.Dir, "drop", name))
+	if fi.Mode().Perm() != 0o744 {
+		t.Fatalf("drop mode %v", fi.Mode())
+	}
+	// An unfinished file, a symlink, a hard link and a malformed file.
+	os.WriteFile(filepath.Join(s.Dir, "drop", "UNFINISHED"), []byte("x"), 0o600)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte(testEnv().Format()+".\nsecret\n"), 0o744)
+	os.Symlink(secret, filepath.Join(s.Dir, "drop", "SYMLINK"))
+	os.Link(secret, filepath.Join(s.Dir, "drop", "HARDLINK"))
+	os.WriteFile(filepath.Join(s.Dir, "drop", "BAD"), []byte("garbage\n.\nx"), 0o744)
+	os.WriteFile(filepath.Join(s.Dir, "drop", "BADRCPT"), []byte(strings.Replace(testEnv().Format(), "bob@example.test", "bob@x>\\r\\nRCPT", 1)+".\nx"), 0o744)
+
+	taken := s.TakeDrops()
+	byName := map[string]Taken{}
+	for _, tk := range taken {
+		byName[tk.Drop] = tk
+	}
+	if tk := byName[name]; tk.Err != nil || tk.ID == "" {
+		t.Fatalf("good drop: %+v", tk)
+	}
+	for _, bad := range []string{"SYMLINK", "HARDLINK", "BAD", "BADRCPT"} {
+		if tk, ok := byName[bad]; !ok || tk.Err == nil {
+			t.Errorf("%s: %+v, want refused", bad, tk)
+		}
+		if _, err := os.Lstat(filepath.Join(s.Dir, "drop", bad)); err == nil {
+			t.Errorf("%s left in drop/", bad)
+		}
+	}
+	if _, ok := byName["UNFINISHED"]; ok {
+		t.Error("unfinished drop taken")
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, "drop", "UNFINISHED")); err != nil {
+		t.Error("unfinished drop removed")
+	}
+	got, err := s.Load(byName[name].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AuthUser == "forged" || got.AuthUser == "" || got.Notice != "" || got.Recipients[0].State != Pending {
+		t.Fatalf("drop envelope trusted user input: %+v", got)
+	}
+	f, _ := s.OpenData(got.ID)
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != msg || got.Size != int64(len(msg)) {
+		t.Fatalf("data %q size %d", b, got.Size)
+	}
+	if _, err := os.Stat(secret); err != nil {
+		t.Fatal("the link target must survive")
+	}
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	env := testEnv()
+	env.ID = NewID()
+	env.Size = 42
+	env.Warned = time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)
+	env.Notice = NoticeDSN
+	env.Recipients[0].LastError = "550 5.1.1 <bob>: \"no\" such\x00user\n"
+	env.Recipients[0].Attempts = 3
+	env.Recipients[0].NextAttempt = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	env.Recipients[1].State = Bounced
+	text := env.Format()
+	got, err := Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Format() != text {
+		t.Fatalf("round trip:\n%s\n%s", text, got.Format())
+	}
+	if !strings.HasPrefix(text, "letterbox-envelope 1\n") || strings.Count(text, "\n") != 10 {
+		t.Fatalf("format:\n%s", text)
+	}
+	for _, bad := range []string{
+		"", "letterbox-envelope 2\nfrom \"\"\n", strings.Replace(text, "from ", "from x", 1),
+		strings.Replace(text, "state=bounced", "state=gone", 1),
+		strings.Replace(text, "attempts=3", "attempts=-3", 1),
+		"letterbox-envelope 1\nfrom \"a\"\narrived 2026-11-23T12:00:00Z\n",
+		text + "from \"x\"\n",
+	} {
+		if _, err := Parse(bad); !errors.Is(err, ErrFormat) {
+			t.Errorf("Parse(%q) = %v, want ErrFormat", bad, err)
+		}
+	}
+}
+
+// FuzzParseEnvelope: Parse never panics, and whatever it accepts formats
+// to a text that parses to the same envelope.
+func FuzzParseEnvelope(f *testing.F) {
+	ents, _ := os.ReadDir("../../testdata/spool")
+	for _, e := range ents {
+		if b, err := os.ReadFile(filepath.Join("../../testdata/spool", e.Name())); err == nil {
+			f.Add(string(b))
+		}
+	}
+	f.Add(testEnv().Format())
+	f.Fuzz(func(t *testing.T, text string) {
+		env, err := Parse(text)
+		if err != nil {
+			return
+		}
+		out := env.Format()
+		again, err := Parse(out)
+		if err != nil {
+			t.Fatalf("reparse of %q: %v", out, err)
+		}
+		if again.Format() != out {
+			t.Fatalf("not stable:\n%s\n%s", out, again.Format())
+		}
+	})
+}
+
+// BenchmarkSubmit measures durable Submits from parallel writers (as
+// smtpd's sessions do), with group commit of the directory fsyncs.
+func BenchmarkSubmit(b *testing.B) {
+	s := open(b)
+	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 64)
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Submit(testEnv(), bytes.NewReader(msg)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+}
