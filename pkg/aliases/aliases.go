@@ -314,6 +314,9 @@ func SplitTargets(s string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if strings.TrimSpace(uq) == "" {
+			return nil, fmt.Errorf("%w: empty target", ErrSyntax)
+		}
 		if uq == item && !strings.HasPrefix(item, "|") && !strings.HasPrefix(item, "/") &&
 			!strings.HasPrefix(item, "\"") && strings.ContainsAny(item, " \t") {
 			// "bob alice": most likely a forgotten comma.
