@@ -25,6 +25,8 @@ func init() {
 		"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",
 		"tls-policy", "route-auth-file", "interval",
 		"connect-timeout", "helo",
+		// deliver
+		"sender", "recipient", "maildir", "mbox",
 		// pop3d / imapd
 		"idle-timeout", "no-flag-updates", "mbox-lock-timeout",
 		// mailuser

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# deliver(8) beside the other local delivery agents: time per message for
+# N runs (default 1000) of a 10 KB message into a Maildir, run in
+# interleaved rounds so machine noise hits every program alike. /bin/true
+# fed the same message is the floor (fork+exec of the shell loop).
+# Usage: bench/deliver.sh [RUNS]   (needs bin/deliver: make bin)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-1000}
+ROUNDS=10
+PER=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+DELIVER=$PWD/bin/deliver
+[ -x "$DELIVER" ] || { echo "bin/deliver missing: run make bin" >&2; exit 1; }
+W=$(mktemp -d /tmp/letterbox-bench-deliver.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+chmod 755 "$W"
+
+# A 10 KB message: header and base64 text, LF line ends, as an MDA gets it.
+{
+  printf 'From: Bench <bench@example.test>\nTo: user@example.test\nSubject: bench\nMessage-ID: <bench@example.test>\nDate: Mon, 23 Nov 2026 12:00:00 +0000\n\n'
+  head -c 7400 /dev/urandom | base64 -w 76
+} > "$W/msg"
+
+names=() ; cmds=()
+add() { names+=("$1"); cmds+=("$2"); }
+add "/bin/true (floor)" "/bin/true"
+add "deliver" "$DELIVER --log-level error -f bench@example.test --maildir $W/deliver"
+if command -v procmail >/dev/null; then
+  printf 'LOGFILE=/dev/null\nDEFAULT=%s/procmail/\n' "$W" > "$W/procmailrc"
+  mkdir -p "$W/procmail"/{tmp,new,cur}
+  add "procmail" "procmail -m $W/procmailrc"
+fi
+if command -v maildrop >/dev/null; then
+  printf 'to "%s/maildrop/"\n' "$W" > "$W/mailfilter"; chmod 600 "$W/mailfilter"
+  mkdir -p "$W/maildrop"/{tmp,new,cur}
+  add "maildrop" "maildrop $W/mailfilter"
+fi
+if [ -x /usr/lib/dovecot/dovecot-lda ] && command -v setpriv >/dev/null; then
+  # dovecot-lda refuses to run as root without a userdb: run it as nobody.
+  mkdir -p "$W/dovecot"
+  cat > "$W/dovecot/dovecot.conf" <<CONF
+base_dir = $W/dovecot/run
+log_path = /dev/stderr
+info_log_path = /dev/null
+mail_location = maildir:$W/dovecot/Maildir
+ssl = no
+protocols =
+postmaster_address = postmaster@example.test
+CONF
+  chown -R nobody "$W/dovecot"
+  add "setpriv /bin/true (floor)" "setpriv --reuid=nobody --regid=nogroup --clear-groups /bin/true"
+  add "dovecot-lda (via setpriv)" "setpriv --reuid=nobody --regid=nogroup --clear-groups env -i HOME=$W/dovecot USER=nobody /usr/lib/dovecot/dovecot-lda -c $W/dovecot/dovecot.conf -f bench@example.test"
+fi
+
+declare -A total
+for n in "${names[@]}"; do total[$n]=0; done
+for ((r = 0; r < ROUNDS; r++)); do
+  for i in "${!names[@]}"; do
+    c=${cmds[$i]}
+    s=$(date +%s%N)
+    for ((k = 0; k < PER; k++)); do $c < "$W/msg" >/dev/null 2>"$W/err" || { echo "${names[$i]} failed:" >&2; cat "$W/err" >&2; break 2; }; done
+    e=$(date +%s%N)
+    total[${names[$i]}]=$(( ${total[${names[$i]}]} + e - s ))
+  done
+done
+
+n=$((PER * ROUNDS))
+ms() { awk -v t="$1" -v n="$n" 'BEGIN { printf "%.3f", t / n / 1e6 }'; }
+d=${total[deliver]}
+p=${total[procmail]:-0}
+printf '%s runs each, 10 KB message into a Maildir (%s)\n' "$n" "$(uname -sr)"
+printf '%-28s %12s %12s %12s\n' program ms/message "÷ deliver" "÷ procmail"
+for nm in "${names[@]}"; do
+  t=${total[$nm]}
+  rd=$(awk -v a="$t" -v b="$d" 'BEGIN { printf "%.2f", a / b }')
+  rp=$( [ "$p" -gt 0 ] && awk -v a="$t" -v b="$p" 'BEGIN { printf "%.2f", a / b }' || echo -)
+  printf '%-28s %12s %12s %12s\n' "$nm" "$(ms "$t")" "$rd" "$rp"
+done
+if [ "$p" -gt 0 ]; then
+  awk -v d="$d" -v p="$p" 'BEGIN { printf "deliver / procmail = %.2f (target <= 0.75)\n", d / p }'
+fi
+for dir in deliver procmail maildrop dovecot/Maildir; do
+  [ -d "$W/$dir/new" ] && printf '%s: %s messages in new/\n' "$dir" "$(ls "$W/$dir/new" | wc -l)"
+done
