@@ -76,29 +76,21 @@ func Sendmail(c *cli.Context, o *SendmailOptions) error {
 }
 
 // inject commits the message to the spool; a user who may not write the
-// spool goes through its drop directory instead (postdrop's design).
+// spool leaves it in the drop directory instead (Postfix's postdrop
+// design), which queue-runner checks and takes in.
 func inject(dir string, env *spool.Envelope, data []byte) (string, error) {
 	sp, err := spool.Open(dir)
-	if err == nil {
-		var id string
-		id, err = sp.Submit(env, bytes.NewReader(data))
-		if err == nil {
-			return id, nil
-		}
+	if err != nil {
+		return "", sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: %w", err))
 	}
+	id, err := sp.Submit(env, bytes.NewReader(data))
 	if errors.Is(err, os.ErrPermission) {
-		if id, derr := drop(dir, env, data); derr == nil {
-			return id, nil
-		} else {
-			err = derr
-		}
+		id, err = sp.Drop(env, bytes.NewReader(data))
 	}
-	return "", sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: queueing the message: %w", err))
-}
-
-// drop is set when the spool offers a drop directory for unprivileged users.
-var drop = func(dir string, env *spool.Envelope, data []byte) (string, error) {
-	return "", fmt.Errorf("sendmail: spool %s not writable and no drop directory: %w", dir, os.ErrPermission)
+	if err != nil {
+		return "", sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: queueing the message: %w", err))
+	}
+	return id, nil
 }
 
 func sendmailSMTP(cm *config.Common) error {

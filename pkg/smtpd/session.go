@@ -71,7 +71,8 @@ type session struct {
 	utf8     bool
 	rcpts    []string
 	bdat     *bdatState
-	bdatFail bool // a BDAT chunk of this transaction was refused
+	bdatFail bool   // a BDAT chunk of this transaction was refused
+	presetID string // the queue id named in the Received header
 }
 
 type bdatState struct {
@@ -593,6 +594,7 @@ func (s *session) newEnvelope() *spool.Envelope {
 	if g, ok := s.srv.Queue.(interface{ NewID() string }); ok {
 		env.ID = g.NewID()
 	}
+	s.presetID = env.ID
 	return env
 }
 
@@ -663,6 +665,10 @@ func (s *session) finishMessage(env *spool.Envelope, id string, err, connErr err
 		s.log.Error("spool submit failed", "from", s.from, "rcpts", s.rcpts, "err", err)
 		s.reply(451, "4.3.0", "Local error queueing the message, try again later")
 		return
+	}
+	if s.presetID != "" && id != s.presetID {
+		// The Received header names presetID; keep both greppable.
+		s.log.Warn("spool chose another queue id than the Received header's", "id", id, "received_id", s.presetID)
 	}
 	s.log.Info("accepted", "id", id, "from", s.from, "rcpts", s.rcpts, "size", chk.size, "auth", s.authUser, "tls", s.isTLS)
 	s.reply(250, "2.0.0", "OK: queued as "+id)

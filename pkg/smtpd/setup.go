@@ -63,7 +63,7 @@ func New(cm *config.Common) (*Server, error) {
 			TLS:           tlsConf,
 			Log:           cm.Log,
 		},
-		Queue:      sp,
+		Queue:      spoolQueue{sp},
 		Recipients: RouterRecipients{Router: rt},
 		Auth:       UsersAuth{DB: db},
 	}
@@ -72,6 +72,12 @@ func New(cm *config.Common) (*Server, error) {
 	srv.Defaults()
 	return srv, nil
 }
+
+// spoolQueue gives the session a queue id before Submit, for the Received
+// header; the spool keeps an ID set by its caller.
+type spoolQueue struct{ *spool.Spool }
+
+func (spoolQueue) NewID() string { return spool.NewID() }
 
 func newRouter(cm *config.Common) (*route.Router, *users.DB, error) {
 	rt, err := route.New(cm, false)

@@ -1,0 +1,123 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Seeds live in testdata/smtpd/ at the top of the module and run as normal
+// tests; `go test -fuzz` explores from them.
+
+func pathSeeds(f *testing.F) {
+	b, err := os.ReadFile("../../testdata/smtpd/paths.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" {
+			f.Add(l)
+		}
+	}
+}
+
+// FuzzParsePath: never panics; what parses is canonical (its String form
+// parses back to the same mailbox), so the address the relay check sees is
+// the address that is queued.
+func FuzzParsePath(f *testing.F) {
+	pathSeeds(f)
+	f.Fuzz(func(t *testing.T, s string) {
+		a, null, rest, err := parsePath(s, true)
+		if err != nil || null {
+			return
+		}
+		if a.Domain != strings.ToLower(a.Domain) || strings.HasSuffix(a.Domain, ".") {
+			t.Fatalf("%q: domain %q not canonical", s, a.Domain)
+		}
+		if a.Domain == "" {
+			if !strings.EqualFold(a.Local, "postmaster") {
+				t.Fatalf("%q: no domain for %q", s, a.Local)
+			}
+			return
+		}
+		b, null2, rest2, err := parsePath("<"+a.String()+">", true)
+		if err != nil || null2 || rest2 != "" || b != a {
+			t.Fatalf("%q -> %q -> %+v %v (rest %q)", s, a.String(), b, err, rest)
+		}
+		if _, err := parseParams(rest); err == nil && strings.ContainsAny(rest, "\r\n\x00") {
+			t.Fatalf("%q: params with control characters accepted", s)
+		}
+	})
+}
+
+// refDot is the reference for dotReader: the data before the first line that
+// is exactly ".\r\n", unstuffed, and the rest of the input after it.
+func refDot(in []byte) (data, rest []byte, ok bool) {
+	var out []byte
+	for len(in) > 0 {
+		i := bytes.IndexByte(in, '\n')
+		if i < 0 {
+			return nil, nil, false
+		}
+		line := in[:i+1]
+		in = in[i+1:]
+		if string(line) == ".\r\n" {
+			return out, in, true
+		}
+		if line[0] == '.' {
+			line = line[1:]
+		}
+		out = append(out, line...)
+	}
+	return nil, nil, false
+}
+
+// FuzzDotReader: the data ends exactly where the reference says, whatever
+// bare CRs and LFs surround it, so the dialog stays in step; and when the
+// checker accepts, the result has only CRLF line ends and no NUL.
+func FuzzDotReader(f *testing.F) {
+	files, _ := filepath.Glob("../../testdata/smtpd/data/*")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, 16)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, bufSize int) {
+		if bufSize < 16 || bufSize > 4096 {
+			bufSize = 16
+		}
+		br := bufio.NewReaderSize(bytes.NewReader(in), bufSize)
+		dr := &dotReader{r: br}
+		chk := newChecker(1<<20, maxTextLine, 3)
+		got, err := io.ReadAll(&checkedReader{r: dr, c: chk})
+		derr := dr.drain()
+		want, rest, ok := refDot(in)
+		if !ok {
+			if derr == nil {
+				t.Fatalf("%q: end of data found where there is none", in)
+			}
+			return
+		}
+		if derr != nil {
+			t.Fatalf("%q: %v", in, derr)
+		}
+		left, _ := io.ReadAll(br)
+		if !bytes.Equal(left, rest) {
+			t.Fatalf("%q: left %q, want %q", in, left, rest)
+		}
+		if err == nil {
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%q: data %q, want %q", in, got, want)
+			}
+			if bytes.IndexByte(got, 0) >= 0 || bytes.Count(got, []byte("\n")) != bytes.Count(got, []byte("\r\n")) || bytes.Count(got, []byte("\r")) != bytes.Count(got, []byte("\r\n")) {
+				t.Fatalf("%q: checker let %q through", in, got)
+			}
+		}
+	})
+}
