@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# POP3: LOGIN + STAT + UIDL + RETR of every message + QUIT on a
+# 10,000-message Maildir, letterbox pop3d beside Dovecot's pop3 in the same
+# run, and the peak memory (RSS) of each server process. Both run one session
+# on stdin/stdout (inetd mode; Dovecot's pop3 started in preauth mode, so it
+# skips the login that letterbox does), as the same unprivileged user, each on
+# its own copy of the Maildir. "cold" is the first session on a fresh copy
+# (Dovecot builds its index; we take sizes from the names); "warm" the best of
+# two more (both mark messages seen at the first QUIT, as by default).
+# A second mailbox of 20 messages of 5 MB shows whether memory grows with
+# message size.
+#
+# Environment: POP3_BENCH_N (10000), POP3_BENCH_MIN/MAX (message size range,
+# 500..20000 octets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${POP3_BENCH_N:-10000}
+MIN=${POP3_BENCH_MIN:-500}
+MAX=${POP3_BENCH_MAX:-20000}
+
+[ -x bin/pop3d ] || make -s bin >/dev/null
+work=$(mktemp -d /tmp/letterbox-bench-pop3.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"
+go build -o "$work/driver" ./bench/pop3
+cp bin/pop3d "$work/pop3d"
+
+# Run the servers unprivileged: Dovecot refuses to serve mail as root.
+asuser=()
+owner=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+  asuser=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+  owner=nobody:nogroup
+fi
+
+"$work/driver" gen "$work/small" "$N" "$MIN" "$MAX"
+"$work/driver" gen "$work/large" 20 $((5 << 20)) $((5 << 20))
+
+cat >"$work/letterbox.conf" <<EOF
+hostname = "bench.example.test"
+domains = ["example.test"]
+users = "$work/users"
+mail-root = "$work/mail"
+log-level = "warn"
+EOF
+dovecot_conf() { # $1 = maildir
+  cat >"$work/dovecot-$2.conf" <<EOF
+protocols = pop3
+mail_location = maildir:$1
+ssl = no
+log_path = /dev/stderr
+EOF
+}
+
+have_dovecot=0
+[ -x /usr/lib/dovecot/pop3 ] && have_dovecot=1
+
+# run SERVER MAILDIR → "seconds rss_kib msgs octets"
+run() {
+  local server=$1 md=$2 name=$3
+  case $server in
+  letterbox)
+    printf 'bench@example.test:{PLAIN}benchpw::::::mail=maildir:%s\n' "$md" >"$work/users"
+    chown "$owner" "$work/users" "$work/letterbox.conf" 2>/dev/null || true
+    "$work/driver" run -user bench@example.test -pass benchpw -- \
+      "${asuser[@]}" env LETTERBOX_CONFIG="$work/letterbox.conf" TCPREMOTEIP=127.0.0.1 "$work/pop3d"
+    ;;
+  dovecot)
+    dovecot_conf "$md" "$name"
+    chown "$owner" "$work/dovecot-$name.conf" 2>/dev/null || true
+    "$work/driver" run -preauth -- \
+      "${asuser[@]}" env -i USER=nobody HOME="$work" /usr/lib/dovecot/pop3 -c "$work/dovecot-$name.conf" 2>>"$work/dovecot.stderr"
+    ;;
+  esac
+}
+
+declare -A res
+for box in small large; do
+  for server in letterbox dovecot; do
+    [ $server = dovecot ] && [ $have_dovecot = 0 ] && continue
+    md="$work/$server-$box"
+    rm -rf "$md"
+    cp -a "$work/$box" "$md"
+    chown -R "$owner" "$md" 2>/dev/null || true
+    res[$server-$box-cold]=$(run $server "$md" "$box")
+    best=""
+    for i in 1 2; do
+      r=$(run $server "$md" "$box")
+      if [ -z "$best" ] || awk -v a="${r%% *}" -v b="${best%% *}" 'BEGIN{exit !(a<b)}'; then best=$r; fi
+    done
+    res[$server-$box-warm]=$best
+    rm -rf "$md"
+  done
+done
+
+field() { echo "$1" | awk -v f="$2" '{print $f}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a>0) printf "%.2f", b/a; else print "-" }'; }
+
+small_mb=$(field "${res[letterbox-small-cold]}" 4)
+echo "POP3: LOGIN+STAT+UIDL+RETR all+QUIT, one session on stdin/stdout"
+echo "mailboxes: $N messages ($MIN..$MAX octets, $((small_mb / 1048576)) MiB as sent); 20 messages of 5 MiB"
+echo "ratio = dovecot / letterbox (time: >1 means letterbox is faster; RSS: >1 means letterbox uses less)"
+echo
+printf '%-28s %14s %14s %8s\n' "measure" "letterbox" "dovecot" "ratio"
+for box in small large; do
+  for phase in cold warm; do
+    l=${res[letterbox-$box-$phase]}
+    d=${res[dovecot-$box-$phase]:-}
+    lt=$(field "$l" 1)
+    if [ -n "$d" ]; then dt=$(field "$d" 1); else dt=-; fi
+    printf '%-28s %13ss %13ss %8s\n' "time $box $phase" "$lt" "$dt" "$([ "$dt" = - ] && echo - || ratio "$lt" "$dt")"
+  done
+  l=${res[letterbox-$box-warm]}
+  d=${res[dovecot-$box-warm]:-}
+  lr=$(field "$l" 2)
+  if [ -n "$d" ]; then dr=$(field "$d" 2); else dr=-; fi
+  printf '%-28s %11sKiB %11sKiB %8s\n' "peak RSS $box (warm)" "$lr" "$dr" "$([ "$dr" = - ] && echo - || ratio "$lr" "$dr")"
+done
+if [ $have_dovecot = 0 ]; then echo "(dovecot-pop3d not installed: no peer column)"; fi

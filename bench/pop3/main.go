@@ -1,0 +1,234 @@
+// Command pop3 is the POP3 benchmark driver of bench/pop3.sh.
+//
+//	pop3 gen DIR COUNT MINSIZE MAXSIZE   write a Maildir of COUNT messages
+//	pop3 run [-preauth] [-user U -pass P] -- COMMAND [ARG...]
+//
+// run starts COMMAND with the POP3 session on its stdin/stdout (inetd mode;
+// Dovecot's pop3 in preauth mode has no greeting and no login), does
+// LOGIN + STAT + UIDL + RETR of every message + QUIT, one command at a time
+// as a simple client does, checks that every RETR returned the size listed,
+// and prints: seconds, peak RSS of the server in KiB, messages, octets.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: pop3 gen|run ...")
+		os.Exit(64)
+	}
+	var err error
+	switch os.Args[1] {
+	case "gen":
+		err = gen(os.Args[2:])
+	case "run":
+		err = run(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pop3 bench:", err)
+		os.Exit(1)
+	}
+}
+
+// gen writes messages with LF line ends into DIR/new/, named as our
+// deliver and Dovecot's LDA name them (,S=<size>,W=<CRLF size>).
+func gen(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("gen DIR COUNT MINSIZE MAXSIZE")
+	}
+	dir := args[0]
+	count, _ := strconv.Atoi(args[1])
+	minSize, _ := strconv.Atoi(args[2])
+	maxSize, _ := strconv.Atoi(args[3])
+	for _, sub := range []string{"new", "cur", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	rnd := rand.New(rand.NewSource(1))
+	line := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 2)[:71] + "\n"
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	for i := 0; i < count; i++ {
+		size := minSize
+		if maxSize > minSize {
+			size += rnd.Intn(maxSize - minSize)
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "From: sender%d@example.org\nTo: bench@example.test\nSubject: message %d\nMessage-ID: <%d@bench.example.org>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\n\n", i, i, i)
+		for b.Len() < size {
+			if rnd.Intn(20) == 0 {
+				b.WriteString(".a line starting with a dot\n")
+			}
+			b.WriteString(line)
+		}
+		body := b.String()
+		lines := strings.Count(body, "\n")
+		name := fmt.Sprintf("%d.M%dP1Q%d.bench,S=%d,W=%d", base+int64(i), i, i, len(body), len(body)+lines)
+		if err := os.WriteFile(filepath.Join(dir, "new", name), []byte(body), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	preauth := fs.Bool("preauth", false, "no greeting and no login (Dovecot's pop3 started logged in)")
+	user := fs.String("user", "", "user name")
+	pass := fs.String("pass", "", "password")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return fmt.Errorf("run: no command")
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	outp, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(outp, 64*1024)
+	w := bufio.NewWriter(in)
+	c := &client{r: r, w: w}
+	msgs, octets, err := c.session(*preauth, *user, *pass)
+	in.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return err
+	}
+	io.Copy(io.Discard, r)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	elapsed := time.Since(start)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	fmt.Printf("%.3f %d %d %d\n", elapsed.Seconds(), ru.Maxrss, msgs, octets)
+	return nil
+}
+
+type client struct {
+	r *bufio.Reader
+	w *bufio.Writer
+}
+
+func (c *client) cmd(s string) (string, error) {
+	c.w.WriteString(s + "\r\n")
+	if err := c.w.Flush(); err != nil {
+		return "", err
+	}
+	return c.status(s)
+}
+
+func (c *client) status(what string) (string, error) {
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if !strings.HasPrefix(l, "+OK") {
+		return "", fmt.Errorf("%s: %q", what, strings.TrimSpace(l))
+	}
+	return strings.TrimSpace(l), nil
+}
+
+// multi reads a multi-line body and returns its octets, un-stuffed.
+func (c *client) multi() (int64, error) {
+	var n int64
+	for {
+		l, err := c.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			n += int64(len(l))
+			for err == bufio.ErrBufferFull {
+				l, err = c.r.ReadSlice('\n')
+				n += int64(len(l))
+			}
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if len(l) == 3 && l[0] == '.' {
+			return n, nil
+		}
+		if l[0] == '.' {
+			n--
+		}
+		n += int64(len(l))
+	}
+}
+
+func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
+	if !preauth {
+		if _, err := c.status("greeting"); err != nil {
+			return 0, 0, err
+		}
+		if _, err := c.cmd("USER " + user); err != nil {
+			return 0, 0, err
+		}
+		if _, err := c.cmd("PASS " + pass); err != nil {
+			return 0, 0, err
+		}
+	}
+	st, err := c.cmd("STAT")
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(st)
+	if len(f) < 3 {
+		return 0, 0, fmt.Errorf("STAT: %q", st)
+	}
+	count, _ := strconv.Atoi(f[1])
+	if _, err := c.cmd("UIDL"); err != nil {
+		return 0, 0, err
+	}
+	if _, err := c.multi(); err != nil {
+		return 0, 0, err
+	}
+	var total int64
+	for i := 1; i <= count; i++ {
+		l, err := c.cmd("RETR " + strconv.Itoa(i))
+		if err != nil {
+			return 0, 0, err
+		}
+		n, err := c.multi()
+		if err != nil {
+			return 0, 0, err
+		}
+		if f := strings.Fields(l); len(f) >= 2 && f[1] != strconv.FormatInt(n, 10) {
+			return 0, 0, fmt.Errorf("RETR %d: listed %s octets, got %d", i, f[1], n)
+		}
+		total += n
+	}
+	if _, err := c.cmd("QUIT"); err != nil {
+		return 0, 0, err
+	}
+	return count, total, nil
+}
