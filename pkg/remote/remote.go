@@ -8,10 +8,19 @@ package remote
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"math/rand"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
@@ -25,6 +34,9 @@ type Result struct {
 	Message   string // the remote reply text (quoted in DSNs) or our own error text, with the host that said it
 	Temporary bool   // retry later
 }
+
+// Delivered reports whether the recipient's host accepted the message.
+func (r Result) Delivered() bool { return r.Code >= 200 && r.Code < 300 }
 
 // Timeouts are the per-stage limits of RFC 5321 §4.5.3.2; they are fields so
 // that tests can shorten them.
@@ -66,13 +78,315 @@ func Flags() []cli.Flag {
 	}
 }
 
+// Config is what a Client needs; FromContext fills it from the flags.
+type Config struct {
+	Helo           string                 // name in EHLO/HELO
+	Port           int                    // port of MX hosts and of routes without one (default 25)
+	TLSPolicy      string                 // may, encrypt or verify (default may)
+	Routes         []Route                // override MX; Domain "*" = smarthost
+	Auth           map[string]Credentials // by "host:port" or "host", lower case
+	DNS            string                 // resolver address; "" = /etc/resolv.conf
+	Concurrency    int                    // total connections at once (default 20)
+	PerDestination int                    // connections at once per destination (default 4)
+	Timeouts       Timeouts               // zero fields take DefaultTimeouts
+	IdleTimeout    time.Duration          // cached idle connections are closed after this (default 5s)
+	RootCAs        *x509.CertPool         // for policy verify; nil = the system's roots
+	Log            *slog.Logger           // nil = discard
+}
+
 // CONTRACT: Client is safe for concurrent use; it holds the per-destination
 // limits and a connection cache.
-type Client struct{}
+type Client struct {
+	cfg    Config
+	res    *resolver
+	routes map[string]Route
+
+	total chan struct{}
+
+	mu      sync.Mutex
+	perDest map[string]chan struct{}
+	idle    map[string][]*conn
+	closed  bool
+	janitor chan struct{}
+	rnd     *rand.Rand
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Port == 0 {
+		cfg.Port = 25
+	}
+	if cfg.TLSPolicy == "" {
+		cfg.TLSPolicy = TLSMay
+	}
+	if !validPolicy(cfg.TLSPolicy) {
+		return nil, fmt.Errorf("remote: tls-policy %q: want may, encrypt or verify", cfg.TLSPolicy)
+	}
+	if cfg.Helo == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		cfg.Helo = h
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 20
+	}
+	if cfg.PerDestination <= 0 {
+		cfg.PerDestination = 4
+	}
+	if cfg.PerDestination > cfg.Concurrency {
+		cfg.PerDestination = cfg.Concurrency
+	}
+	t, d := &cfg.Timeouts, DefaultTimeouts
+	for _, p := range []struct {
+		f *time.Duration
+		v time.Duration
+	}{
+		{&t.Connect, d.Connect}, {&t.Greeting, d.Greeting}, {&t.Command, d.Command},
+		{&t.DataInit, d.DataInit}, {&t.DataBlock, d.DataBlock}, {&t.DataEnd, d.DataEnd},
+	} {
+		if *p.f <= 0 {
+			*p.f = p.v
+		}
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	res, err := newResolver(cfg.DNS)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:     cfg,
+		res:     res,
+		routes:  map[string]Route{},
+		total:   make(chan struct{}, cfg.Concurrency),
+		perDest: map[string]chan struct{}{},
+		idle:    map[string][]*conn{},
+		rnd:     rand.New(rand.NewSource(time.Now().UnixNano())),
+	}
+	for _, r := range cfg.Routes {
+		if r.TLS != "" && !validPolicy(r.TLS) {
+			return nil, fmt.Errorf("remote: route %s: tls=%s: want may, encrypt or verify", r.Domain, r.TLS)
+		}
+		c.routes[r.Domain] = r
+	}
+	return c, nil
+}
 
 // CONTRACT: FromContext builds a Client from the flags of Flags.
 func FromContext(c *cli.Context, cm *config.Common) (*Client, error) {
-	return nil, errors.New("remote: not implemented")
+	cfg := Config{
+		Helo:           c.String("helo"),
+		Port:           c.Int("smtp-port"),
+		TLSPolicy:      c.String("tls-policy"),
+		DNS:            c.String("dns"),
+		Concurrency:    c.Int("concurrency"),
+		PerDestination: c.Int("concurrency-per-domain"),
+		Timeouts:       DefaultTimeouts,
+	}
+	cfg.Timeouts.Connect = c.Duration("connect-timeout")
+	if cm != nil {
+		if cfg.Helo == "" {
+			cfg.Helo = cm.Hostname
+		}
+		cfg.Log = cm.Log
+	}
+	for _, s := range c.StringSlice("route") {
+		r, err := ParseRoute(s)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Routes = append(cfg.Routes, r)
+	}
+	if f := c.String("route-auth-file"); f != "" {
+		a, err := ReadAuthFile(f)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Auth = a
+	}
+	return New(cfg)
+}
+
+// CONTRACT: Close ends cached connections with QUIT.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	idle := c.idle
+	c.idle = map[string][]*conn{}
+	if c.janitor != nil {
+		close(c.janitor)
+		c.janitor = nil
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range idle {
+		for _, cn := range l {
+			wg.Add(1)
+			go func(cn *conn) { defer wg.Done(); cn.quit() }(cn)
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+// destination is where a domain's mail goes: a route or the domain's MX.
+type destination struct {
+	key    string // semaphore and connection cache key
+	route  *Route
+	policy string
+}
+
+func (c *Client) destination(domain string) destination {
+	r, ok := c.routes[domain]
+	if !ok {
+		r, ok = c.routes["*"]
+	}
+	if ok {
+		if r.Port == 0 {
+			r.Port = c.cfg.Port
+		}
+		if r.TLS == "" {
+			r.TLS = c.cfg.TLSPolicy
+		}
+		return destination{key: fmt.Sprintf("route %s:%d %s", strings.ToLower(r.Host), r.Port, r.TLS), route: &r, policy: r.TLS}
+	}
+	return destination{key: "mx " + domain, policy: c.cfg.TLSPolicy}
+}
+
+// acquire takes a per-destination then a total slot; release gives both back.
+func (c *Client) acquire(ctx context.Context, key string) (release func(), err error) {
+	c.mu.Lock()
+	sem := c.perDest[key]
+	if sem == nil {
+		sem = make(chan struct{}, c.cfg.PerDestination)
+		c.perDest[key] = sem
+	}
+	c.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case c.total <- struct{}{}:
+	case <-ctx.Done():
+		<-sem
+		return nil, ctx.Err()
+	}
+	return func() { <-c.total; <-sem }, nil
+}
+
+// getIdle takes the most recently used cached connection for key.
+func (c *Client) getIdle(key string) *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for l := c.idle[key]; len(l) > 0; l = c.idle[key] {
+		cn := l[len(l)-1]
+		c.idle[key] = l[:len(l)-1]
+		if time.Since(cn.lastUsed) < c.cfg.IdleTimeout {
+			return cn
+		}
+		go cn.quit()
+	}
+	return nil
+}
+
+// putIdle caches a connection ready for the next MAIL.
+func (c *Client) putIdle(cn *conn) {
+	cn.lastUsed = time.Now()
+	c.mu.Lock()
+	if c.closed || len(c.idle[cn.key]) >= c.cfg.PerDestination {
+		c.mu.Unlock()
+		go cn.quit()
+		return
+	}
+	c.idle[cn.key] = append(c.idle[cn.key], cn)
+	if c.janitor == nil {
+		c.janitor = make(chan struct{})
+		go c.sweep(c.janitor)
+	}
+	c.mu.Unlock()
+}
+
+// sweep closes connections idle longer than IdleTimeout, so that we don't
+// hold other servers' connection slots.
+func (c *Client) sweep(stop chan struct{}) {
+	t := time.NewTicker(c.cfg.IdleTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		for k, l := range c.idle {
+			keep := l[:0]
+			for _, cn := range l {
+				if time.Since(cn.lastUsed) >= c.cfg.IdleTimeout {
+					go cn.quit()
+				} else {
+					keep = append(keep, cn)
+				}
+			}
+			if len(keep) == 0 {
+				delete(c.idle, k)
+			} else {
+				c.idle[k] = keep
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// message is what Deliver learned about the message before sending it.
+type message struct {
+	from  string
+	rcpts []string
+	open  func() (io.ReadCloser, error)
+	size  int64
+	utf8  bool
+}
+
+func needsUTF8(from string, rcpts []string) bool {
+	for _, s := range append([]string{from}, rcpts...) {
+		for i := 0; i < len(s); i++ {
+			if s[i] >= 0x80 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// size returns the message's size: from Stat when open gives a file,
+// else by reading it once.
+func messageSize(open func() (io.ReadCloser, error)) (int64, error) {
+	rc, err := open()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	if st, ok := rc.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := st.Stat(); err == nil && fi.Mode().IsRegular() {
+			return fi.Size(), nil
+		}
+	}
+	return io.Copy(io.Discard, rc)
+}
+
+func fill(rcpts []string, code int, status, msg string, temp bool) []Result {
+	out := make([]Result, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = Result{Rcpt: r, Code: code, Status: status, Message: msg, Temporary: temp}
+	}
+	return out
 }
 
 // CONTRACT: Deliver sends one message (open returns its bytes, headers
@@ -80,8 +394,261 @@ func FromContext(c *cli.Context, cm *config.Common) (*Client, error) {
 // domain. It returns one Result per rcpt, in order; err only for a
 // programming or configuration error.
 func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []string, open func() (io.ReadCloser, error)) ([]Result, error) {
-	return nil, errors.New("remote: not implemented")
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	if domain == "" || len(rcpts) == 0 || open == nil {
+		return nil, errors.New("remote: Deliver needs a domain, recipients and a message")
+	}
+	size, err := messageSize(open)
+	if err != nil {
+		return fill(rcpts, 0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true), nil
+	}
+	m := &message{from: from, rcpts: rcpts, open: open, size: size, utf8: needsUTF8(from, rcpts)}
+	dest := c.destination(domain)
+	release, err := c.acquire(ctx, dest.key)
+	if err != nil {
+		return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, err), true), nil
+	}
+	defer release()
+
+	// A cached session first; one that died while idle is no failure.
+	for cn := c.getIdle(dest.key); cn != nil; cn = c.getIdle(dest.key) {
+		if res, ok := c.transact(ctx, cn, m); ok {
+			return res, nil
+		}
+	}
+
+	hosts, implicit, err := c.hosts(ctx, domain, dest)
+	if err != nil {
+		var de *dnsError
+		if errors.As(err, &de) {
+			return fill(rcpts, 0, de.Status, de.Msg, !de.Permanent), nil
+		}
+		return fill(rcpts, 0, "4.4.3", err.Error(), true), nil
+	}
+	creds := c.credentials(dest)
+	var last *hostError
+	tried := 0
+	for _, h := range hosts {
+		ips, err := c.res.addrs(ctx, h.Name)
+		if err != nil {
+			var de *dnsError
+			if implicit && errors.As(err, &de) && de.Permanent && dest.route == nil {
+				return fill(rcpts, 0, "5.1.2", fmt.Sprintf("domain %s not found: no MX and no address", domain), false), nil
+			}
+			last = &hostError{Status: "4.4.3", Msg: err.Error()}
+			if errors.As(err, &de) {
+				last.Status = "4.4.3"
+			}
+			continue
+		}
+		port := c.cfg.Port
+		if dest.route != nil {
+			port = dest.route.Port
+		}
+		for _, ip := range ips {
+			if ctx.Err() != nil {
+				return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, ctx.Err()), true), nil
+			}
+			tried++
+			cn, err := c.dial(ctx, h.Name, ip, port, dest.policy, creds, false)
+			var he *hostError
+			if err != nil && errors.As(err, &he) && he.tlsFailed && dest.policy == TLSMay {
+				c.cfg.Log.Info("remote: TLS failed, retrying in plaintext", "domain", domain, "host", who(h.Name, ip), "err", he.Msg)
+				cn, err = c.dial(ctx, h.Name, ip, port, dest.policy, creds, true)
+			}
+			if err != nil {
+				if !errors.As(err, &he) {
+					he = &hostError{Status: "4.4.1", Msg: err.Error()}
+				}
+				last = he
+				c.cfg.Log.Info("remote: host failed", "domain", domain, "host", who(h.Name, ip), "err", he.Msg)
+				continue
+			}
+			cn.key = dest.key
+			res, ok := c.transact(ctx, cn, m)
+			if ok {
+				return res, nil
+			}
+			last = &hostError{Status: "4.4.2", Msg: fmt.Sprintf("%s: lost connection before MAIL", cn.who())}
+		}
+	}
+	if last == nil {
+		last = &hostError{Status: "4.4.4", Msg: fmt.Sprintf("no host to try for %s", domain)}
+	}
+	code := last.Code
+	if code >= 500 {
+		// Every host refused to talk to us; still a temporary failure
+		// for the message (RFC 5321 §5.1: try later).
+		code = 0
+	}
+	status := last.Status
+	if !strings.HasPrefix(status, "4.") {
+		status = "4" + status[1:]
+	}
+	return fill(rcpts, code, status, last.Msg, true), nil
 }
 
-// CONTRACT: Close ends cached connections with QUIT.
-func (c *Client) Close() error { return nil }
+// hosts returns the hosts to try for domain, and whether they are the
+// implicit MX (the domain itself).
+func (c *Client) hosts(ctx context.Context, domain string, dest destination) ([]mxHost, bool, error) {
+	if dest.route != nil {
+		return []mxHost{{Name: dest.route.Host}}, false, nil
+	}
+	if _, err := netip.ParseAddr(strings.Trim(domain, "[]")); err == nil && strings.HasPrefix(domain, "[") {
+		// An address literal domain (user@[192.0.2.1]) has no MX.
+		return []mxHost{{Name: strings.Trim(domain, "[]")}}, false, nil
+	}
+	c.mu.Lock()
+	seed := c.rnd.Int63()
+	c.mu.Unlock()
+	r := rand.New(rand.NewSource(seed))
+	hs, err := c.res.mx(ctx, domain, r.Intn)
+	if err != nil {
+		return nil, false, err
+	}
+	implicit := len(hs) == 1 && hs[0].Pref == 0 && strings.EqualFold(hs[0].Name, domain)
+	return hs, implicit, nil
+}
+
+func (c *Client) credentials(dest destination) *Credentials {
+	if dest.route == nil || c.cfg.Auth == nil {
+		return nil
+	}
+	h := strings.ToLower(dest.route.Host)
+	for _, k := range []string{fmt.Sprintf("%s:%d", h, dest.route.Port), h, "[" + h + "]"} {
+		if cr, ok := c.cfg.Auth[k]; ok {
+			return &cr
+		}
+	}
+	return nil
+}
+
+// transact runs one mail transaction on cn. ok is false when the session
+// died before MAIL was answered (results not filled; the caller tries a fresh
+// session). cn is cached again or closed.
+func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Result, ok bool) {
+	stop := context.AfterFunc(ctx, func() { cn.dc.Conn.Close() })
+	defer stop()
+	healthy := false
+	defer func() {
+		if healthy && ctx.Err() == nil {
+			c.putIdle(cn)
+		} else {
+			cn.close()
+		}
+	}()
+	all := func(code int, status, msg string, temp bool) []Result {
+		return fill(m.rcpts, code, status, msg, temp)
+	}
+	if max, ok := cn.c.MaxMessageSize(); ok && max > 0 && m.size > int64(max) {
+		healthy = true
+		return all(552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", m.size, max, cn.who()), false), true
+	}
+	if m.utf8 {
+		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
+			healthy = true
+			return all(553, "5.6.7", fmt.Sprintf("%s does not support SMTPUTF8, needed for the non-ASCII addresses", cn.who()), false), true
+		}
+	}
+	cn.msgs++
+	err := cn.c.Mail(m.from, &smtp.MailOptions{Size: m.size, UTF8: m.utf8})
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code == 421 {
+			return nil, false
+		}
+		e := replyError(cn.host, cn.ip, "MAIL FROM", err)
+		healthy = cn.c.Reset() == nil
+		return all(e.Code, e.Status, e.Msg, e.Code/100 != 5), true
+	}
+	res = make([]Result, len(m.rcpts))
+	var accepted []int
+	for i, r := range m.rcpts {
+		err := cn.c.Rcpt(r, nil)
+		if err == nil {
+			accepted = append(accepted, i)
+			continue
+		}
+		e := replyError(cn.host, cn.ip, "RCPT TO", err)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code == 421 {
+			// The session is gone: the rest stays queued.
+			for j := i; j < len(m.rcpts); j++ {
+				res[j] = Result{Rcpt: m.rcpts[j], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
+			}
+			for _, k := range accepted {
+				res[k] = Result{Rcpt: m.rcpts[k], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
+			}
+			return res, true
+		}
+		res[i] = Result{Rcpt: r, Code: e.Code, Status: e.Status, Message: e.Msg, Temporary: e.Code/100 != 5}
+		if se.Code == 452 {
+			// Too many recipients (RFC 5321 §4.5.3.1.10): the rest go
+			// in a later transaction.
+			for j := i + 1; j < len(m.rcpts); j++ {
+				res[j] = Result{Rcpt: m.rcpts[j], Code: e.Code, Status: e.Status, Message: e.Msg + " (not attempted)", Temporary: true}
+			}
+			break
+		}
+	}
+	if len(accepted) == 0 {
+		healthy = cn.c.Reset() == nil
+		return res, true
+	}
+	setAccepted := func(code int, status, msg string, temp bool) {
+		for _, k := range accepted {
+			res[k] = Result{Rcpt: m.rcpts[k], Code: code, Status: status, Message: msg, Temporary: temp}
+		}
+	}
+	rc, err := m.open()
+	if err != nil {
+		healthy = cn.c.Reset() == nil
+		setAccepted(0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true)
+		return res, true
+	}
+	defer rc.Close()
+	cn.c.CommandTimeout = c.cfg.Timeouts.DataInit
+	w, err := cn.c.Data()
+	cn.c.CommandTimeout = c.cfg.Timeouts.Command
+	if err != nil {
+		e := replyError(cn.host, cn.ip, "DATA", err)
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code != 421 {
+			healthy = cn.c.Reset() == nil
+			setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
+		} else {
+			setAccepted(e.Code, tempStatus(e.Status), e.Msg, true)
+		}
+		return res, true
+	}
+	cn.dc.block.Store(int64(c.cfg.Timeouts.DataBlock))
+	_, err = io.Copy(w, rc)
+	cn.dc.block.Store(0)
+	if err != nil {
+		e := replyError(cn.host, cn.ip, "end of data", err)
+		setAccepted(0, tempStatus(e.Status), fmt.Sprintf("%s while sending the message", e.Msg), true)
+		return res, true
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		e := replyError(cn.host, cn.ip, "end of data", err)
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.Code != 421 {
+			healthy = true
+			setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
+		} else {
+			setAccepted(e.Code, tempStatus(e.Status), e.Msg, true)
+		}
+		return res, true
+	}
+	healthy = true
+	setAccepted(250, "2.0.0", fmt.Sprintf("%s said: 250 %s", cn.who(), oneLine(resp.StatusText)), false)
+	return res, true
+}
+
+func tempStatus(s string) string {
+	if s == "" {
+		return "4.0.0"
+	}
+	return "4" + s[1:]
+}

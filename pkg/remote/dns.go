@@ -1,0 +1,201 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// dnsError is a lookup failure, classified: Permanent only when the name
+// server said the name does not exist (NXDOMAIN) or published a null MX.
+type dnsError struct {
+	Permanent bool
+	Status    string
+	Msg       string
+}
+
+func (e *dnsError) Error() string { return e.Msg }
+
+// resolver asks one set of name servers through miekg/dns, so that tests and
+// relays can point lookups at their own server with --dns.
+type resolver struct {
+	servers []string // host:port
+	timeout time.Duration
+}
+
+func newResolver(addr string) (*resolver, error) {
+	r := &resolver{timeout: 5 * time.Second}
+	if addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), "53")
+		}
+		r.servers = []string{addr}
+		return r, nil
+	}
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, fmt.Errorf("remote: dns: %w (set --dns)", err)
+	}
+	for _, s := range cc.Servers {
+		r.servers = append(r.servers, net.JoinHostPort(s, cc.Port))
+	}
+	if len(r.servers) == 0 {
+		return nil, errors.New("remote: dns: no nameserver in /etc/resolv.conf (set --dns)")
+	}
+	if cc.Timeout > 0 {
+		r.timeout = time.Duration(cc.Timeout) * time.Second
+	}
+	return r, nil
+}
+
+// query sends one question to each server in turn until one answers; a
+// truncated UDP answer is repeated over TCP.
+func (r *resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.RecursionDesired = true
+	m.SetEdns0(1232, false)
+	var last error
+	for _, srv := range r.servers {
+		for _, proto := range []string{"udp", "tcp"} {
+			cl := &dns.Client{Net: proto, Timeout: r.timeout}
+			resp, _, err := cl.ExchangeContext(ctx, m, srv)
+			if err != nil {
+				last = err
+				break // next server
+			}
+			if resp.Truncated && proto == "udp" {
+				continue
+			}
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func tempDNS(name string, qtype uint16, err error) *dnsError {
+	return &dnsError{Status: "4.4.3", Msg: fmt.Sprintf("DNS lookup of %s %s failed: %v", name, dns.TypeToString[qtype], err)}
+}
+
+// lookup returns the answer records of qtype, following the CNAMEs the
+// resolver included. NXDOMAIN is permanent; SERVFAIL, REFUSED and timeouts
+// are temporary.
+func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	resp, err := r.query(ctx, name, qtype)
+	if err != nil {
+		return nil, tempDNS(name, qtype, err)
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess:
+	case dns.RcodeNameError:
+		return nil, &dnsError{Permanent: true, Status: "5.1.2", Msg: fmt.Sprintf("domain %s not found (NXDOMAIN)", strings.TrimSuffix(name, "."))}
+	default:
+		return nil, tempDNS(name, qtype, errors.New(dns.RcodeToString[resp.Rcode]))
+	}
+	var out []dns.RR
+	for _, rr := range resp.Answer {
+		if rr.Header().Rrtype == qtype {
+			out = append(out, rr)
+		}
+	}
+	return out, nil
+}
+
+// addrs returns the IPv4 then IPv6 addresses of host. An IP literal is
+// returned as is.
+func (r *resolver) addrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	h := strings.Trim(host, "[]")
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	if strings.EqualFold(strings.TrimSuffix(h, "."), "localhost") {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	var out []netip.Addr
+	var firstErr error
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		rrs, err := r.lookup(ctx, h, qt)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			var de *dnsError
+			if errors.As(err, &de) && de.Permanent {
+				break // NXDOMAIN for A means NXDOMAIN for AAAA too
+			}
+			continue
+		}
+		for _, rr := range rrs {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					out = append(out, ip)
+				}
+			case *dns.AAAA:
+				if ip, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					out = append(out, ip)
+				}
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return nil, &dnsError{Permanent: true, Status: "5.1.2", Msg: fmt.Sprintf("host %s has no address", strings.TrimSuffix(h, "."))}
+}
+
+// mxHost is one host to try, in order.
+type mxHost struct {
+	Name string
+	Pref int
+}
+
+// mx returns the hosts serving domain in preference order, equal preferences
+// shuffled (RFC 5321 §5.1), the domain itself when it has no MX (implicit
+// MX), and a permanent error for a null MX (RFC 7505).
+func (r *resolver) mx(ctx context.Context, domain string, rnd func(int) int) ([]mxHost, error) {
+	rrs, err := r.lookup(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	var hosts []mxHost
+	null := false
+	for _, rr := range rrs {
+		m := rr.(*dns.MX)
+		if m.Mx == "." {
+			null = true
+			continue
+		}
+		hosts = append(hosts, mxHost{Name: strings.TrimSuffix(m.Mx, "."), Pref: int(m.Preference)})
+	}
+	if null && len(hosts) == 0 {
+		return nil, &dnsError{Permanent: true, Status: "5.1.10", Msg: fmt.Sprintf("domain %s accepts no mail (null MX, RFC 7505)", domain)}
+	}
+	if len(hosts) == 0 {
+		// Implicit MX (RFC 5321 §5.1): the domain itself, if it has an address.
+		return []mxHost{{Name: strings.TrimSuffix(domain, ".")}}, nil
+	}
+	// Shuffle, then a stable sort keeps the shuffled order within a preference.
+	for i := len(hosts) - 1; i > 0; i-- {
+		j := rnd(i + 1)
+		hosts[i], hosts[j] = hosts[j], hosts[i]
+	}
+	sort.SliceStable(hosts, func(i, j int) bool { return hosts[i].Pref < hosts[j].Pref })
+	return hosts, nil
+}
+
+var _ = rand.Intn
