@@ -31,6 +31,9 @@ func init() {
 		"idle-timeout", "no-flag-updates", "mbox-lock-timeout",
 		// mailuser
 		"scheme",
+		// mime-pack
+		"subject", "from", "to", "cc", "attach", "body", "html", "inline", "output",
+		"json", "dir", "force", "all", "base64",
 	} {
 		knownKeys[k] = true
 	}
