@@ -1,0 +1,376 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"letterbox/pkg/config"
+	"letterbox/pkg/remote"
+	"letterbox/pkg/route"
+	"letterbox/pkg/spool"
+	"letterbox/pkg/sysexits"
+)
+
+// Flags are queue-runner's own flags (the schedule, the MDA, the daemon);
+// remote.Flags() are added by NewApp.
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "daemon", Usage: "keep running: wait on the trigger FIFO and the retry timer"},
+		&cli.DurationFlag{Name: "retry-after", Usage: "first retry `DELAY` after a temporary failure (doubles after each)", Value: DefaultRetryAfter},
+		&cli.DurationFlag{Name: "max-retry-interval", Usage: "longest `DELAY` between retries", Value: DefaultMaxRetryInterval},
+		&cli.DurationFlag{Name: "warn-after", Usage: "send one delay warning after `DURATION` (0: never)", Value: DefaultWarnAfter},
+		&cli.DurationFlag{Name: "bounce-after", Usage: "give up and bounce after `DURATION`", Value: DefaultBounceAfter},
+		&cli.StringFlag{Name: "mda", Usage: "deliver local mailboxes by piping to `COMMAND` (sh -c) instead of in-process"},
+		&cli.DurationFlag{Name: "interval", Usage: "the daemon's longest `SLEEP` between passes", Value: DefaultInterval},
+	}
+}
+
+var subcommands = map[string]bool{"list": true, "flush": true, "show": true, "remove": true}
+
+// NewApp builds the queue-runner command line.
+func NewApp() *cli.App {
+	flags := append(Flags(), remote.Flags()...)
+	app := config.NewApp("queue-runner", "deliver what is in the spool: one pass, or --daemon", flags)
+	app.UsageText = "queue-runner [options] [list [--json] | flush | show ID | remove ID]"
+	app.Action = func(c *cli.Context) error {
+		if c.Args().Present() {
+			return sysexits.New(sysexits.Usage, fmt.Errorf("unknown subcommand %q", c.Args().First()))
+		}
+		if c.Bool("daemon") {
+			return runDaemon(c)
+		}
+		return runPass(c, false)
+	}
+	app.Commands = []*cli.Command{
+		{Name: "list", Usage: "show the queue (like mailq)", Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON array"}}, Action: runList},
+		{Name: "flush", Usage: "attempt every pending recipient now", Action: func(c *cli.Context) error { return runPass(c, true) }},
+		{Name: "show", Usage: "print a message's envelope and header", ArgsUsage: "ID", Action: runShow},
+		{Name: "remove", Usage: "remove a message from the queue", ArgsUsage: "ID", Action: runRemove},
+	}
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	return app
+}
+
+// Run runs the app on args, accepting options after the subcommand too
+// (they are moved before it).
+func Run(app *cli.App, args []string) error {
+	flags := append(config.CommonFlags(), append(Flags(), remote.Flags()...)...)
+	return app.Run(ReorderArgs(args, boolFlags(flags)))
+}
+
+func boolFlags(flags []cli.Flag) map[string]bool {
+	m := map[string]bool{"help": true, "h": true, "version": true, "v": true, "json": true}
+	for _, f := range flags {
+		if _, ok := f.(*cli.BoolFlag); ok {
+			for _, n := range f.Names() {
+				m[n] = true
+			}
+		}
+	}
+	return m
+}
+
+// ReorderArgs moves options that follow a subcommand in front of it, so
+// `queue-runner list --spool X` means `queue-runner --spool X list`. The
+// subcommand's own --json stays after it; bools lists the options that
+// take no value.
+func ReorderArgs(args []string, bools map[string]bool) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Options before the subcommand.
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
+			break
+		}
+		out = append(out, a)
+		if name := strings.TrimLeft(a, "-"); !strings.Contains(name, "=") && !bools[name] && i+1 < len(args) {
+			i++
+			out = append(out, args[i])
+		}
+	}
+	if i >= len(args) || !subcommands[args[i]] {
+		return append(out, args[i:]...)
+	}
+	sub := args[i]
+	var rest []string
+	for i++; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			rest = append(rest, a)
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "json" || name == "help" || name == "h" {
+			rest = append(rest, a)
+			continue
+		}
+		out = append(out, a)
+		if !strings.Contains(a, "=") && !bools[name] && i+1 < len(args) {
+			i++
+			out = append(out, args[i])
+		}
+	}
+	return append(append(out, sub), rest...)
+}
+
+// setup opens the spool and builds the Runner from the flags.
+func setup(c *cli.Context) (*Runner, *config.Common, error) {
+	root := c
+	if l := c.Lineage(); len(l) > 1 {
+		root = l[len(l)-2]
+	}
+	cm, err := config.Load(root)
+	if err != nil {
+		return nil, nil, sysexits.New(sysexits.Config, err)
+	}
+	sp, err := spool.Open(cm.Spool)
+	if err != nil {
+		return nil, nil, sysexits.New(sysexits.CantCreat, err)
+	}
+	warn := root.Duration("warn-after")
+	if warn == 0 {
+		warn = -1 // 0 = never
+	}
+	r := &Runner{Spool: sp, Hostname: cm.Hostname, Postmaster: cm.Postmaster, MDA: root.String("mda"),
+		RetryAfter: root.Duration("retry-after"), MaxRetryInterval: root.Duration("max-retry-interval"),
+		WarnAfter: warn, BounceAfter: root.Duration("bounce-after"), Interval: root.Duration("interval"),
+		Log: cm.Log}
+	return r, cm, nil
+}
+
+// deliverers adds the router and the remote client (for passes).
+func deliverers(c *cli.Context, r *Runner, cm *config.Common) (func(), error) {
+	root := c
+	if l := c.Lineage(); len(l) > 1 {
+		root = l[len(l)-2]
+	}
+	rt, err := route.New(cm, true)
+	if err != nil {
+		return nil, sysexits.New(sysexits.Config, err)
+	}
+	r.Router = rt
+	cl, err := remote.FromContext(root, cm)
+	if err != nil {
+		// Until remote delivery is configured or built, remote recipients
+		// stay queued with a temporary error.
+		cm.Log.Debug("remote delivery not available", "err", err)
+		return func() {}, nil
+	}
+	r.Remote = cl
+	return func() { cl.Close() }, nil
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+func runPass(c *cli.Context, flush bool) error {
+	r, cm, err := setup(c)
+	if err != nil {
+		return err
+	}
+	done, err := deliverers(c, r, cm)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := signalContext()
+	defer cancel()
+	st, err := r.Pass(ctx, flush)
+	cm.Log.Info("pass done", "messages", st.Messages, "delivered", st.Delivered, "deferred", st.Deferred, "bounced", st.Bounced, "notices", st.Notices)
+	if err != nil {
+		return sysexits.New(sysexits.TempFail, err)
+	}
+	return nil
+}
+
+func runDaemon(c *cli.Context) error {
+	r, cm, err := setup(c)
+	if err != nil {
+		return err
+	}
+	done, err := deliverers(c, r, cm)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := signalContext()
+	defer cancel()
+	cm.Log.Info("daemon started", "spool", cm.Spool)
+	err = r.Daemon(ctx)
+	cm.Log.Info("daemon stopped")
+	if err != nil {
+		return sysexits.New(sysexits.TempFail, err)
+	}
+	return nil
+}
+
+// JSONMessage is one element of `list --json` (DESIGN.md § The spool).
+type JSONMessage struct {
+	ID         string          `json:"id"`
+	From       string          `json:"from"`
+	Arrived    string          `json:"arrived"`
+	Size       int64           `json:"size"`
+	Recipients []JSONRecipient `json:"recipients"`
+}
+
+// JSONRecipient is one recipient in `list --json`.
+type JSONRecipient struct {
+	Address     string `json:"address"`
+	State       string `json:"state"`
+	Attempts    int    `json:"attempts"`
+	NextAttempt string `json:"next_attempt"`
+	LastError   string `json:"last_error"`
+}
+
+func runList(c *cli.Context) error {
+	r, _, err := setup(c)
+	if err != nil {
+		return err
+	}
+	envs, err := r.Spool.List()
+	if err != nil {
+		return sysexits.New(sysexits.IOErr, err)
+	}
+	w := bufio.NewWriter(c.App.Writer)
+	defer w.Flush()
+	if c.Bool("json") {
+		out := make([]JSONMessage, 0, len(envs))
+		for _, e := range envs {
+			m := JSONMessage{ID: e.ID, From: e.From, Arrived: e.Arrived.Format(time.RFC3339), Size: e.Size, Recipients: []JSONRecipient{}}
+			for _, rc := range e.Recipients {
+				next := rc.NextAttempt
+				if next.IsZero() {
+					next = e.Arrived
+				}
+				m.Recipients = append(m.Recipients, JSONRecipient{Address: rc.Address, State: string(rc.State),
+					Attempts: rc.Attempts, NextAttempt: next.Format(time.RFC3339), LastError: rc.LastError})
+			}
+			out = append(out, m)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	WriteTable(w, envs)
+	return nil
+}
+
+// WriteTable prints the queue as mailq does: id, size, arrival, sender,
+// then each pending recipient after its last error.
+func WriteTable(w io.Writer, envs []*spool.Envelope) {
+	if len(envs) == 0 {
+		fmt.Fprintln(w, "Mail queue is empty")
+		return
+	}
+	fmt.Fprintf(w, "%-22s %8s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	var total int64
+	for _, e := range envs {
+		total += e.Size
+		from := e.From
+		if from == "" {
+			from = "MAILER-DAEMON"
+		}
+		fmt.Fprintf(w, "%-22s %8d %-20s %s\n", e.ID, e.Size, e.Arrived.Local().Format("Mon Jan _2 15:04:05"), from)
+		for _, rc := range e.Recipients {
+			if rc.State != spool.Pending {
+				continue
+			}
+			if rc.LastError != "" {
+				fmt.Fprintf(w, "%52s(%s)\n", "", rc.LastError)
+			}
+			fmt.Fprintf(w, "%52s%s\n", "", rc.Address)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(envs), map[bool]string{true: "", false: "s"}[len(envs) == 1])
+}
+
+func oneID(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", sysexits.New(sysexits.Usage, fmt.Errorf("%s: want one queue ID", c.Command.Name))
+	}
+	return c.Args().First(), nil
+}
+
+func runShow(c *cli.Context) error {
+	id, err := oneID(c)
+	if err != nil {
+		return err
+	}
+	r, _, err := setup(c)
+	if err != nil {
+		return err
+	}
+	env, err := r.Spool.Load(id)
+	if err != nil {
+		return notFound(err)
+	}
+	w := c.App.Writer
+	io.WriteString(w, env.Format())
+	fmt.Fprintln(w)
+	f, err := r.Spool.OpenData(id)
+	if err != nil {
+		return notFound(err)
+	}
+	defer f.Close()
+	// The header only: the body may be large and is the sender's business.
+	tp := textproto.NewReader(bufio.NewReader(f))
+	for {
+		line, err := tp.ReadContinuedLineBytes()
+		if err != nil || len(line) == 0 {
+			break
+		}
+		fmt.Fprintf(w, "%s\n", line)
+	}
+	return nil
+}
+
+func runRemove(c *cli.Context) error {
+	id, err := oneID(c)
+	if err != nil {
+		return err
+	}
+	r, cm, err := setup(c)
+	if err != nil {
+		return err
+	}
+	if err := r.Spool.Remove(id); err != nil {
+		if errors.Is(err, spool.ErrLocked) {
+			return sysexits.New(sysexits.TempFail, fmt.Errorf("%s is being delivered right now; try again", id))
+		}
+		return notFound(err)
+	}
+	cm.Log.Info("removed by operator", "id", id)
+	return nil
+}
+
+func notFound(err error) error {
+	if errors.Is(err, spool.ErrNotFound) {
+		return sysexits.New(sysexits.NoInput, err)
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return sysexits.New(sysexits.NoPerm, err)
+	}
+	return sysexits.New(sysexits.IOErr, err)
+}

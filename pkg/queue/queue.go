@@ -1,0 +1,528 @@
+// Package queue works the spool: it delivers each due message's pending
+// recipients (locally in-process, through an --mda command, or through a
+// RemoteDeliverer), reschedules temporary failures with doubling backoff,
+// sends one delay warning and, on permanent failure or expiry, one RFC 3464
+// bounce per message per pass. It is queue-runner(8)'s engine.
+//
+// Order of durable steps for a message, so that a crash loses nothing:
+// deliver, then record the outcome in the envelope (a crash in between
+// delivers once more on the next pass: at least once, never zero); a
+// notification is committed to the spool before the envelope that
+// asks for it is updated.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"letterbox/pkg/delivery"
+	"letterbox/pkg/dsn"
+	"letterbox/pkg/remote"
+	"letterbox/pkg/route"
+	"letterbox/pkg/spool"
+)
+
+// Resolver maps an address to its destinations (*route.Router).
+type Resolver interface {
+	Resolve(addr string) ([]route.Destination, error)
+}
+
+// RemoteDeliverer sends one message to recipients at one domain
+// (*remote.Client). It returns one result per recipient, in order.
+type RemoteDeliverer interface {
+	Deliver(ctx context.Context, domain, from string, rcpts []string, open func() (io.ReadCloser, error)) ([]remote.Result, error)
+}
+
+// Runner is the queue engine. Zero durations take the defaults below.
+type Runner struct {
+	Spool      *spool.Spool
+	Router     Resolver
+	Remote     RemoteDeliverer // nil: remote recipients stay queued
+	Hostname   string
+	Postmaster string // where failed bounces go
+	MDA        string // when set, local mailboxes are delivered by piping to this command
+
+	RetryAfter       time.Duration // first retry; doubles after each failure
+	MaxRetryInterval time.Duration // cap of the backoff
+	WarnAfter        time.Duration // delay warning after this long (negative: never)
+	BounceAfter      time.Duration // give up after this long
+	GarbageAge       time.Duration // Clean's age for crash leftovers
+	Interval         time.Duration // the daemon's longest sleep
+	MDATimeout       time.Duration // how long one local delivery may take
+
+	Now func() time.Time // the clock (tests move it)
+	Log *slog.Logger
+
+	// deliverLocal is delivery.DeliverContext, replaceable in tests.
+	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
+	lastClean    time.Time
+}
+
+// Defaults of the schedule (DESIGN.md § The spool).
+const (
+	DefaultRetryAfter       = 15 * time.Minute
+	DefaultMaxRetryInterval = 4 * time.Hour
+	DefaultWarnAfter        = 4 * time.Hour
+	DefaultBounceAfter      = 120 * time.Hour
+	DefaultGarbageAge       = 36 * time.Hour
+	DefaultInterval         = 5 * time.Minute
+)
+
+// ErrRemoteUnavailable is the temporary error of remote recipients when
+// no RemoteDeliverer is configured.
+var ErrRemoteUnavailable = errors.New("remote delivery not available")
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Runner) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.Default()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Backoff returns the wait before the next attempt after attempts failed
+// ones: RetryAfter, doubling, capped at MaxRetryInterval.
+func (r *Runner) Backoff(attempts int) time.Duration {
+	d := orDefault(r.RetryAfter, DefaultRetryAfter)
+	max := orDefault(r.MaxRetryInterval, DefaultMaxRetryInterval)
+	for i := 1; i < attempts && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// Stats counts what a pass did.
+type Stats struct {
+	Messages  int // messages worked on
+	Delivered int // recipients
+	Deferred  int
+	Bounced   int
+	Notices   int       // DSNs queued
+	Next      time.Time // when the earliest remaining message is due (zero: none)
+}
+
+// Pass works every message that is due (every pending recipient, when
+// flush) once, taking in drop files first. Messages another process holds
+// locked are skipped. Notifications it queues are worked in the same pass.
+func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
+	var st Stats
+	for _, t := range r.Spool.TakeDrops() {
+		if t.Err != nil {
+			r.log().Warn("drop refused", "drop", t.Drop, "user", t.User, "err", t.Err)
+		} else {
+			r.log().Info("drop taken in", "id", t.ID, "drop", t.Drop, "user", t.User)
+		}
+	}
+	now := r.now()
+	if age := orDefault(r.GarbageAge, DefaultGarbageAge); now.Sub(r.lastClean) > age/8 {
+		r.lastClean = now
+		if n, err := r.Spool.Clean(age); err != nil {
+			r.log().Warn("cleaning the spool", "err", err)
+		} else if n > 0 {
+			r.log().Info("removed crash leftovers", "files", n)
+		}
+	}
+	ents, err := r.Spool.Scan()
+	if err != nil {
+		return st, err
+	}
+	var work []string
+	for _, e := range ents {
+		if flush || !e.Due.After(now) {
+			work = append(work, e.ID)
+		} else if st.Next.IsZero() || e.Due.Before(st.Next) {
+			st.Next = e.Due
+		}
+	}
+	for len(work) > 0 {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		id := work[0]
+		work = work[1:]
+		notices, next := r.process(ctx, id, flush, &st)
+		work = append(work, notices...)
+		if !next.IsZero() && (st.Next.IsZero() || next.Before(st.Next)) {
+			st.Next = next
+		}
+	}
+	return st, nil
+}
+
+// outcome of one recipient in one attempt.
+type outcome struct {
+	done      bool // delivered
+	temporary bool
+	status    string
+	diag      string
+	remote    bool
+}
+
+// process works one message under its lock. It returns the ids of the
+// notifications it queued and when the message is next due.
+func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) ([]string, time.Time) {
+	log := r.log().With("id", id)
+	l, err := r.Spool.Lock(id)
+	if err != nil {
+		if errors.Is(err, spool.ErrLocked) {
+			log.Debug("locked by another runner, skipped")
+		} else if !errors.Is(err, spool.ErrNotFound) {
+			log.Error("cannot lock", "err", err)
+		}
+		return nil, time.Time{}
+	}
+	defer l.Unlock()
+	st.Messages++
+	env := l.Envelope
+	now := r.now()
+
+	var due []*spool.Recipient
+	for _, rc := range env.Recipients {
+		if rc.State == spool.Pending && (flush || !rc.NextAttempt.After(now)) {
+			due = append(due, rc)
+		}
+	}
+	outs := r.deliverAll(ctx, l, env, due, log)
+
+	bounceAt := env.Arrived.Add(orDefault(r.BounceAfter, DefaultBounceAfter))
+	var failed []dsn.Recipient
+	for i, rc := range due {
+		o := outs[i]
+		rc.Attempts++
+		switch {
+		case o.done:
+			rc.State = spool.Delivered
+			rc.LastError = ""
+			st.Delivered++
+			log.Info("delivered", "rcpt", rc.Address)
+			continue
+		case o.temporary && now.Before(bounceAt):
+			rc.LastError = o.diag
+			rc.NextAttempt = now.Add(r.Backoff(rc.Attempts))
+			if rc.NextAttempt.After(bounceAt) {
+				rc.NextAttempt = bounceAt
+			}
+			st.Deferred++
+			log.Info("deferred", "rcpt", rc.Address, "attempts", rc.Attempts, "next", rc.NextAttempt.Format(time.RFC3339), "err", o.diag)
+			continue
+		case o.temporary:
+			o.diag = "gave up after " + now.Sub(env.Arrived).Round(time.Second).String() + ": " + o.diag
+		}
+		rc.State = spool.Bounced
+		rc.LastError = o.diag
+		st.Bounced++
+		log.Info("bounced", "rcpt", rc.Address, "status", o.status, "err", o.diag)
+		failed = append(failed, dsn.Recipient{Final: rc.Address, Original: rc.Original, Action: dsn.Failed,
+			Status: o.status, Diagnostic: o.diag, Remote: o.remote, LastAttempt: now})
+	}
+
+	var notices []string
+	if len(failed) > 0 {
+		if nid := r.notify(l, env, failed, log); nid != "" {
+			notices = append(notices, nid)
+			st.Notices++
+		}
+	}
+	pending := false
+	for _, rc := range env.Recipients {
+		if rc.State == spool.Pending {
+			pending = true
+		}
+	}
+	if !pending {
+		if err := l.Remove(); err != nil {
+			log.Error("cannot remove", "err", err)
+			return notices, time.Time{}
+		}
+		log.Info("removed", "reason", "all recipients done")
+		return notices, time.Time{}
+	}
+	if r.warnDue(env, now) {
+		var delayed []dsn.Recipient
+		for _, rc := range env.Recipients {
+			if rc.State == spool.Pending {
+				delayed = append(delayed, dsn.Recipient{Final: rc.Address, Original: rc.Original, Action: dsn.Delayed,
+					Status: statusOf(rc.LastError, "4.0.0"), Diagnostic: rc.LastError, LastAttempt: now, WillRetryUntil: bounceAt})
+			}
+		}
+		if nid := r.notify(l, env, delayed, log); nid != "" {
+			notices = append(notices, nid)
+			st.Notices++
+		}
+		env.Warned = now
+	}
+	// A message not warned about yet is due again when the warning is.
+	if warnAt, ok := r.warnTime(env); ok {
+		for _, rc := range env.Recipients {
+			if rc.State == spool.Pending && rc.NextAttempt.After(warnAt) && warnAt.After(now) {
+				rc.NextAttempt = warnAt
+			}
+		}
+	}
+	if err := l.Update(env); err != nil {
+		log.Error("cannot update the envelope", "err", err)
+	}
+	return notices, env.Due()
+}
+
+// warnTime is when a delay warning for env is due, if one ever is: not for
+// the null sender (nobody to warn) nor our own notices.
+func (r *Runner) warnTime(env *spool.Envelope) (time.Time, bool) {
+	w := orDefault(r.WarnAfter, DefaultWarnAfter)
+	if w < 0 || env.From == "" || env.Notice != "" || !env.Warned.IsZero() {
+		return time.Time{}, false
+	}
+	return env.Arrived.Add(w), true
+}
+
+func (r *Runner) warnDue(env *spool.Envelope, now time.Time) bool {
+	t, ok := r.warnTime(env)
+	return ok && !now.Before(t)
+}
+
+// deliverAll attempts every due recipient and returns their outcomes.
+func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Envelope, due []*spool.Recipient, log *slog.Logger) []outcome {
+	outs := make([]outcome, len(due))
+	type remoteRef struct {
+		i    int
+		addr string
+	}
+	byDomain := map[string][]remoteRef{}
+	var domains []string
+	// Per recipient, the results of its destinations: all must succeed.
+	remoteOf := make([][]remoteRef, len(due))
+	for i, rc := range due {
+		dests, err := r.Router.Resolve(rc.Address)
+		if err != nil {
+			outs[i] = routeOutcome(err)
+			continue
+		}
+		outs[i] = outcome{done: true}
+		for _, d := range dests {
+			if d.Kind == route.Remote {
+				dom := d.Address[strings.LastIndexByte(d.Address, '@')+1:]
+				if _, ok := byDomain[dom]; !ok {
+					domains = append(domains, dom)
+				}
+				ref := remoteRef{i, d.Address}
+				byDomain[dom] = append(byDomain[dom], ref)
+				remoteOf[i] = append(remoteOf[i], ref)
+				continue
+			}
+			if d.Original == "" {
+				d.Original = rc.Original
+			}
+			err := r.local(ctx, l, env.From, d)
+			if err != nil {
+				log.Debug("local delivery failed", "rcpt", rc.Address, "dest", d.Kind.String(), "err", err)
+			} else {
+				log.Debug("local delivery", "rcpt", rc.Address, "dest", d.Kind.String(), "to", d.Address+d.Path+d.Command)
+			}
+			outs[i] = merge(outs[i], localOutcome(err))
+		}
+	}
+	for _, dom := range domains {
+		refs := byDomain[dom]
+		addrs := make([]string, len(refs))
+		for j, ref := range refs {
+			addrs[j] = ref.addr
+		}
+		var res []remote.Result
+		var err error
+		if r.Remote == nil {
+			err = ErrRemoteUnavailable
+		} else {
+			res, err = r.Remote.Deliver(ctx, dom, env.From, addrs, func() (io.ReadCloser, error) { return l.Data(), nil })
+		}
+		for j, ref := range refs {
+			var o outcome
+			switch {
+			case j < len(res):
+				rs := res[j]
+				o = outcome{done: !rs.Temporary && rs.Code/100 == 2, temporary: rs.Temporary, status: rs.Status, diag: rs.Message, remote: rs.Code != 0}
+				if rs.Code != 0 && !strings.HasPrefix(rs.Message, fmt.Sprint(rs.Code)) {
+					o.diag = fmt.Sprintf("%d %s %s", rs.Code, rs.Status, rs.Message)
+				}
+			case err != nil:
+				o = outcome{temporary: true, status: "4.4.0", diag: err.Error()}
+			default:
+				o = outcome{temporary: true, status: "4.4.0", diag: "no result from remote delivery"}
+			}
+			log.Debug("remote delivery", "rcpt", ref.addr, "domain", dom, "done", o.done, "diag", o.diag)
+			outs[ref.i] = merge(outs[ref.i], o)
+		}
+	}
+	return outs
+}
+
+// merge combines the outcomes of one recipient's destinations: a
+// temporary failure wins (the recipient is retried), then a permanent one.
+func merge(a, b outcome) outcome {
+	switch {
+	case a.temporary:
+		return a
+	case b.temporary:
+		return b
+	case !a.done:
+		return a
+	}
+	return b
+}
+
+func routeOutcome(err error) outcome {
+	switch {
+	case errors.Is(err, route.ErrNoSuchUser):
+		return outcome{status: "5.1.1", diag: err.Error()}
+	case errors.Is(err, route.ErrLoop):
+		return outcome{status: "5.4.6", diag: err.Error()}
+	case errors.Is(err, route.ErrBadAddress):
+		return outcome{status: "5.1.3", diag: err.Error()}
+	case errors.Is(err, route.ErrNotAllowed):
+		return outcome{status: "5.3.0", diag: err.Error()}
+	}
+	return outcome{temporary: true, status: "4.3.0", diag: err.Error()}
+}
+
+func localOutcome(err error) outcome {
+	if err == nil {
+		return outcome{done: true}
+	}
+	var de *delivery.Error
+	if errors.As(err, &de) {
+		return outcome{temporary: de.Temporary, status: de.Status, diag: err.Error()}
+	}
+	return outcome{temporary: true, status: "4.3.0", diag: err.Error()}
+}
+
+// statusOf picks an enhanced status code out of an error text.
+func statusOf(text, def string) string {
+	for _, f := range strings.Fields(text) {
+		if len(f) >= 5 && (f[0] == '4' || f[0] == '5') && f[1] == '.' && strings.Count(f, ".") == 2 {
+			return strings.TrimRight(f, ",;:")
+		}
+	}
+	return def
+}
+
+// local delivers to one local destination, in-process or through the MDA.
+func (r *Runner) local(ctx context.Context, l *spool.Locked, sender string, d route.Destination) error {
+	if r.MDA != "" && (d.Kind == route.Maildir || d.Kind == route.Mbox) {
+		d = route.Destination{Kind: route.Pipe, Command: r.MDA, Address: d.Address, Original: d.Original, User: d.User}
+	}
+	ctx, cancel := context.WithTimeout(ctx, orDefault(r.MDATimeout, 10*time.Minute))
+	defer cancel()
+	data := l.Data()
+	defer data.Close()
+	if r.deliverLocal != nil {
+		return r.deliverLocal(ctx, d, sender, data)
+	}
+	return delivery.DeliverContext(ctx, d, sender, data)
+}
+
+// notify queues a DSN about env: to the sender; for the null sender, to
+// the postmaster once; a failed postmaster notice is dropped with a log
+// line (never bounce a bounce). It returns the notice's queue id.
+func (r *Runner) notify(l *spool.Locked, env *spool.Envelope, rcpts []dsn.Recipient, log *slog.Logger) string {
+	to, notice := env.From, spool.NoticeDSN
+	if env.From == "" {
+		if env.Notice == spool.NoticePostmaster || rcpts[0].Action == dsn.Delayed {
+			log.Warn("double bounce dropped", "rcpts", len(rcpts), "err", rcpts[0].Diagnostic)
+			return ""
+		}
+		to, notice = r.postmaster(), spool.NoticePostmaster
+	}
+	data := l.Data()
+	defer data.Close()
+	msg, err := dsn.Build(&dsn.Report{Hostname: r.Hostname, To: to, QueueID: env.ID, Arrived: env.Arrived,
+		Date: r.now(), Recipients: rcpts, Original: data, OriginalSize: env.Size})
+	if err != nil {
+		log.Error("cannot build a DSN", "err", err)
+		return ""
+	}
+	nenv := &spool.Envelope{From: "", Arrived: r.now(), Notice: notice,
+		Recipients: []*spool.Recipient{{Address: to, State: spool.Pending}}}
+	nid, err := r.Spool.Submit(nenv, strings.NewReader(string(msg)))
+	if err != nil {
+		log.Error("cannot queue a DSN", "err", err)
+		return ""
+	}
+	log.Info("dsn queued", "dsn", nid, "to", to, "action", rcpts[0].Action, "rcpts", len(rcpts))
+	return nid
+}
+
+func (r *Runner) postmaster() string {
+	if r.Postmaster != "" {
+		return r.Postmaster
+	}
+	return "postmaster"
+}
+
+// Daemon runs passes until ctx ends: at once when the trigger FIFO is
+// poked, else when the earliest message is due, at least every Interval.
+func (r *Runner) Daemon(ctx context.Context) error {
+	tr, err := r.Spool.Listen()
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	interval := orDefault(r.Interval, DefaultInterval)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		// Drain a poke that came during the last pass: its message may
+		// not have been in that pass's scan, so one more pass follows.
+		st, err := r.Pass(ctx, false)
+		if err != nil && ctx.Err() == nil {
+			r.log().Error("pass failed", "err", err)
+		}
+		if st.Messages > 0 {
+			r.log().Debug("pass done", "messages", st.Messages, "delivered", st.Delivered, "deferred", st.Deferred, "bounced", st.Bounced)
+		}
+		wait := interval
+		if !st.Next.IsZero() {
+			if d := time.Until(st.Next); d < wait {
+				wait = d
+			}
+		}
+		if wait < 10*time.Millisecond {
+			wait = 10 * time.Millisecond
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-tr.C:
+			if !ok {
+				return errors.New("queue: trigger FIFO closed")
+			}
+		case <-timer.C:
+		}
+	}
+}
