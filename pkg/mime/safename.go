@@ -97,4 +97,3 @@ func CreateExclusive(dir *os.File, name string, mode os.FileMode, force bool) (*
 	}
 	return nil, "", fmt.Errorf("create %s: too many files of that name", name)
 }
-
