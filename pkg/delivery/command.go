@@ -6,13 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
 
-	"letterbox/pkg/aliases"
 	"letterbox/pkg/route"
 	"letterbox/pkg/sysexits"
-	"letterbox/pkg/users"
 )
 
 // Request is one run of deliver(8): the message on Stdin goes to the
@@ -122,25 +118,4 @@ func deliverOne(log *slog.Logger, d route.Destination, sender string, r io.Reade
 	}
 	log.Info("delivered", "to", d.Address, "mailbox", where, "from", sender)
 	return nil
-}
-
-// LoadRouter builds a Router from the users file and aliases paths; a
-// missing file is an empty one (a system with only aliases, or only users).
-func LoadRouter(domains []string, mailRoot, postmaster, usersPath, aliasesPath string) (*route.Router, error) {
-	udb, err := users.Load(usersPath)
-	if errors.Is(err, os.ErrNotExist) {
-		udb, err = users.Parse(strings.NewReader(""))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("deliver: users: %w", err)
-	}
-	at, err := aliases.Load(aliasesPath)
-	if errors.Is(err, os.ErrNotExist) {
-		at, err = aliases.Parse(strings.NewReader(""))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("deliver: aliases: %w", err)
-	}
-	return &route.Router{Domains: domains, MailRoot: mailRoot, Postmaster: postmaster,
-		Users: udb, Aliases: at, AllowPipes: true}, nil
 }
