@@ -83,6 +83,31 @@ func verify(stored, password string) (bool, error) {
 	return false, fmt.Errorf("%w %q", ErrScheme, scheme)
 }
 
+// wellFormed reports, without hashing, whether stored looks verifiable: a
+// known scheme whose value has the right shape.
+func wellFormed(stored string) bool {
+	scheme, value := SplitScheme(stored)
+	switch scheme {
+	case "PLAIN", "CLEAR":
+		return true
+	case "ARGON2ID", "ARGON2I":
+		_, err := parseArgon2(value)
+		return err == nil
+	case "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "CRYPT":
+		if strings.HasPrefix(value, "$argon2") {
+			_, err := parseArgon2(value)
+			return err == nil
+		}
+		for _, p := range []string{"$2a$", "$2b$", "$2y$", "$2x$"} {
+			if strings.HasPrefix(value, p) {
+				return len(value) == 60
+			}
+		}
+		return (strings.HasPrefix(value, "$5$") || strings.HasPrefix(value, "$6$")) && strings.Count(value, "$") >= 3
+	}
+	return false
+}
+
 func verifyCrypt(value, password string) (bool, error) {
 	switch {
 	case strings.HasPrefix(value, "$2a$"), strings.HasPrefix(value, "$2b$"),

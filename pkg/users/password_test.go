@@ -51,7 +51,7 @@ var fixturePasswords = map[string]string{
 	"long@example.test":       "a very long password that is longer than thirty-two bytes and even longer than sixty-four bytes for sure",
 }
 
-func fixtureDB(t *testing.T) *DB {
+func fixtureDB(t testing.TB) *DB {
 	t.Helper()
 	db, err := Load("../../testdata/users/doveadm.users")
 	if err != nil {
@@ -78,6 +78,9 @@ func TestDoveadmFixtures(t *testing.T) {
 			continue
 		}
 		schemes[u.Scheme()] = true
+		if !wellFormed(u.Password) {
+			t.Errorf("%s: wellFormed false for a verifiable hash", name)
+		}
 		for _, bad := range []string{"", pw + " ", strings.ToUpper(pw), pw[:len(pw)-1], "correct horsf"} {
 			if _, err := db.Authenticate(name, bad); err != ErrAuth {
 				t.Errorf("%s: bad password %q: got %v, want ErrAuth", name, bad, err)
@@ -134,6 +137,9 @@ func TestVerifyRefuses(t *testing.T) {
 	} {
 		if Verify(stored, "correct horse") {
 			t.Errorf("Verify(%q) accepted", stored)
+		}
+		if stored != "{PLAIN}correct horsf" && wellFormed(stored) && !strings.HasPrefix(stored, "{SHA512-CRYPT}$6$") {
+			t.Errorf("wellFormed(%q) = true", stored)
 		}
 	}
 	// A scheme-less crypt string is CRYPT (Dovecot's default scheme).

@@ -56,6 +56,7 @@ type DB struct {
 	mu      sync.RWMutex
 	users   map[string]*User // by Key(name)
 	names   []string         // in file order
+	decoy   string           // a stored hash verified for unknown users
 	stamp   fileStamp
 	lastErr error // the last reload's error; the previous contents stay in force
 }
@@ -91,7 +92,7 @@ func Parse(r io.Reader) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DB{users: users, names: names}, nil
+	return &DB{users: users, names: names, decoy: pickDecoy(users, names)}, nil
 }
 
 // Path is the file the DB was loaded from ("" if none).
@@ -142,8 +143,9 @@ func (db *DB) reload() error {
 			}
 		}
 	}
+	decoy := pickDecoy(users, names)
 	db.mu.Lock()
-	db.users, db.names, db.stamp, db.lastErr = users, names, st, nil
+	db.users, db.names, db.stamp, db.lastErr, db.decoy = users, names, st, nil, decoy
 	db.mu.Unlock()
 	return nil
 }
@@ -312,12 +314,42 @@ func dummy() string {
 	return dummyHash
 }
 
+// pickDecoy returns the first hashed password of the file: verifying it for
+// an unknown user costs what a real user's check costs, in the scheme and
+// parameters this installation actually uses.
+func pickDecoy(users map[string]*User, names []string) string {
+	for _, n := range names {
+		u := users[Key(n)]
+		switch u.Scheme() {
+		case "", "PLAIN", "CLEAR":
+			continue
+		}
+		if wellFormed(u.Password) {
+			return u.Password
+		}
+	}
+	return ""
+}
+
 // Authenticate checks addr's password in constant-ish time whether or not the
 // user exists; it returns ErrAuth on any mismatch.
+//
+// For an unknown user it verifies the password against a decoy: the file's
+// first hashed password, else a hash of the default scheme, so that the
+// answer takes as long as a wrong password would.
 func (db *DB) Authenticate(addr, password string) (*User, error) {
 	u := db.Lookup(addr)
 	if u == nil || u.Password == "" {
-		Verify(dummy(), password)
+		decoy := ""
+		if db != nil {
+			db.mu.RLock()
+			decoy = db.decoy
+			db.mu.RUnlock()
+		}
+		if decoy == "" {
+			decoy = dummy()
+		}
+		Verify(decoy, password)
 		return nil, ErrAuth
 	}
 	if !Verify(u.Password, password) {

@@ -133,10 +133,31 @@ func TestUnknownUserCostsAHash(t *testing.T) {
 	}
 }
 
-func BenchmarkAuthenticateUnknown(b *testing.B) {
-	db, _ := Parse(strings.NewReader(""))
-	for i := 0; i < b.N; i++ {
-		db.Authenticate("nobody@b.test", "pw")
+func TestDecoy(t *testing.T) {
+	db, _ := Parse(strings.NewReader("p@b.test:{PLAIN}x\nbad@b.test:{MD5}x\n" +
+		"a@b.test:{ARGON2ID}$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n"))
+	if !strings.HasPrefix(db.decoy, "{ARGON2ID}") {
+		t.Errorf("decoy = %q, want the first verifiable hash", db.decoy)
+	}
+	empty, _ := Parse(strings.NewReader("p@b.test:{PLAIN}x\n"))
+	if empty.decoy != "" {
+		t.Errorf("a plaintext password must not be the decoy: %q", empty.decoy)
+	}
+}
+
+// BenchmarkAuthenticate compares a wrong password with an unknown user; run
+// with: go test -bench Authenticate ./pkg/users/
+func BenchmarkAuthenticate(b *testing.B) {
+	db := fixtureDB(b)
+	for _, c := range []struct{ name, user string }{
+		{"wrong-password", "blf_crypt@example.test"},
+		{"unknown-user", "nobody@example.test"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				db.Authenticate(c.user, "wrong")
+			}
+		})
 	}
 }
 
