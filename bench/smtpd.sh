@@ -59,11 +59,14 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
 smtpd_peername_lookup = yes
+maillog_file_prefixes = /tmp, /var
 maillog_file = $T/postfix.log
 CONF
 sed -e "s/^smtp      inet/127.0.0.1:$PF_PORT inet/" -e 's/^#*\(postlog .*\)/\1/' /etc/postfix/master.cf > "$PF/etc/master.cf"
 grep -q "^127.0.0.1:$PF_PORT" "$PF/etc/master.cf" || echo "127.0.0.1:$PF_PORT inet n - y - - smtpd" >> "$PF/etc/master.cf"
 grep -q '^postlog' "$PF/etc/master.cf" || echo "postlog unix-dgram n - n - 1 postlogd" >> "$PF/etc/master.cf"
+# No chroot: the private instance has no copies of /etc files in its queue.
+postconf -c "$PF/etc" -F '*/*/chroot = n' >/dev/null 2>&1
 postfix -c "$PF/etc" check >/dev/null 2>&1
 if ! postfix -c "$PF/etc" start >"$T/postfix-start.log" 2>&1; then
   echo "bench/smtpd: postfix did not start:"; cat "$T/postfix-start.log"

@@ -254,6 +254,11 @@ func quoteLocal(local string) string {
 
 // parseParams parses ESMTP parameters " KEY[=VALUE] …" into upper-case keys.
 func parseParams(s string) (map[string]string, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 32 && s[i] != ' ' || s[i] == 127 {
+			return nil, errSyntax
+		}
+	}
 	out := map[string]string{}
 	for _, f := range strings.Fields(s) {
 		k, v, _ := strings.Cut(f, "=")

@@ -128,21 +128,44 @@ func isReceived(p []byte) bool {
 // so a smuggled "\n.\n" never ends the message early and the dialog stays in
 // step with what a strict peer would see.
 type dotReader struct {
-	r           *bufio.Reader
-	midLine     bool // the previous read ended inside a long line
-	pending     []byte
-	done        bool
-	err         error // sticky read error from the connection
-	unterminate bool  // at least one line was seen that didn't end in LF
+	r       *bufio.Reader
+	midLine bool // the previous read ended inside a long line
+	pending []byte
+	done    bool
+	err     error // sticky read error from the connection
 }
 
+// Read returns as many lines as fit in p and are already buffered: one line
+// per Read would make one write(2) per line in the spool.
 func (d *dotReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if len(d.pending) == 0 {
+			if n > 0 && (d.done || d.err != nil || d.r.Buffered() == 0) {
+				break // deliver what we have; don't block for more
+			}
+			if err := d.next(); err != nil {
+				if n > 0 {
+					break // the error comes with the next Read
+				}
+				return 0, err
+			}
+		}
+		c := copy(p[n:], d.pending)
+		d.pending = d.pending[c:]
+		n += c
+	}
+	return n, nil
+}
+
+// next reads the next line (or piece of a long line) into pending.
+func (d *dotReader) next() error {
 	for len(d.pending) == 0 {
 		if d.done {
-			return 0, io.EOF
+			return io.EOF
 		}
 		if d.err != nil {
-			return 0, d.err
+			return d.err
 		}
 		line, err := d.r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -153,7 +176,7 @@ func (d *dotReader) Read(p []byte) (int, error) {
 			}
 			d.err = err
 			if len(line) == 0 {
-				return 0, err
+				return err
 			}
 		}
 		atStart := !d.midLine
@@ -161,15 +184,13 @@ func (d *dotReader) Read(p []byte) (int, error) {
 		if atStart && len(line) > 0 && line[0] == '.' {
 			if len(line) == 3 && line[1] == '\r' && line[2] == '\n' {
 				d.done = true
-				return 0, io.EOF
+				return io.EOF
 			}
 			line = line[1:]
 		}
 		d.pending = line
 	}
-	n := copy(p, d.pending)
-	d.pending = d.pending[n:]
-	return n, nil
+	return nil
 }
 
 // drain reads to the end of the data (or of the connection) so the next
