@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits bound what a hostile message can make the parser hold or do.
@@ -276,6 +277,10 @@ func (p *parser) newPart(id string, depth int, h *Header, defType string) *Part 
 	if name == "" {
 		name = params["name"]
 	}
+	if !utf8.ValidString(name) {
+		// raw 8-bit in a header: Latin-1 is the usual culprit
+		name = latin1([]byte(name), true)
+	}
 	pt.Name = DecodeWords(name)
 	return pt
 }
@@ -411,11 +416,12 @@ func (p *parser) multipart(pt *Part, stack []string) term {
 	if pt.Type == "multipart/digest" {
 		def = "message/rfc822"
 	}
-	// preamble
-	t := p.skip(stack)
+	// preamble, kept (up to a point) in case the boundary never comes
+	t, pre := p.preamble(stack)
 	switch {
 	case t.idx < 0:
-		pt.Warnings = append(pt.Warnings, "boundary never found: no parts")
+		pt.Warnings = append(pt.Warnings, "boundary never found: the body is read as one text part")
+		p.rescue(pt, pre)
 		return t
 	case t.idx != own:
 		pt.Warnings = append(pt.Warnings, "boundary never found before the enclosing one: no parts")
@@ -439,6 +445,51 @@ func (p *parser) multipart(pt *Part, stack []string) term {
 			return t
 		}
 	}
+}
+
+const maxRescue = 1 << 20
+
+// preamble skips to the first boundary, keeping up to maxRescue bytes.
+func (p *parser) preamble(stack []string) (term, []byte) {
+	var keep []byte
+	for {
+		b, eol, start, ok := p.next()
+		if !ok {
+			return atEOF, keep
+		}
+		if start {
+			if t, isB := isBoundary(b, stack); isB {
+				return t, nil
+			}
+		}
+		if len(keep)+len(b)+1 <= maxRescue {
+			keep = append(keep, b...)
+			if eol != nil {
+				keep = append(keep, '\n')
+			}
+		}
+	}
+}
+
+// rescue reports the body of a multipart whose boundary never came as one
+// text part, so that its text is not lost.
+func (p *parser) rescue(parent *Part, body []byte) {
+	pt := &Part{ID: parent.ID + ".1", Type: "text/plain", Params: map[string]string{}, Depth: parent.Depth + 1, Header: &Header{}}
+	if len(body) >= maxRescue {
+		pt.Warnings = append(pt.Warnings, "only the first MiB is kept")
+	}
+	var w io.Writer
+	if p.h.Begin != nil {
+		w = p.h.Begin(pt)
+	}
+	s := newSink(w)
+	s.write(body)
+	s.flush()
+	pt.Size, pt.DecodedSize = int64(len(body)), s.n
+	if c, ok := w.(io.Closer); ok {
+		c.Close()
+	}
+	p.end(pt)
 }
 
 // epilogue skips text after a closing boundary up to an enclosing

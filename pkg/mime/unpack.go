@@ -112,25 +112,34 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 			if p.Container {
 				return nil
 			}
+			var file io.WriteCloser
 			if p.IsAttachment() || o.All {
 				f, err := create(p.Name, "part-"+p.ID+extFor(p.Type), 0o666)
 				if err != nil {
 					o.Warn(fmt.Sprintf("part %s: %v", p.ID, err))
-					return nil
+				} else {
+					file = f
 				}
-				return f
 			}
-			if p.Type == "text/plain" && (p.Encoding == "" || p.Encoding == "7bit" || p.Encoding == "8bit" || p.Encoding == "quoted-printable" || p.Encoding == "base64") {
+			if p.Type == "text/plain" && !p.IsAttachment() {
+				// uuencoded files hide in plain text bodies
 				n := 0
-				return &closeWriter{UUScanner: &UUScanner{
+				u := &UUScanner{
 					Open: func(name string, mode os.FileMode) (io.WriteCloser, error) {
 						n++
 						return create(name, fmt.Sprintf("part-%s-uu%d", p.ID, n), mode|0o600)
 					},
 					Warn: func(s string) { o.Warn("part " + p.ID + ": " + s) },
-				}}
+				}
+				if file == nil {
+					return u
+				}
+				return &teeCloser{file, u}
 			}
-			return nil
+			if file == nil {
+				return nil
+			}
+			return file
 		},
 		End: func(p *Part) {
 			for _, w := range p.Warnings {
@@ -142,7 +151,21 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 	return written, err
 }
 
-type closeWriter struct{ *UUScanner }
+// teeCloser writes a text part to its file and to the uuencode scanner.
+type teeCloser struct {
+	f io.WriteCloser
+	u *UUScanner
+}
+
+func (t *teeCloser) Write(p []byte) (int, error) {
+	t.u.Write(p)
+	return t.f.Write(p)
+}
+
+func (t *teeCloser) Close() error {
+	t.u.Close()
+	return t.f.Close()
+}
 
 // Uudecode decodes every uuencoded or begin-base64 block in r into dir,
 // under safe names; it returns the number of blocks found.
