@@ -173,7 +173,7 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		if in.err != nil {
 			return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, in.err)}
 		}
-		return classify(fmt.Errorf("delivery: %s: %w", d.Address, err))
+		return classify(fmt.Errorf("delivery: %w", err))
 	}
 	return nil
 }
@@ -190,7 +190,7 @@ func toMbox(d route.Destination, sender string, r io.Reader) error {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			err = fmt.Errorf("%w %s: %w", ErrCantCreate, d.Path, err)
 		}
-		return classify(fmt.Errorf("delivery: %s: %w", d.Address, err))
+		return classify(fmt.Errorf("delivery: %w", err))
 	}
 	return nil
 }
