@@ -21,6 +21,29 @@ type mboxDrop struct {
 	lock *mbox.Lock
 	msgs []mbox.Message
 	info []MessageInfo
+	stop chan struct{}
+	done chan struct{}
+}
+
+// touchEvery keeps the dotlock of a long session fresh: other lockers take
+// a dotlock older than mbox.StaleAfter (5 minutes) for stale, and a POP3
+// session may last as long as the idle timeout (10 minutes) and more.
+var touchEvery = time.Minute
+
+func (d *mboxDrop) keepFresh() {
+	defer close(d.done)
+	t := time.NewTicker(touchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case now := <-t.C:
+			// The dotlock is path.lock by convention (procmail, mutt,
+			// Postfix); if there is none (fcntl only), this is a no-op.
+			os.Chtimes(d.path+".lock", now, now)
+		}
+	}
 }
 
 // OpenMbox locks the mbox at path (fcntl + dotlock, as deliver does) for the
@@ -64,6 +87,8 @@ func OpenMbox(path string, timeout time.Duration) (Maildrop, error) {
 		}
 		d.info[i] = MessageInfo{UID: uid, Size: m.Size + m.Lines}
 	}
+	d.stop, d.done = make(chan struct{}), make(chan struct{})
+	go d.keepFresh()
 	return d, nil
 }
 
@@ -174,6 +199,8 @@ func (d *mboxDrop) Close() error {
 	if d.lock == nil {
 		return nil
 	}
+	close(d.stop)
+	<-d.done
 	err := d.lock.Unlock()
 	d.lock = nil
 	if err != nil && !errors.Is(err, os.ErrClosed) {

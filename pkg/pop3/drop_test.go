@@ -1,0 +1,163 @@
+package pop3
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAll(t *testing.T, d Maildrop, i int) string {
+	t.Helper()
+	rc, err := d.Open(i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestMaildirDrop(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	d0, err := OpenMaildir(dir, true) // creates the Maildir
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d0.Messages()) != 0 {
+		t.Fatal("new Maildir not empty")
+	}
+	d0.Close()
+	m1 := "Subject: a\n\nx\n"      // plain name: size computed
+	m2 := "Subject: b\r\n\r\ny\r\n" // Dovecot name: W= used
+	writeFile(t, filepath.Join(dir, "new", "1700000001.M1P1.host"), m1)
+	writeFile(t, filepath.Join(dir, "cur", "1700000002.M2P2.host,S=18,W=18:2,FS"), m2)
+	long := strings.Repeat("n", 80)
+	writeFile(t, filepath.Join(dir, "cur", "1700000003."+long+":2,"), m1)
+
+	d, err := OpenMaildir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenMaildir(dir, true); err != ErrInUse {
+		t.Fatalf("second open: %v, want ErrInUse", err)
+	}
+	ms := d.Messages()
+	if len(ms) != 3 || ms[0].UID != "1700000001.M1P1.host" || ms[1].UID != "1700000002.M2P2.host" || ms[0].Size != 17 || ms[1].Size != 18 {
+		t.Fatalf("messages %+v", ms)
+	}
+	if len(ms[2].UID) != 40 {
+		t.Fatalf("long name UID not hashed: %q", ms[2].UID)
+	}
+	if readAll(t, d, 1) != m2 {
+		t.Fatal("content")
+	}
+	if err := d.Commit([]int{0, 1}, []int{2}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := os.Stat(filepath.Join(dir, "cur", "1700000001.M1P1.host:2,S")); err != nil {
+		t.Errorf("retrieved new message not moved to cur/ as seen: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cur", "1700000002.M2P2.host,S=18,W=18:2,FS")); err != nil {
+		t.Errorf("already seen message renamed: %v", err)
+	}
+	cache, _ := os.ReadFile(filepath.Join(dir, SizeCacheName))
+	if string(cache) != "1700000001.M1P1.host 17\n1700000003."+long+" 17\n" {
+		t.Errorf("size cache %q", cache)
+	}
+	// The next session reads sizes from the cache (and drops entries of
+	// deleted messages), and finds the lock free.
+	writeFile(t, filepath.Join(dir, SizeCacheName), "1700000001.M1P1.host 99\ngone 5\n")
+	d, err = OpenMaildir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms := d.Messages(); len(ms) != 2 || ms[0].Size != 99 {
+		t.Fatalf("after commit %+v", ms)
+	}
+	d.Close()
+	cache, _ = os.ReadFile(filepath.Join(dir, SizeCacheName))
+	if string(cache) != "1700000001.M1P1.host 99\n" {
+		t.Errorf("size cache not pruned: %q", cache)
+	}
+}
+
+func TestMboxDrop(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mbox")
+	rec := func(h, body string) string {
+		return "From a@example.org Mon Nov 23 10:00:00 2026\n" + h + "\n" + body + "\n"
+	}
+	content := rec("Subject: one\nStatus: RO\n", "hello\n>From quoted\n") +
+		rec("Subject: two\nX-UIDL: abc123\n", "b\n") +
+		rec("Subject: one\n", "hello\n>From quoted\n") // same header but Status
+	writeFile(t, path, content)
+	d, err := OpenMbox(path, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenMbox(path, 100*time.Millisecond); err != ErrInUse {
+		t.Fatalf("second open: %v, want ErrInUse", err)
+	}
+	ms := d.Messages()
+	if len(ms) != 3 || ms[1].UID != "abc123" || ms[2].UID != ms[0].UID+"-2" {
+		t.Fatalf("UIDs %+v", ms)
+	}
+	if got := readAll(t, d, 0); got != "Subject: one\nStatus: RO\n\nhello\nFrom quoted\n" {
+		t.Fatalf("content %q", got)
+	}
+	if n, _ := CRLFSize(strings.NewReader(readAll(t, d, 0))); n != ms[0].Size {
+		t.Fatalf("size %d, content %d", ms[0].Size, n)
+	}
+	if err := d.Commit(nil, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	got, _ := os.ReadFile(path)
+	if string(got) != rec("Subject: two\nX-UIDL: abc123\n", "b\n")+rec("Subject: one\n", "hello\n>From quoted\n") {
+		t.Fatalf("after rewrite %q", got)
+	}
+	d, err = OpenMbox(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if ms2 := d.Messages(); len(ms2) != 2 || ms2[1].UID != ms[0].UID {
+		t.Fatalf("UIDs after rewrite %+v (before %+v)", ms2, ms)
+	}
+}
+
+func TestNotMbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mbox")
+	writeFile(t, path, "not an mbox\n")
+	_, err := OpenMbox(path, time.Second)
+	if _, ok := err.(*PermError); !ok {
+		t.Fatalf("got %v, want a PermError", err)
+	}
+}
+
+func TestPreauthLimit(t *testing.T) {
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: &fakeDrop{}}, MaxPreauthCommands: 3})
+	c := connect(t, addr)
+	c.expect("CAPA", "+OK")
+	c.multi()
+	c.expect("USER a", "+OK")
+	c.expect("USER b", "+OK")
+	c.expect("USER c", "-ERR too many commands")
+	if _, err := c.r.ReadString('\n'); err != io.EOF {
+		t.Fatalf("not closed: %v", err)
+	}
+}
