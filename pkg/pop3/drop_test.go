@@ -40,7 +40,7 @@ func TestMaildirDrop(t *testing.T) {
 		t.Fatal("new Maildir not empty")
 	}
 	d0.Close()
-	m1 := "Subject: a\n\nx\n"      // plain name: size computed
+	m1 := "Subject: a\n\nx\n"       // plain name: size computed
 	m2 := "Subject: b\r\n\r\ny\r\n" // Dovecot name: W= used
 	writeFile(t, filepath.Join(dir, "new", "1700000001.M1P1.host"), m1)
 	writeFile(t, filepath.Join(dir, "cur", "1700000002.M2P2.host,S=18,W=18:2,FS"), m2)
