@@ -242,6 +242,7 @@ func isToken(s string) bool {
 // plain ASCII as a (quoted) string, anything else or anything long as RFC
 // 2231 utf-8 percent-encoding split into key*0*, key*1* … continuations.
 func formatParam(buf *bytes.Buffer, key, val string) {
+	val = strings.ToValidUTF8(val, "\uFFFD")
 	ascii := true
 	for i := 0; i < len(val); i++ {
 		if val[i] < 0x20 || val[i] >= 0x7f {

@@ -374,6 +374,11 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 		pt.Size += int64(len(b))
 		pending = eol
 	}
+	if t.idx < 0 && pending != nil {
+		// at the end of input the last line break is the body's own
+		d.eol(pending)
+		pt.Size += int64(len(pending))
+	}
 	pt.Warnings = append(pt.Warnings, d.close()...)
 	s.flush()
 	if s.err != nil {
