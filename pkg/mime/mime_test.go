@@ -43,7 +43,7 @@ func roundTrip(t *testing.T, files map[string][]byte, names []string, body strin
 	got := map[string][]byte{}
 	var warns []string
 	_, err := Unpack(bytes.NewReader(msg.Bytes()), UnpackOptions{Dir: dir, Lim: DefaultLimits,
-		Warn: func(s string) { warns = append(warns, s) },
+		Warn:  func(s string) { warns = append(warns, s) },
 		Wrote: func(p string) { got[filepath.Base(p)] = nil }})
 	if err != nil {
 		t.Fatal(err)
