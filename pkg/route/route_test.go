@@ -370,3 +370,32 @@ func TestReloadThroughRouter(t *testing.T) {
 		t.Errorf("a user added to the file is not seen: %v", err)
 	}
 }
+
+// TestConcurrentResolve: servers share one Router between connections
+// while the files change under them (run with -race).
+func TestConcurrentResolve(t *testing.T) {
+	dir := t.TempDir()
+	up, ap := filepath.Join(dir, "users"), filepath.Join(dir, "aliases")
+	os.WriteFile(up, []byte("bob@example.test:{PLAIN}x\n"), 0o600)
+	os.WriteFile(ap, []byte("root: bob\n"), 0o600)
+	db, _ := users.Load(up)
+	al, _ := aliases.Load(ap)
+	r := &Router{Domains: []string{"example.test"}, MailRoot: dir, Users: db, Aliases: al}
+	done := make(chan bool)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 200; i++ {
+				if ds, err := r.Resolve("root@example.test"); err != nil || len(ds) != 1 {
+					t.Errorf("Resolve: %v %v", ds, err)
+				}
+			}
+			done <- true
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		users.Add(up, &users.User{Name: "u" + string(rune('a'+i)) + "@example.test", Password: "{PLAIN}x"})
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+}

@@ -270,11 +270,9 @@ func CheckName(name string) error {
 	return nil
 }
 
-// Lookup finds the user with address addr (local part exact, domain
-// case-insensitive), or nil.
-//
-// Local parts too are compared without regard to ASCII case; see the
-// package comment.
+// Lookup finds the user with address addr, or nil. The whole address is
+// compared without regard to ASCII case (the local part too; see the
+// package comment), and a trailing dot of the domain is ignored.
 func (db *DB) Lookup(addr string) *User {
 	if db == nil {
 		return nil
