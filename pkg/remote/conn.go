@@ -238,7 +238,7 @@ func (cl *Client) dial(ctx context.Context, host string, ip netip.Addr, port int
 		return fail(replyError(host, ip, "EHLO", err))
 	}
 	if creds != nil {
-		if !isTLS && !ip.IsLoopback() {
+		if !authAllowed(isTLS, ip) {
 			return fail(&hostError{Status: "4.7.10", Msg: fmt.Sprintf("not sending credentials to %s without TLS", who(host, ip))})
 		}
 		var a sasl.Client
@@ -269,3 +269,7 @@ func unwrapOp(err error) error {
 	}
 	return err
 }
+
+// authAllowed: credentials go only over TLS, or to loopback where nobody
+// can listen in (DESIGN.md: plaintext AUTH only over TLS or from loopback).
+func authAllowed(isTLS bool, ip netip.Addr) bool { return isTLS || ip.IsLoopback() }
