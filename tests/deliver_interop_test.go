@@ -1,0 +1,238 @@
+//go:build interop
+
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"letterbox/pkg/maildir"
+)
+
+// deliverPeerDir returns a world-searchable temp dir for mail that a peer
+// program (Dovecot refuses root) reads, and the argv prefix that runs a
+// program as the dir's owner: nobody when we are root, ourselves otherwise.
+func deliverPeerDir(t *testing.T) (string, []string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "letterbox-deliver-interop-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755))
+	if os.Geteuid() != 0 {
+		u, _ := user.Current()
+		return dir, []string{"env", "USER=" + u.Username, "HOME=" + dir}
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatal("setpriv(1) needed to run peers as nobody")
+	}
+	return dir, []string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "USER=nobody", "HOME=" + dir}
+}
+
+// giveAway makes dir's tree belong to nobody when we are root.
+func giveAway(t *testing.T, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	if out, err := exec.Command("chown", "-R", "nobody:nogroup", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+}
+
+func runPeer(t *testing.T, prefix []string, args ...string) string {
+	t.Helper()
+	all := append(append([]string{}, prefix...), args...)
+	out, err := exec.Command(all[0], all[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func needPeer(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Fatalf("%s not installed (make interop installs it)", n)
+		}
+	}
+}
+
+func deliverSome(t *testing.T, e *env, n int, target ...string) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		msg := fmt.Sprintf("From: alice@example.org\nSubject: msg %d\n\nFrom the body of %d\n>From quoted\n", i, i)
+		args := append([]string{"-f", "alice@example.org", "-a", "u@example.test"}, target...)
+		if _, errs, code := e.run(msg, "deliver", args...); code != 0 {
+			t.Fatalf("deliver: exit %d %s", code, errs)
+		}
+	}
+}
+
+func TestInteropDeliverDovecotMaildir(t *testing.T) {
+	needPeer(t, "doveadm")
+	e := newEnv(t)
+	dir, as := deliverPeerDir(t)
+	md := filepath.Join(dir, "Maildir")
+	deliverSome(t, e, 3, "--maildir", md)
+	conf := filepath.Join(dir, "dovecot.conf")
+	must(t, os.WriteFile(conf, []byte("base_dir = "+dir+"/run\nlog_path = /dev/stderr\nssl = no\n"), 0o644))
+	giveAway(t, dir)
+	doveadm := append(append([]string{}, as...), "doveadm", "-c", conf, "-o", "mail_location=maildir:"+md)
+
+	out := runPeer(t, doveadm, "fetch", "hdr.subject hdr.return-path hdr.delivered-to", "all")
+	for i := 1; i <= 3; i++ {
+		if !strings.Contains(out, fmt.Sprintf("hdr.subject: msg %d\n", i)) {
+			t.Errorf("doveadm lacks msg %d:\n%s", i, out)
+		}
+	}
+	if strings.Count(out, "hdr.return-path: <alice@example.org>") != 3 || strings.Count(out, "hdr.delivered-to: u@example.test") != 3 {
+		t.Errorf("trace headers as Dovecot sees them:\n%s", out)
+	}
+
+	// Dovecot sets flags and a keyword; we read its names.
+	runPeer(t, doveadm, "flags", "add", `\Seen $Label1`, "mailbox", "INBOX", "all")
+	msgs, err := maildir.List(md)
+	must(t, err)
+	if len(msgs) != 3 {
+		t.Fatalf("List after Dovecot: %d messages", len(msgs))
+	}
+	for _, m := range msgs {
+		if m.Flags != "Sa" {
+			t.Errorf("%s: flags %q, want Sa (\\Seen + first keyword)", m.Name, m.Flags)
+		}
+	}
+	// We set flags; Dovecot reads them.
+	_, err = maildir.SetFlags(md, msgs[0], "FS")
+	must(t, err)
+	giveAway(t, dir)
+	out = runPeer(t, doveadm, "fetch", "flags hdr.subject", "all")
+	if !strings.Contains(out, "flags: \\Flagged \\Seen") {
+		t.Errorf("Dovecot doesn't see our flags:\n%s", out)
+	}
+
+	// dovecot-lda delivers into the same Maildir; we parse its names.
+	lda := "/usr/lib/dovecot/dovecot-lda"
+	if _, err := os.Stat(lda); err == nil {
+		c := exec.Command(as[0], append(as[1:], lda, "-c", conf, "-o", "mail_location=maildir:"+md, "-f", "bob@example.org")...)
+		c.Stdin = strings.NewReader("Subject: from dovecot-lda\n\nhello\n")
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("dovecot-lda: %v %s", err, out)
+		}
+		msgs, err = maildir.List(md)
+		must(t, err)
+		if len(msgs) != 4 {
+			t.Fatalf("%d messages after dovecot-lda", len(msgs))
+		}
+		for _, m := range msgs {
+			fi, err := os.Stat(m.Path)
+			must(t, err)
+			if m.Size != fi.Size() {
+				t.Errorf("%s: Size %d, file %d", m.Name, m.Size, fi.Size())
+			}
+		}
+	}
+}
+
+func TestInteropDeliverDovecotMbox(t *testing.T) {
+	needPeer(t, "doveadm")
+	e := newEnv(t)
+	dir, as := deliverPeerDir(t)
+	mb := filepath.Join(dir, "inbox")
+	deliverSome(t, e, 3, "--mbox", mb)
+	conf := filepath.Join(dir, "dovecot.conf")
+	must(t, os.WriteFile(conf, []byte("base_dir = "+dir+"/run\nlog_path = /dev/stderr\nssl = no\n"), 0o644))
+	giveAway(t, dir)
+	doveadm := append(append([]string{}, as...), "doveadm", "-c", conf, "-o", "mail_location=mbox:"+dir+"/mail:INBOX="+mb)
+	out := runPeer(t, doveadm, "fetch", "hdr.subject hdr.return-path body", "all")
+	for i := 1; i <= 3; i++ {
+		if !strings.Contains(out, fmt.Sprintf("hdr.subject: msg %d\nhdr.return-path: <alice@example.org>\nbody:\n", i)) {
+			t.Errorf("doveadm lacks msg %d:\n%s", i, out)
+		}
+	}
+	if strings.Contains(out, "\nFrom the body") && !strings.Contains(out, ">From the body") {
+		t.Errorf("From_ line in the body not quoted:\n%s", out)
+	}
+}
+
+func TestInteropDeliverMblaze(t *testing.T) {
+	needPeer(t, "mlist", "mhdr", "mshow")
+	e := newEnv(t)
+	md := filepath.Join(e.Dir, "Maildir")
+	deliverSome(t, e, 3, "--maildir", md)
+	out, err := exec.Command("mlist", md).Output()
+	must(t, err)
+	files := strings.Fields(string(out))
+	if len(files) != 3 {
+		t.Fatalf("mlist: %q", out)
+	}
+	var subjects []string
+	for _, f := range files {
+		s, err := exec.Command("mhdr", "-h", "subject", f).Output()
+		must(t, err)
+		subjects = append(subjects, strings.TrimSpace(string(s)))
+		rp, err := exec.Command("mhdr", "-h", "return-path", f).Output()
+		must(t, err)
+		if strings.TrimSpace(string(rp)) != "<alice@example.org>" {
+			t.Errorf("%s: Return-Path %q", f, rp)
+		}
+	}
+	sort.Strings(subjects)
+	if strings.Join(subjects, ",") != "msg 1,msg 2,msg 3" {
+		t.Fatalf("mhdr subjects: %v", subjects)
+	}
+	body, err := exec.Command("mshow", "-N", files[0]).Output()
+	must(t, err)
+	if !strings.Contains(string(body), "From the body of") {
+		t.Errorf("mshow: %s", body)
+	}
+	// mblaze takes the messages in (minc: new/ → cur/) and marks one seen
+	// (mflag -S): the names we read back.
+	if _, err := exec.LookPath("mflag"); err == nil {
+		out, err := exec.Command("minc", md).Output()
+		must(t, err)
+		moved := strings.Fields(string(out))
+		if len(moved) != 3 {
+			t.Fatalf("minc: %q", out)
+		}
+		must(t, exec.Command("mflag", "-S", moved[0]).Run())
+		msgs, err := maildir.List(md)
+		must(t, err)
+		seen := 0
+		for _, m := range msgs {
+			if m.Flags == "S" {
+				seen++
+			}
+		}
+		if seen != 1 {
+			t.Errorf("after mflag -S: %d seen", seen)
+		}
+	}
+}
+
+func TestInteropDeliverPythonMaildir(t *testing.T) {
+	e := newEnv(t)
+	md := filepath.Join(e.Dir, "Maildir")
+	deliverSome(t, e, 2, "--maildir", md)
+	msgs, err := maildir.List(md)
+	must(t, err)
+	_, err = maildir.SetFlags(md, msgs[1], "RS")
+	must(t, err)
+	out := python(t, `
+import mailbox, sys
+md = mailbox.Maildir(sys.argv[1], create=False)
+for key in sorted(md.keys(), key=lambda k: md[k]["Subject"]):
+    m = md[key]
+    print(m["Subject"], m["Return-Path"], m.get_subdir(), m.get_flags() or "-")
+`, md)
+	want := "msg 1 <alice@example.org> new -\nmsg 2 <alice@example.org> cur RS\n"
+	if out != want {
+		t.Fatalf("python mailbox.Maildir:\n%s\nwant:\n%s", out, want)
+	}
+}
