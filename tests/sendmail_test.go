@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -126,5 +128,25 @@ func TestSendmailHelpVersion(t *testing.T) {
 	out, _, code = e.run("", "smtpd", "--version")
 	if code != 0 || !strings.Contains(out, "version") {
 		t.Fatalf("%d %s", code, out)
+	}
+}
+
+// mailq and sendmail -bp are queue-runner list; sendmail -q is flush.
+func TestSendmailMailq(t *testing.T) {
+	e := smtpdEnv(t)
+	if _, errs, code := e.run("Subject: q\n\nq\n", "sendmail", "friend@remote.test"); code != 0 {
+		t.Fatal(errs)
+	}
+	want, errs, code := e.run("", "queue-runner", "list")
+	if code != 0 {
+		t.Fatalf("queue-runner list: %d %s", code, errs)
+	}
+	for _, args := range [][]string{{"mailq"}, {"sendmail", "-bp"}} {
+		c := exec.Command(filepath.Join(filepath.Dir(bin(t, "sendmail")), args[0]), args[1:]...)
+		c.Env = e.cmd("sendmail").Env
+		out, err := c.Output()
+		if err != nil || string(out) != want || !strings.Contains(want, "friend@remote.test") {
+			t.Errorf("%v: %v\n%s\nwant\n%s", args, err, out, want)
+		}
 	}
 }

@@ -811,3 +811,38 @@ func smtpdNoPartial(t testing.TB, e *env) {
 		}
 	}
 }
+
+// End to end: smtplib → smtpd → spool → queue-runner (one pass, as cron
+// runs it) → Maildir, with the trace headers a mailbox expects.
+func TestSmtpdEndToEndMaildir(t *testing.T) {
+	e := smtpdEnv(t)
+	s := e.start("smtpd", "")
+	host, port, _ := net.SplitHostPort(s.Addr)
+	python(t, `
+import smtplib, sys
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:
+    c.ehlo("client.test")
+    c.sendmail("alice@remote.test", ["joe@example.test"], "From: alice@remote.test\r\nSubject: e2e\r\n\r\nall the way\r\n")
+`, host, port)
+	smtpdWaitSpool(t, e, 1)
+	if out, errs, code := e.run("", "queue-runner"); code != 0 {
+		t.Fatalf("queue-runner: %d\n%s%s", code, out, errs)
+	}
+	md := filepath.Join(e.MailRoot, "example.test", "joe")
+	var files []string
+	waitFor(t, 10*time.Second, "delivery into the Maildir", func() bool {
+		files = append(maildirFiles(t, md, "new"), maildirFiles(t, md, "cur")...)
+		return len(files) == 1
+	})
+	b, err := os.ReadFile(files[0])
+	must(t, err)
+	msg := strings.ReplaceAll(string(b), "\r\n", "\n")
+	for _, h := range []string{"Return-Path: <alice@remote.test>\n", "Delivered-To: joe@example.test\n", "Received: from client.test (", "by mx.example.test (letterbox) with ESMTP id ", "\nSubject: e2e\n\nall the way\n"} {
+		if !strings.Contains(msg, h) {
+			t.Errorf("missing %q in:\n%s", h, msg)
+		}
+	}
+	if n := len(smtpdSpool(t, e)); n != 0 {
+		t.Errorf("%d messages left in the spool after delivery", n)
+	}
+}
