@@ -199,3 +199,65 @@ func muRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestMailuserSeenByRunningSmtpd: a running smtpd sees users that mailuser
+// adds and deletes, and alias edits, without a restart; SMTP AUTH uses the
+// hash mailuser wrote.
+func TestMailuserSeenByRunningSmtpd(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("demo@example.test", "demo pw")
+	srv := e.start("smtpd", "")
+	rcpt := func(addr string) string {
+		t.Helper()
+		d := dial(t, srv.Addr)
+		d.expect("220")
+		d.send("EHLO client.test")
+		d.expect("250")
+		d.send("MAIL FROM:<someone@remote.test>")
+		d.expect("250")
+		d.send("RCPT TO:<" + addr + ">")
+		r := d.reply()
+		d.send("QUIT")
+		return r
+	}
+	if r := rcpt("newbie@example.test"); !strings.HasPrefix(r, "550") {
+		t.Fatalf("unknown user: %s", r)
+	}
+	e.muExpect(0, "newbie pw\n", "add", "newbie@example.test")
+	if r := rcpt("Newbie@Example.Test"); !strings.HasPrefix(r, "250") {
+		t.Errorf("user added while smtpd runs: %s", r)
+	}
+	if r := rcpt("newbie+tag@example.test"); !strings.HasPrefix(r, "250") {
+		t.Errorf("+detail: %s", r)
+	}
+	must(t, os.WriteFile(e.Aliases, []byte("postmaster: demo\nsupport: newbie, demo\n"), 0o600))
+	if r := rcpt("support@example.test"); !strings.HasPrefix(r, "250") {
+		t.Errorf("alias added while smtpd runs: %s", r)
+	}
+	if r := rcpt("postmaster@example.test"); !strings.HasPrefix(r, "250") {
+		t.Errorf("postmaster: %s", r)
+	}
+	e.muExpect(0, "", "del", "newbie@example.test")
+	if r := rcpt("newbie@example.test"); !strings.HasPrefix(r, "550") {
+		t.Errorf("deleted user still accepted: %s", r)
+	}
+
+	// AUTH PLAIN with the password mailuser hashed (loopback: allowed).
+	e.muExpect(0, "auth pw\n", "add", "authy@example.test")
+	out := python(t, `
+import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+for pw in ("auth pw", "wrong pw"):
+    s = smtplib.SMTP(host, int(port), timeout=20)
+    s.ehlo("client.test")
+    try:
+        s.login("authy@example.test", pw)
+        print(pw, "accepted")
+    except smtplib.SMTPAuthenticationError as e:
+        print(pw, "refused", e.smtp_code)
+    s.quit()
+`, srv.Addr)
+	if !strings.Contains(out, "auth pw accepted") || !strings.Contains(out, "wrong pw refused 535") {
+		t.Errorf("SMTP AUTH with mailuser's hash:\n%s", out)
+	}
+}
