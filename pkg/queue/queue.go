@@ -515,6 +515,7 @@ func (r *Runner) Daemon(ctx context.Context) error {
 			}
 		}
 		timer.Reset(wait)
+		r.log().Debug("idle", "wake_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return nil

@@ -181,9 +181,9 @@ func (l *Locked) Unlock() error { return l.f.Close() }
 
 // Clean removes garbage older than age: files left in tmp/ by writers that
 // died, data files whose envelope never appeared (a crash before the
-// commit point) or was removed (a crash while removing), envelopes whose
-// data is missing (a crash before the directory fsyncs), and unfinished
-// drop files. It returns how many files it removed.
+// commit point), envelopes whose data is missing (a crash while removing,
+// or before the directory fsyncs; removed whatever their age), and
+// unfinished drop files. It returns how many files it removed.
 func (s *Spool) Clean(age time.Duration) (int, error) {
 	cutoff := time.Now().Add(-age)
 	n := 0

@@ -391,10 +391,15 @@ func (s *Spool) replaceEnvelope(env *Envelope) error {
 	return syncDir(filepath.Join(s.Dir, envDir))
 }
 
-// remove takes a message out of the spool: the envelope first (its removal
-// is the commit point: once fsynced, the message is gone), then the data.
-// A crash in between leaves a data file without envelope, i.e. garbage.
+// remove takes a message out of the spool: the data first, then the
+// envelope. A crash in between leaves an envelope without data, which no
+// writer ever makes otherwise (Submit renames the data into place first),
+// so Clean removes it at once: the spool really ends empty. The caller
+// holds the message's lock, so nobody else is reading the data.
 func (s *Spool) remove(id string) error {
+	if err := os.Remove(s.path(dataDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
 	if err := os.Remove(s.path(envDir, id)); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("spool: remove %s: %w", id, ErrNotFound)
@@ -402,9 +407,6 @@ func (s *Spool) remove(id string) error {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
-		return fmt.Errorf("spool: remove %s: %w", id, err)
-	}
-	if err := os.Remove(s.path(dataDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	return nil
