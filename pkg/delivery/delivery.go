@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -161,9 +162,16 @@ func toMaildir(d route.Destination, r io.Reader) error {
 	dir := d.Path
 	var err error
 	if d.Folder != "" {
-		dir, err = maildir.CreateFolder(d.Path, d.Folder)
-	} else {
-		err = maildir.Create(d.Path)
+		dir, err = maildir.FolderPath(d.Path, d.Folder)
+	}
+	if err == nil && !isDir(filepath.Join(dir, "tmp")) {
+		// Only a missing Maildir pays for creating one; the usual case
+		// costs one stat.
+		if d.Folder != "" {
+			_, err = maildir.CreateFolder(d.Path, d.Folder)
+		} else {
+			err = maildir.Create(d.Path)
+		}
 	}
 	if err != nil {
 		return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
@@ -176,6 +184,11 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		return classify(fmt.Errorf("delivery: %w", err))
 	}
 	return nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 func toMbox(d route.Destination, sender string, r io.Reader) error {
