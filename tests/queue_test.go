@@ -374,3 +374,51 @@ func TestQueueCrash(t *testing.T) {
 		t.Fatal("no kill happened: the test proved nothing")
 	}
 }
+
+// TestQueueDropAsNobody: a user who may not write the spool submits with
+// sendmail (which falls back to the drop directory); queue-runner takes
+// the file in, with that user as the submitter, and delivers it.
+func TestQueueDropAsNobody(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and setpriv to run sendmail as nobody")
+	}
+	e := newEnv(t)
+	e.addUser("bob@example.test", "pw")
+	qRun(t, e, "list") // creates the spool as root
+	// nobody must reach the config, the users file and the commands.
+	for _, p := range []string{e.Dir, filepath.Dir(e.Dir), filepath.Dir(bin(t, "sendmail"))} {
+		must(t, os.Chmod(p, 0o711))
+	}
+	for _, p := range []string{e.Config, e.Users, e.Aliases, bin(t, "sendmail")} {
+		must(t, os.Chmod(p, 0o755))
+	}
+	c := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin(t, "sendmail"), "bob@example.test")
+	c.Env = append(os.Environ(), "LETTERBOX_CONFIG="+e.Config)
+	c.Stdin = strings.NewReader("Subject: from nobody\n\nhello\n")
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sendmail as nobody: %v\n%s", err, out)
+	}
+	drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop"))
+	if len(drops) != 1 {
+		t.Fatalf("drop dir: %v\n%s", drops, out)
+	}
+	if envs, _ := os.ReadDir(filepath.Join(e.Spool, "env")); len(envs) != 0 {
+		t.Fatal("nobody wrote the spool directly")
+	}
+	_, errs, code := e.run("", "queue-runner")
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	if !strings.Contains(errs, "drop taken in") || !strings.Contains(errs, "user=nobody") {
+		t.Fatalf("log:\n%s", errs)
+	}
+	files := maildirFiles(t, qMailbox(e, "bob"), "new")
+	if len(files) != 1 {
+		t.Fatalf("bob's maildir: %v\n%s", files, errs)
+	}
+	if drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop")); len(drops) != 0 {
+		t.Fatalf("drop not removed: %v", drops)
+	}
+}
