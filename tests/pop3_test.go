@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -603,13 +604,17 @@ func TestPOP3MboxRewriteCrash(t *testing.T) {
 	for iter := 0; iter < 12; iter++ {
 		c := pe.cmd("pop3d")
 		c.Env = append(c.Env, "TCPREMOTEIP=127.0.0.1")
-		c.Stdin = strings.NewReader("USER bob@example.test\r\nPASS bobpw\r\nDELE 1\r\nQUIT\r\n")
+		stdin, err := c.StdinPipe()
+		must(t, err)
 		var out syncBuffer
 		c.Stdout = &out
 		must(t, c.Start())
-		// Kill at varying points of the session, most during QUIT's rewrite.
+		io.WriteString(stdin, "USER bob@example.test\r\nPASS bobpw\r\nDELE 1\r\n")
 		waitFor(t, 10*time.Second, "DELE reply", func() bool { return strings.Contains(out.String(), "deleted") })
-		time.Sleep(time.Duration(iter%6) * time.Millisecond)
+		// QUIT starts the rewrite (a few tens of ms for this mbox); the kill
+		// lands at a different point of it each time.
+		io.WriteString(stdin, "QUIT\r\n")
+		time.Sleep(time.Duration(iter*iter*2) * time.Millisecond)
 		c.Process.Signal(syscall.SIGKILL)
 		c.Wait()
 		got, err := os.ReadFile(pe.Mbox)
@@ -834,4 +839,65 @@ func TestPOP3ForeignFiles(t *testing.T) {
 	pop3Expect(d, "+OK 1 1700000001.M1P1Q1")
 	pop3Expect(d, "+OK 1 ")
 	pop3Expect(d, "+OK")
+}
+
+// inetd / systemd Accept=yes: the connection is a socket on stdin/stdout and
+// the peer (loopback here) comes from getpeername.
+func TestPOP3StdioSocket(t *testing.T) {
+	pe := newPOP3Env(t)
+	pe.putMaildir("new", "1700000001.M1P1Q1.host", pop3Msg("one", "x\n"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	must(t, err)
+	defer client.Close()
+	srvConn, err := l.Accept()
+	must(t, err)
+	f, err := srvConn.(*net.TCPConn).File()
+	must(t, err)
+	srvConn.Close()
+	c := pe.cmd("pop3d")
+	c.Stdin, c.Stdout = f, f
+	var errb syncBuffer
+	c.Stderr = &errb
+	must(t, c.Start())
+	f.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	client.SetDeadline(time.Now().Add(20 * time.Second))
+	d := &dialog{t: t, conn: client, r: bufio.NewReader(client)}
+	pop3Expect(d, "+OK")
+	d.send("USER alice@example.test")
+	pop3Expect(d, "+OK")
+	d.send("PASS alice pw")
+	pop3Expect(d, "+OK maildrop has 1 messages")
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("pop3d exit: %v\n%s", err, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		c.Process.Kill()
+		t.Fatal("pop3d did not exit after the session")
+	}
+	if !strings.Contains(errb.String(), "remote=127.0.0.1:") {
+		t.Errorf("peer address not logged:\n%s", errb.String())
+	}
+}
+
+func TestPOP3HelpVersion(t *testing.T) {
+	pe := newPOP3Env(t)
+	out, _, code := pe.run("", "pop3d", "--help")
+	if code != 0 || !strings.Contains(out, "--idle-timeout") || !strings.Contains(out, "--no-flag-updates") {
+		t.Fatalf("--help: exit %d\n%s", code, out)
+	}
+	if out, _, code := pe.run("", "pop3d", "--version"); code != 0 || !strings.Contains(out, "pop3d") {
+		t.Fatalf("--version: exit %d %q", code, out)
+	}
+	if _, errs, code := pe.run("", "pop3d", "--listen", "smtp=127.0.0.1:0"); code == 0 || !strings.Contains(errs, "unknown mode") {
+		t.Fatalf("bad --listen mode: exit %d %q", code, errs)
+	}
 }
