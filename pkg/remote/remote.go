@@ -66,7 +66,7 @@ var DefaultTimeouts = Timeouts{
 // DOMAIN `*` is the smarthost for every domain without its own route.
 func Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "route", Usage: "send mail for `DOMAIN=HOST[:PORT] [tls=POLICY]` to HOST instead of its MX (repeatable; DOMAIN * = smarthost)"},
+		&cli.StringSliceFlag{Name: "route", Usage: "send mail for a domain to a host instead of its MX: `DOMAIN=HOST[:PORT]`, optionally followed by \" tls=may|encrypt|verify\" (repeatable; DOMAIN * = smarthost)"},
 		&cli.StringFlag{Name: "route-auth-file", Usage: "smarthost credentials `FILE`: lines `HOST[:PORT] username password`"},
 		&cli.StringFlag{Name: "dns", Usage: "DNS resolver `ADDR[:PORT]` (default: the first nameserver of /etc/resolv.conf)"},
 		&cli.IntFlag{Name: "smtp-port", Usage: "`PORT` used for MX hosts", Value: 25},
