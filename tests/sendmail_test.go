@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSendmailHeaderRecipients(t *testing.T) {
@@ -148,5 +151,50 @@ func TestSendmailMailq(t *testing.T) {
 		if err != nil || string(out) != want || !strings.Contains(want, "friend@remote.test") {
 			t.Errorf("%v: %v\n%s\nwant\n%s", args, err, out, want)
 		}
+	}
+}
+
+// With no server running, sendmail's message is delivered by the next
+// queue-runner pass; a user who may not write the spool goes through the
+// drop directory, and the pass takes it in.
+func TestSendmailDeliveredByQueueRunner(t *testing.T) {
+	e := smtpdEnv(t)
+	if _, errs, code := e.run("Subject: by root\n\nx\n", "sendmail", "joe@example.test"); code != 0 {
+		t.Fatal(errs)
+	}
+	want := 1
+	if os.Geteuid() == 0 {
+		uid, gid := openToNobody(t, e)
+		// The spool exists (root made it above); nobody may only drop.
+		must(t, os.Chmod(filepath.Dir(bin(t, "sendmail")), 0o755))
+		c := e.cmd("sendmail", "joe@example.test")
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		c.Stdin = strings.NewReader("Subject: by nobody\n\nfrom the drop directory\n")
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("sendmail as nobody: %v\n%s", err, out)
+		}
+		drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop"))
+		if len(drops) != 1 {
+			t.Fatalf("%d files in drop/", len(drops))
+		}
+		want = 2
+	}
+	if out, errs, code := e.run("", "queue-runner"); code != 0 {
+		t.Fatalf("queue-runner: %d %s%s", code, out, errs)
+	}
+	md := filepath.Join(e.MailRoot, "example.test", "joe")
+	var files []string
+	waitFor(t, 10*time.Second, "delivery", func() bool {
+		files = append(maildirFiles(t, md, "new"), maildirFiles(t, md, "cur")...)
+		return len(files) == want
+	})
+	all := ""
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		must(t, err)
+		all += string(b)
+	}
+	if !strings.Contains(all, "Subject: by root") || want == 2 && !strings.Contains(all, "from the drop directory") {
+		t.Fatalf("%s", all)
 	}
 }

@@ -16,7 +16,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -844,5 +846,80 @@ with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:
 	}
 	if n := len(smtpdSpool(t, e)); n != 0 {
 		t.Errorf("%d messages left in the spool after delivery", n)
+	}
+}
+
+func TestSmtpdTimeouts(t *testing.T) {
+	e := smtpdEnv(t, `command-timeout = "300ms"`, `data-timeout = "300ms"`)
+	s := e.start("smtpd", "")
+	d := dial(t, s.Addr)
+	d.expect("220 ")
+	d.send("EHLO x")
+	d.expect("250 ")
+	d.expect("421 4.4.2") // no command in time
+	d = dial(t, s.Addr)
+	d.expect("220 ")
+	d.send("EHLO x")
+	d.expect("250 ")
+	d.send("MAIL FROM:<a@remote.test>")
+	d.expect("250 ")
+	d.send("RCPT TO:<joe@example.test>")
+	d.expect("250 ")
+	d.send("DATA")
+	d.expect("354 ")
+	d.raw("Subject: slow\r\n\r\n")
+	d.expect("421 4.4.2") // no data in time
+	if n := len(smtpdSpool(t, e)); n != 0 {
+		t.Fatalf("%d messages queued", n)
+	}
+}
+
+// openToNobody makes e's directories reachable by an unprivileged user.
+func openToNobody(t *testing.T, e *env) (uid, gid int) {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	must(t, err)
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	for _, d := range []string{filepath.Dir(e.Dir), e.Dir} {
+		must(t, os.Chmod(d, 0o755))
+	}
+	for _, f := range []string{e.Config, e.Users, e.Aliases} {
+		must(t, os.Chmod(f, 0o644))
+	}
+	return uid, gid
+}
+
+// --user: bind as root, then serve as that user. Not root: --user is an
+// error unless it names ourselves.
+func TestSmtpdUserDrop(t *testing.T) {
+	e := smtpdEnv(t)
+	if os.Geteuid() != 0 {
+		_, errs, code := e.run("", "smtpd", "--listen", freeAddr(t, "127.0.0.1"), "--user", "nobody")
+		if code == 0 || !strings.Contains(errs, "not running as root") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+		return
+	}
+	uid, gid := openToNobody(t, e)
+	must(t, os.MkdirAll(e.Spool, 0o700))
+	must(t, os.Chown(e.Spool, uid, gid))
+	s := e.start("smtpd", "", "--user", "nobody")
+	d := dial(t, s.Addr)
+	d.expect("220 ")
+	d.send("EHLO x")
+	d.expect("250 ")
+	smtpdQueueID(t, smtpdSend(d, "a@remote.test", "joe@example.test", "Subject: nobody\r\n\r\nx\r\n"))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
+	must(t, err)
+	if !strings.Contains(string(st), fmt.Sprintf("\nUid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)) {
+		t.Fatalf("still privileged:\n%s", st)
+	}
+	ents, err := os.ReadDir(filepath.Join(e.Spool, "env"))
+	must(t, err)
+	fi, err := ents[0].Info()
+	must(t, err)
+	if fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+		t.Fatalf("envelope owned by uid %d", fi.Sys().(*syscall.Stat_t).Uid)
 	}
 }
