@@ -28,7 +28,7 @@ func TestInteropDoveadmHashes(t *testing.T) {
 		t.Fatal("doveadm not installed (dovecot-core in tests/interop/packages.txt)")
 	}
 	e := newEnv(t)
-	schemes := []string{"BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "ARGON2ID", "ARGON2I", "PLAIN", "CLEAR", "CRYPT"}
+	schemes := []string{"BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "ARGON2ID", "ARGON2I", "PLAIN", "CLEAR", "CRYPT", "MD5-CRYPT"}
 	var lines []string
 	pw := func(s string) string { return "pw for " + s + " ✓" }
 	for _, s := range schemes {

@@ -71,7 +71,7 @@ func verify(stored, password string) (bool, error) {
 	switch scheme {
 	case "PLAIN", "CLEAR":
 		return subtle.ConstantTimeCompare([]byte(value), []byte(password)) == 1, nil
-	case "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "CRYPT":
+	case "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "MD5-CRYPT", "CRYPT":
 		// Dovecot hands all of these to crypt(3), which picks the algorithm
 		// from the $id$ prefix; so do we.
 		return verifyCrypt(value, password)
@@ -93,7 +93,7 @@ func wellFormed(stored string) bool {
 	case "ARGON2ID", "ARGON2I":
 		_, err := parseArgon2(value)
 		return err == nil
-	case "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "CRYPT":
+	case "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "MD5-CRYPT", "CRYPT":
 		if strings.HasPrefix(value, "$argon2") {
 			_, err := parseArgon2(value)
 			return err == nil
@@ -103,7 +103,10 @@ func wellFormed(stored string) bool {
 				return len(value) == 60
 			}
 		}
-		return (strings.HasPrefix(value, "$5$") || strings.HasPrefix(value, "$6$")) && strings.Count(value, "$") >= 3
+		// The encoded digest after the last $ has a fixed length.
+		want := map[string]int{"$1$": 22, "$5$": 43, "$6$": 86}[value[:min(3, len(value))]]
+		i := strings.LastIndexByte(value, '$')
+		return want > 0 && strings.Count(value, "$") >= 3 && len(value)-i-1 == want
 	}
 	return false
 }
@@ -122,6 +125,8 @@ func verifyCrypt(value, password string) (bool, error) {
 		return false, err
 	case strings.HasPrefix(value, "$5$"), strings.HasPrefix(value, "$6$"):
 		return verifySHACrypt(value, password), nil
+	case strings.HasPrefix(value, "$1$"):
+		return verifyMD5Crypt(value, password), nil
 	case strings.HasPrefix(value, "$argon2"):
 		return verifyArgon2(value, password)
 	}

@@ -25,6 +25,24 @@ var shaCryptVectors = []struct{ setting, password, want string }{
 	{"$6$rounds=10$roundstoolow", "the minimum number is still observed", "$6$rounds=1000$roundstoolow$kUMsbe306n21p9R.FRkW3IGn.S9NPN0x50YhH1xhLsPuWGsUSklZt58jaTfF4ZEQpyUNGc0dqbpBYYBaHHrsX."},
 }
 
+// MD5-crypt vectors made with `openssl passwd -1 -salt SALT PASSWORD`.
+func TestMD5Crypt(t *testing.T) {
+	for _, v := range [][2]string{
+		{"correct horse", "$1$k7jQOzt.$SM9PU491D/IkgLQyd4VuZ0"},
+		{"", "$1$k7jQOzt.$7FGelnU1r3XVCjp8CYYWP1"},
+		{"a", "$1$k7jQOzt.$pMOHUHsqL.yaPd6XJnBL.."},
+		{"a much longer password than sixteen bytes", "$1$k7jQOzt.$XPZt6mAJuj9nqWmoqMoLO0"},
+		{"x", "$1$longersa$OJGtX8WlEwXkx64HRiVY6/"},
+	} {
+		if got, ok := md5Crypt(v[0], v[1]); !ok || got != v[1] {
+			t.Errorf("md5Crypt(%q) = %s, want %s", v[0], got, v[1])
+		}
+		if !Verify("{MD5-CRYPT}"+v[1], v[0]) || Verify("{MD5-CRYPT}"+v[1], v[0]+"x") {
+			t.Errorf("Verify {MD5-CRYPT}%s wrong", v[1])
+		}
+	}
+}
+
 func TestSHACryptSpecVectors(t *testing.T) {
 	for _, v := range shaCryptVectors {
 		got, err := shaCrypt(v.password, v.setting)
@@ -87,7 +105,7 @@ func TestDoveadmFixtures(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range []string{"BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "ARGON2ID", "ARGON2I", "PLAIN", "CLEAR", "CRYPT"} {
+	for _, s := range []string{"BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "ARGON2ID", "ARGON2I", "PLAIN", "CLEAR", "CRYPT", "MD5-CRYPT"} {
 		if !schemes[s] {
 			t.Errorf("scheme %s not covered by the fixtures", s)
 		}
@@ -131,7 +149,8 @@ func TestVerifyRefuses(t *testing.T) {
 		"{ARGON2ID}$argon2id$v=16$m=65536,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
 		"{ARGON2ID}$argon2id$v=19$m=99999999,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g", // memory bomb
 		"{ARGON2ID}$argon2id$v=19$t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
-		"{CRYPT}$1$abc$def", // MD5-crypt: not supported
+		"{CRYPT}$1$abc$def",    // MD5-crypt, truncated
+		"{CRYPT}abcdefghijklm", // DES crypt: not supported
 		"{SHA512-CRYPT}$6$rounds=4000000000$salt$hash",
 		"{PLAIN}correct horsf",
 	} {
