@@ -494,7 +494,7 @@ p.quit()
 	}
 	// A users file without plaintext secrets: no APOP timestamp.
 	must(t, os.WriteFile(pe.Users, []byte("alice@example.test:{SHA512-CRYPT}$6$abc$def::::::\n"), 0o600))
-	d := dial(t, s.Addr)
+	d := dial(t, pe.start("pop3d", "").Addr)
 	if g := pop3Expect(d, "+OK"); strings.Contains(g, "<") {
 		t.Errorf("APOP offered without plaintext secrets: %q", g)
 	}
@@ -899,5 +899,58 @@ func TestPOP3HelpVersion(t *testing.T) {
 	}
 	if _, errs, code := pe.run("", "pop3d", "--listen", "smtp=127.0.0.1:0"); code == 0 || !strings.Contains(errs, "unknown mode") {
 		t.Fatalf("bad --listen mode: exit %d %q", code, errs)
+	}
+}
+
+// --user: started as root, pop3d binds, then serves as the user (here
+// nobody, owner of the Maildir); a file only root can read stays unread.
+func TestPOP3DropPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed")
+	}
+	dir, err := os.MkdirTemp("", "letterbox-pop3-user-")
+	must(t, err)
+	defer os.RemoveAll(dir)
+	must(t, os.Chmod(dir, 0o755))
+	md := filepath.Join(dir, "Maildir")
+	for _, sub := range []string{"new", "cur", "tmp"} {
+		must(t, os.MkdirAll(filepath.Join(md, sub), 0o700))
+	}
+	must(t, os.WriteFile(filepath.Join(md, "new", "1700000001.M1P1Q1.host"), []byte(pop3Msg("one", "x\n")), 0o600))
+	users := filepath.Join(dir, "users")
+	must(t, os.WriteFile(users, []byte("alice@example.test:{PLAIN}alice pw::::::mail=maildir:"+md+"\n"), 0o644))
+	out, err := exec.Command("chown", "-R", "nobody", md).CombinedOutput()
+	if err != nil {
+		t.Skipf("chown nobody: %v %s", err, out)
+	}
+	addr := freeAddr(t, "127.0.0.1")
+	c := exec.Command(bin(t, "pop3d"), "--listen", addr, "--user", "nobody", "--users", users,
+		"--hostname", "mx.example.test", "--auth-failure-delay", "10ms")
+	c.Env = append(os.Environ(), "LETTERBOX_CONFIG=")
+	var errb syncBuffer
+	c.Stderr = &errb
+	must(t, c.Start())
+	defer func() { c.Process.Kill(); c.Wait() }()
+	waitListening(t, addr)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
+	must(t, err)
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Uid:") && strings.Contains(l, "\t0\t") {
+			t.Fatalf("still root after --user: %s", l)
+		}
+	}
+	d := pop3Login(t, addr, "alice@example.test", "alice pw")
+	d.send("STAT")
+	pop3Expect(d, "+OK 1 ")
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	// The maildrop lock file was created by nobody.
+	fi, err := os.Stat(filepath.Join(md, "letterbox-pop3.lock"))
+	must(t, err)
+	if fi.Sys().(*syscall.Stat_t).Uid == 0 {
+		t.Fatal("lock file created as root")
 	}
 }

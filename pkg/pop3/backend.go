@@ -27,6 +27,12 @@ type UsersBackend struct {
 	// fcntl locks are per process, and the dotlock may be unavailable.
 	mu   sync.Mutex
 	open map[string]bool
+
+	// apop caches HasAPOP for a few seconds: it looks at every user, and
+	// is asked at every connection.
+	apopMu   sync.Mutex
+	apopAt   time.Time
+	apopHave bool
 }
 
 func (b *UsersBackend) Login(user, password string) (string, error) {
@@ -62,14 +68,22 @@ func (b *UsersBackend) APOP(user, timestamp, digest string) (string, error) {
 }
 
 func (b *UsersBackend) HasAPOP() bool {
+	b.apopMu.Lock()
+	defer b.apopMu.Unlock()
+	if !b.apopAt.IsZero() && time.Since(b.apopAt) < 5*time.Second {
+		return b.apopHave
+	}
+	b.apopHave = false
 	for _, n := range b.DB.Names() {
 		if u := b.DB.Lookup(n); u != nil {
 			if _, ok := u.Plaintext(); ok {
-				return true
+				b.apopHave = true
+				break
 			}
 		}
 	}
-	return false
+	b.apopAt = time.Now()
+	return b.apopHave
 }
 
 func (b *UsersBackend) Open(name string) (Maildrop, error) {
