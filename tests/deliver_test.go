@@ -115,7 +115,7 @@ func TestDeliverAddress(t *testing.T) {
 	mboxPath := filepath.Join(e.Dir, "m.mbox")
 	piped := filepath.Join(e.Dir, "piped")
 	e.deliverUsers("u@example.test", "m@example.test mail=mbox:"+mboxPath)
-	must(t, os.WriteFile(e.Aliases, []byte("postmaster: u\nteam: u, m\nbot: |cat > "+piped+"\n"), 0o600))
+	must(t, os.WriteFile(e.Aliases, []byte("postmaster: u\nteam: u, m\nbot: |cat > "+piped+"\nfwd: someone@remote.test\n"), 0o600))
 	udir := filepath.Join(e.MailRoot, "example.test", "u")
 	_, errs, code := e.run(deliverMsg, "deliver", "-f", "alice@example.org", "U@Example.Test")
 	if code != 0 {
@@ -157,6 +157,15 @@ func TestDeliverAddress(t *testing.T) {
 	b, _ := os.ReadFile(piped)
 	if !strings.HasPrefix(string(b), "Return-Path: <alice@example.org>\n") || !strings.HasSuffix(string(b), deliverMsg) {
 		t.Fatalf("pipe got %q", b)
+	}
+	// A remote alias target is forwarded through sendmail into the queue,
+	// with a Delivered-To that catches a loop back to us.
+	if _, errs, code := e.run(deliverMsg, "deliver", "-f", "alice@example.org", "fwd@example.test"); code != 0 {
+		t.Fatalf("fwd: exit %d: %s", code, errs)
+	}
+	q, errs, code := e.run("", "queue-runner", "list", "--json")
+	if code != 0 || !strings.Contains(q, `"address": "someone@remote.test"`) || !strings.Contains(q, `"from": "alice@example.org"`) {
+		t.Fatalf("queue after forwarding (exit %d):\n%s%s", code, q, errs)
 	}
 	// Unknown user: 67, nothing delivered.
 	if _, errs, code := e.run(deliverMsg, "deliver", "nobody@example.test"); code != 67 {

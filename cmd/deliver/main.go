@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -42,8 +43,11 @@ func main() {
 			Address:   c.Args().First(),
 			Stdin:     os.Stdin,
 			Log:       cm.Log,
+			Sendmail:  sendmail(c.String("config")),
 			Router: func() (*route.Router, error) {
-				return delivery.LoadRouter(cm.Domains, cm.MailRoot, cm.Postmaster, cm.Users, cm.Aliases)
+				// Aliases may pipe (|command) and append to files: they
+				// come from the administrator's aliases file only.
+				return route.New(cm, true)
 			},
 		})
 		code = delivery.ExitCode(err)
@@ -61,4 +65,24 @@ func main() {
 		}
 	}
 	os.Exit(code)
+}
+
+// sendmail returns the command line of the sendmail(8) installed beside
+// this deliver, used to forward to an alias's remote targets.
+func sendmail(configFile string) []string {
+	p := "sendmail"
+	if exe, err := os.Executable(); err == nil {
+		if sib := filepath.Join(filepath.Dir(exe), "sendmail"); fileExists(sib) {
+			p = sib
+		}
+	}
+	if configFile != "" {
+		return []string{p, "--config", configFile}
+	}
+	return []string{p}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

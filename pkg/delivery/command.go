@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/exec"
+	"strings"
 
 	"letterbox/pkg/route"
 	"letterbox/pkg/sysexits"
@@ -24,6 +26,10 @@ type Request struct {
 	// Router returns the router for the ADDRESS form; called only then, so
 	// the users file and aliases are not read for --maildir/--mbox.
 	Router func() (*route.Router, error)
+	// Sendmail is the sendmail(8) command line that forwards to the remote
+	// targets of an alias (the recipients are appended); nil: forwarding
+	// fails temporarily.
+	Sendmail []string
 }
 
 // Run performs the request; ExitCode(err) is the command's exit status.
@@ -61,10 +67,10 @@ func Run(q Request) error {
 		return fmt.Errorf("deliver: %s: %w", q.Address, err)
 	}
 	var local []route.Destination
+	var remote []string
 	for _, d := range dests {
 		if d.Kind == route.Remote {
-			// deliver has no SMTP client: forwarding is queue-runner's job.
-			log.Warn("remote target skipped: deliver only delivers locally; send through sendmail(8) to forward", "address", q.Address, "target", d.Address)
+			remote = append(remote, d.Address)
 			continue
 		}
 		if d.Original == "" {
@@ -72,27 +78,63 @@ func Run(q Request) error {
 		}
 		local = append(local, d)
 	}
-	if len(local) == 0 {
-		return sysexits.New(sysexits.NoUser, fmt.Errorf("deliver: %s: no local mailbox (remote targets only)", q.Address))
-	}
-	if len(local) == 1 {
+	if len(local) == 1 && len(remote) == 0 {
 		return deliverOne(log, local[0], q.Sender, q.Stdin)
 	}
-	// Several mailboxes: the message is needed once for each.
+	// Several targets: the message is needed once for each.
 	msg, err := io.ReadAll(q.Stdin)
 	if err != nil {
 		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("deliver: %w: %w", ErrInput, err)}
 	}
 	var worst error
-	for _, d := range local {
-		err := deliverOne(log, d, q.Sender, bytes.NewReader(msg))
-		if err != nil && (worst == nil || ExitCode(worst) == sysexits.OK || isTemp(err)) {
+	note := func(err error) {
+		if err != nil && (worst == nil || isTemp(err)) {
 			// A temporary failure wins: the caller retries, and a duplicate
 			// is better than a loss.
 			worst = err
 		}
 	}
+	for _, d := range local {
+		note(deliverOne(log, d, q.Sender, bytes.NewReader(msg)))
+	}
+	if len(remote) > 0 {
+		note(forward(log, q, remote, msg))
+	}
 	return worst
+}
+
+// forward hands the message for remote alias targets to sendmail(8), with
+// a Delivered-To for the local address so that a forwarding loop back to
+// us is caught.
+func forward(log *slog.Logger, q Request, to []string, msg []byte) error {
+	if len(q.Sendmail) == 0 {
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("deliver: %s: no sendmail to forward to %s", q.Address, strings.Join(to, ", "))}
+	}
+	sender := q.Sender
+	if sender == "" {
+		sender = "<>"
+	}
+	args := append(append([]string{}, q.Sendmail[1:]...), "-i", "-f", sender)
+	for _, a := range to {
+		if strings.HasPrefix(a, "-") {
+			return &Error{Status: "5.1.3", Err: fmt.Errorf("deliver: %w: forward target %q", route.ErrBadAddress, a)}
+		}
+		args = append(args, a)
+	}
+	// Return-Path belongs to final delivery, not to a relayed message.
+	r, err := prepare("", q.Address, bytes.NewReader(msg), false)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(q.Sendmail[0], args...)
+	cmd.Stdin = r
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log.Error("forward failed", "from", q.Address, "to", strings.Join(to, ","), "err", err, "output", strings.TrimSpace(string(out)))
+		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("deliver: forward %s to %s: %v: %s", q.Address, strings.Join(to, ", "), err, strings.TrimSpace(string(out)))}
+	}
+	log.Info("forwarded", "from", q.Address, "to", strings.Join(to, ","))
+	return nil
 }
 
 func isTemp(err error) bool {

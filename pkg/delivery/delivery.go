@@ -74,6 +74,12 @@ func Headers(sender, deliveredTo, eol string) string {
 // own line-end style (CRLF when its first line ends so, else LF).
 // A loop is a permanent *Error with status 5.4.6.
 func Prepare(sender, deliveredTo string, msg io.Reader) (io.Reader, error) {
+	return prepare(sender, deliveredTo, msg, true)
+}
+
+// prepare is Prepare; without returnPath only Delivered-To is added (for
+// forwarding).
+func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Reader, error) {
 	br := bufio.NewReaderSize(msg, 64<<10)
 	var head bytes.Buffer
 	eol := ""
@@ -115,7 +121,11 @@ func Prepare(sender, deliveredTo string, msg io.Reader) (io.Reader, error) {
 	if eol == "" {
 		eol = "\n"
 	}
-	return io.MultiReader(strings.NewReader(Headers(sender, deliveredTo, eol)), &head, br), nil
+	h := Headers(sender, deliveredTo, eol)
+	if !returnPath {
+		h = strings.TrimPrefix(h, Headers(sender, "", eol))
+	}
+	return io.MultiReader(strings.NewReader(h), &head, br), nil
 }
 
 // Deliver writes the message read from msg to d for envelope sender.
