@@ -156,14 +156,20 @@ type remoteSetup struct {
 
 func newRemoteSetup(t *testing.T) *remoteSetup {
 	t.Helper()
-	port := remotePort(t)
+	r := newRemoteSetupOnPort(t, remotePort(t))
+	r.sink = newRemoteSink(t, fmt.Sprintf("127.0.0.2:%d", r.port))
+	return r
+}
+
+// newRemoteSetupOnPort leaves 127.0.0.2:port to the caller's MX.
+func newRemoteSetupOnPort(t *testing.T, port int) *remoteSetup {
+	t.Helper()
 	z := newRemoteDNS(t,
 		"remote.test. MX 10 mx.remote.test.", "mx.remote.test. A 127.0.0.2",
 		"dead.test. MX 10 mx.dead.test.", "mx.dead.test. A 127.0.0.4")
 	e := newEnv(t)
 	e.addUser("demo@example.test", "demo-pw")
 	return &remoteSetup{e: e, dns: z, port: port,
-		sink: newRemoteSink(t, fmt.Sprintf("127.0.0.2:%d", port)),
 		args: []string{"--dns", z.Addr, "--smtp-port", fmt.Sprint(port), "--connect-timeout", "2s"}}
 }
 

@@ -1,0 +1,182 @@
+//go:build interop
+
+package tests
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// remotePostfix is a private Postfix instance: smtpd on 127.0.0.2:port
+// with STARTTLS, final destination for remote.test, delivering
+// friend@remote.test into the Maildir Vmail/remote.test/friend/ through
+// virtual(8); other remote.test users are unknown (550).
+type remotePostfix struct {
+	Dir, Vmail string
+}
+
+func startRemotePostfix(t *testing.T, port int) *remotePostfix {
+	t.Helper()
+	for _, c := range []string{"postfix", "postconf"} {
+		if _, err := exec.LookPath(c); err != nil {
+			if _, err := os.Stat("/usr/sbin/" + c); err != nil {
+				t.Fatalf("%s not installed (tests/interop/packages.txt)", c)
+			}
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("a private Postfix instance needs root")
+	}
+	nobody, err := user.Lookup("nobody")
+	must(t, err)
+	dir, err := os.MkdirTemp("", "letterbox-remote-postfix-")
+	must(t, err)
+	must(t, os.Chmod(dir, 0o755))
+	pf := &remotePostfix{Dir: dir, Vmail: filepath.Join(dir, "vmail")}
+	for _, d := range []string{"etc", "queue", "data", "vmail/remote.test"} {
+		must(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+	}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	run("chown", "postfix", filepath.Join(dir, "data"))
+	run("chown", "-R", nobody.Uid+":"+nobody.Gid, pf.Vmail)
+	cert, key := remotePEM(t, "mx.remote.test")
+	must(t, os.WriteFile(filepath.Join(dir, "etc/cert.pem"), cert, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "etc/key.pem"), key, 0o600))
+	mainCf := fmt.Sprintf(`compatibility_level = 3.6
+queue_directory = %[1]s/queue
+data_directory = %[1]s/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.remote.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = %[1]s/etc/cert.pem
+smtpd_tls_key_file = %[1]s/etc/key.pem
+smtpd_tls_received_header = yes
+virtual_mailbox_domains = remote.test
+virtual_mailbox_base = %[1]s/vmail
+virtual_mailbox_maps = inline:{ friend@remote.test=remote.test/friend/ }
+virtual_uid_maps = static:%[2]s
+virtual_gid_maps = static:%[3]s
+virtual_minimum_uid = 1
+maillog_file_prefixes = /tmp, /var
+maillog_file = %[1]s/postfix.log
+`, dir, nobody.Uid, nobody.Gid)
+	must(t, os.WriteFile(filepath.Join(dir, "etc/main.cf"), []byte(mainCf), 0o644))
+	master, err := os.ReadFile("/etc/postfix/master.cf")
+	must(t, err)
+	var lines []string
+	for _, l := range strings.Split(string(master), "\n") {
+		if strings.HasPrefix(l, "smtp ") && strings.Contains(l, " inet ") {
+			l = fmt.Sprintf("127.0.0.2:%d inet n - n - - smtpd", port)
+		}
+		if strings.HasPrefix(l, "#postlog") {
+			l = strings.TrimPrefix(l, "#")
+		}
+		lines = append(lines, l)
+	}
+	m := strings.Join(lines, "\n")
+	if !strings.Contains(m, fmt.Sprintf("127.0.0.2:%d", port)) {
+		m += fmt.Sprintf("\n127.0.0.2:%d inet n - n - - smtpd\n", port)
+	}
+	if !strings.Contains(m, "\npostlog") {
+		m += "\npostlog unix-dgram n - n - 1 postlogd\n"
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "etc/master.cf"), []byte(m), 0o644))
+	run("postconf", "-c", filepath.Join(dir, "etc"), "-F", "*/*/chroot = n")
+	exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "check").Run()
+	run("postfix", "-c", filepath.Join(dir, "etc"), "start")
+	t.Cleanup(func() {
+		exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "stop").Run()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "postfix.log"))
+			t.Logf("postfix log:\n%s", b)
+		}
+		// Postfix's daemons take a moment to leave the queue directory.
+		waitFor(t, 10*time.Second, "postfix to stop", func() bool {
+			return exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "status").Run() != nil
+		})
+		os.RemoveAll(dir)
+	})
+	waitListening(t, fmt.Sprintf("127.0.0.2:%d", port))
+	return pf
+}
+
+func remotePEM(t *testing.T, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	kb, err := x509.MarshalECPrivateKey(key)
+	must(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// Our smtpd → spool → queue-runner (pkg/remote: MX from the test DNS,
+// STARTTLS) → Postfix's smtpd → virtual(8) → Maildir; and an unknown user
+// at Postfix comes back to the sender as a DSN quoting Postfix's reply.
+func TestInteropRemoteToPostfix(t *testing.T) {
+	port := remotePort(t)
+	pf := startRemotePostfix(t, port)
+	r := newRemoteSetupOnPort(t, port)
+	s := r.e.start("smtpd", "")
+	r.submit(t, s.Addr, "friend@remote.test", "to postfix")
+	r.submit(t, s.Addr, "nobody@remote.test", "to nobody at postfix")
+	box := filepath.Join(pf.Vmail, "remote.test", "friend")
+	var got []string
+	waitFor(t, 30*time.Second, "Postfix's virtual(8) to deliver", func() bool {
+		r.run(t)
+		got = maildirFiles(t, box, "new")
+		return len(got) == 1
+	})
+	b, err := os.ReadFile(got[0])
+	must(t, err)
+	msg := string(b)
+	if !strings.Contains(msg, "Subject: to postfix") || !strings.Contains(msg, "Delivered-To: friend@remote.test") ||
+		!strings.Contains(msg, "Return-Path: <demo@example.test>") {
+		t.Fatalf("Postfix delivered:\n%s", msg)
+	}
+	// Postfix notes the TLS session in its Received header (ESMTPS).
+	if !strings.Contains(msg, "with ESMTPS id") || !strings.Contains(msg, "(using TLS") {
+		t.Fatalf("not received over STARTTLS:\n%s", msg)
+	}
+	waitFor(t, 30*time.Second, "the bounce for nobody@remote.test", func() bool {
+		r.run(t)
+		return len(r.demoMail(t)) == 1
+	})
+	dsn := r.demoMail(t)[0]
+	if !strings.Contains(dsn, "nobody@remote.test") || !strings.Contains(dsn, "5.1.1") || !strings.Contains(dsn, "User unknown in virtual mailbox table") ||
+		!strings.Contains(dsn, "mx.remote.test[127.0.0.2]") {
+		t.Fatalf("DSN:\n%s", dsn)
+	}
+	if len(r.list(t)) != 0 {
+		t.Fatalf("still queued: %v", r.list(t))
+	}
+}
