@@ -756,8 +756,11 @@ func TestPOP3TLS(t *testing.T) {
 	pop3Expect(d, "+OK")
 	d.raw("STLS\r\nUSER alice@example.test\r\n")
 	pop3Expect(d, "+OK")
-	if !waitForLog(s, "dropped plaintext") {
-		t.Error("injected plaintext after STLS not reported as dropped")
+	// Read in one piece (the usual case on loopback) the injected line is
+	// dropped; read apart, it is taken for a TLS record and fails the
+	// handshake. Either way it is never run as a command.
+	if !waitForLog(s, "dropped plaintext") && !strings.Contains(s.Log(), "STLS handshake failed") {
+		t.Error("injected plaintext after STLS neither dropped nor refused")
 	}
 
 	// pop3s via --listen pop3s=ADDR.
@@ -770,7 +773,7 @@ func TestPOP3TLS(t *testing.T) {
 }
 
 func waitForLog(s *server, what string) bool {
-	for i := 0; i < 250; i++ {
+	for i := 0; i < 100; i++ {
 		if strings.Contains(s.Log(), what) {
 			return true
 		}
