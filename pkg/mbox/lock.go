@@ -26,7 +26,22 @@ var StaleAfter = 5 * time.Minute
 type Lock struct {
 	path    string
 	f       *os.File
-	dotlock string // "" when the directory doesn't allow one
+	dotlock string      // "" when the directory doesn't allow one
+	dotInfo os.FileInfo // our dotlock, to never remove someone else's
+}
+
+// ErrLocked is returned (wrapped) by LockFile when another process holds
+// the lock past the timeout.
+var ErrLocked = errors.New("locked by another process")
+
+// Touch refreshes the dotlock's time, so that a holder for longer than
+// StaleAfter (a POP3 session) is not taken for stale.
+func (l *Lock) Touch() error {
+	if l.dotlock == "" {
+		return nil
+	}
+	now := time.Now()
+	return os.Chtimes(l.dotlock, now, now)
 }
 
 // File returns the locked mbox file, open for reading and writing.
@@ -84,6 +99,7 @@ func (l *Lock) dotLock(deadline time.Time) (int64, error) {
 				return -1, fmt.Errorf("mbox: dotlock %s: %w", lock, werr)
 			}
 			l.dotlock = lock
+			l.dotInfo, _ = os.Stat(lock)
 			return recoverTo, nil
 		}
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) {
@@ -113,7 +129,7 @@ func (l *Lock) dotLock(deadline time.Time) (int64, error) {
 			continue
 		}
 		if time.Now().After(deadline) {
-			return -1, fmt.Errorf("mbox: %s: locked by another process (dotlock)", l.path)
+			return -1, fmt.Errorf("mbox: %s: %w (dotlock)", l.path, ErrLocked)
 		}
 		time.Sleep(wait)
 		if wait < 100*time.Millisecond {
@@ -173,7 +189,7 @@ func (l *Lock) fcntlLock(deadline time.Time) error {
 			}
 			if time.Now().After(deadline) {
 				f.Close()
-				return fmt.Errorf("mbox: %s: locked by another process (fcntl)", l.path)
+				return fmt.Errorf("mbox: %s: %w (fcntl)", l.path, ErrLocked)
 			}
 			time.Sleep(wait)
 			if wait < 100*time.Millisecond {
@@ -231,6 +247,17 @@ func (l *Lock) markAppend(size int64) error {
 func (l *Lock) removeDotlock() error {
 	if l.dotlock == "" {
 		return nil
+	}
+	// Taken for stale and replaced by another locker meanwhile: that one
+	// is not ours to remove.
+	// (Inode numbers are reused, so the pid inside is checked too.)
+	if fi, err := os.Stat(l.dotlock); err == nil && l.dotInfo != nil {
+		b, _ := os.ReadFile(l.dotlock)
+		f := strings.Fields(string(b))
+		if !os.SameFile(fi, l.dotInfo) || len(f) == 0 || f[0] != strconv.Itoa(os.Getpid()) {
+			l.dotlock = ""
+			return nil
+		}
 	}
 	err := os.Remove(l.dotlock)
 	l.dotlock = ""

@@ -410,3 +410,30 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestUnlockKeepsAnothersDotlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mbox")
+	l, err := LockFile(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Touch(); err != nil {
+		t.Fatal(err)
+	}
+	// Our dotlock was taken for stale and replaced by another locker's.
+	os.Remove(path + ".lock")
+	os.WriteFile(path+".lock", []byte("1\n"), 0o600)
+	l.Unlock()
+	if b, err := os.ReadFile(path + ".lock"); err != nil || string(b) != "1\n" {
+		t.Fatalf("another's dotlock removed: %q %v", b, err)
+	}
+	os.Remove(path + ".lock")
+	if _, err := LockFile(path, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Held (the dotlock is ours, pid alive): a second locker times out
+	// with ErrLocked.
+	if _, err := LockFile(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second locker: %v", err)
+	}
+}
