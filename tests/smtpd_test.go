@@ -455,6 +455,11 @@ func TestSmtpdInsecureAuthRefused(t *testing.T) {
 	if strings.Contains(out, "AUTH PLAIN") || !strings.Contains(out, "538 5.7.11") {
 		t.Fatalf("%s", out)
 	}
+	out = smtpdStdio(t, e, []string{"TCPREMOTEIP=192.0.2.7", "TCPREMOTEPORT=4000"},
+		"EHLO x\r\nAUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00joe@example.test\x00secret"))+"\r\nQUIT\r\n", "--allow-insecure-auth")
+	if !strings.Contains(out, "AUTH PLAIN LOGIN") || !strings.Contains(out, "235 2.7.0") {
+		t.Fatalf("--allow-insecure-auth: %s", out)
+	}
 }
 
 // smtpdStdio runs smtpd with the dialog on pipes and returns its output.
