@@ -337,3 +337,16 @@ func TestUUEncodeDecode(t *testing.T) {
 		}
 	}
 }
+
+func TestFoldText(t *testing.T) {
+	long := strings.Repeat("word ", 40) + "end"
+	got := foldText(long, 9)
+	if strings.ReplaceAll(got, "\n", "") != long {
+		t.Errorf("folding changed the text: %q", got)
+	}
+	for i, l := range strings.Split("Subject: "+got, "\n") {
+		if len(l) > 76 || (i > 0 && l[0] != ' ') {
+			t.Errorf("line %d: %q", i, l)
+		}
+	}
+}

@@ -114,7 +114,7 @@ func Pack(w io.Writer, o PackOptions) error {
 	if len(o.Cc) > 0 {
 		fmt.Fprintf(&h, "Cc: %s\n", addrList(o.Cc))
 	}
-	fmt.Fprintf(&h, "Subject: %s\n", EncodeHeaderText(o.Subject))
+	fmt.Fprintf(&h, "Subject: %s\n", foldText(EncodeHeaderText(o.Subject), len("Subject: ")))
 	fmt.Fprintf(&h, "Date: %s\n", date.Format(time.RFC1123Z))
 	fmt.Fprintf(&h, "Message-ID: <%s.%s@%s>\n", date.UTC().Format("20060102150405"), hex.EncodeToString(rnd[:]), host)
 	h.WriteString("MIME-Version: 1.0\n")
@@ -341,4 +341,28 @@ func trimPartialRune(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// foldText folds a long unstructured header value at spaces so that lines
+// stay near 76 columns (RFC 5322 §2.2.3); a word longer than a line stays
+// whole. start is the width of the field name before the value.
+func foldText(s string, start int) string {
+	if start+len(s) <= 76 || strings.Contains(s, "\n") {
+		return s
+	}
+	var b strings.Builder
+	col := start
+	for i, w := range strings.Split(s, " ") {
+		if i > 0 {
+			if col+1+len(w) > 76 && col > 1 {
+				b.WriteString("\n")
+				col = 0
+			}
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(w)
+		col += len(w)
+	}
+	return b.String()
 }
