@@ -190,7 +190,12 @@ func Deliver(dir string, r io.Reader) (string, error) {
 	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(cw.n, 10)+",W="+strconv.FormatInt(cw.n+cw.bareLFs, 10))
 	if err := os.Link(tmp, final); err != nil {
 		// Link is the spec's way (never overwrites); file systems without hard
-		// links get a rename, safe too since the name is unique.
+		// links get a rename, safe too since the name is unique. An existing
+		// name is never overwritten.
+		if errors.Is(err, os.ErrExist) {
+			os.Remove(tmp)
+			return "", fmt.Errorf("maildir: deliver %s: %w", final, err)
+		}
 		if lerr := os.Rename(tmp, final); lerr != nil {
 			os.Remove(tmp)
 			return "", fmt.Errorf("maildir: deliver %s: %w", final, err)
