@@ -470,3 +470,32 @@ func findKey(dir, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// TmpMaxAge is the age after which a file in tmp/ is a leftover of an
+// interrupted delivery (the Maildir spec's 36 hours).
+const TmpMaxAge = 36 * time.Hour
+
+// CleanTmp removes files in dir/tmp/ older than age (TmpMaxAge when 0), as
+// the Maildir spec asks of readers, and returns how many it removed.
+func CleanTmp(dir string, age time.Duration) (int, error) {
+	if age <= 0 {
+		age = TmpMaxAge
+	}
+	d := filepath.Join(dir, "tmp")
+	ents, err := os.ReadDir(d)
+	if err != nil {
+		return 0, fmt.Errorf("maildir: clean %s: %w", d, err)
+	}
+	cutoff := time.Now().Add(-age)
+	n := 0
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || fi.IsDir() || fi.ModTime().After(cutoff) {
+			continue
+		}
+		if os.Remove(filepath.Join(d, e.Name())) == nil {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestUniqueNames(t *testing.T) {
@@ -354,4 +355,25 @@ func FuzzParseName(f *testing.F) {
 			t.Fatalf("re-parse of %q: %q %d %q %v", key+":2,"+flags, k2, s2, f2, ok2)
 		}
 	})
+}
+
+func TestCleanTmp(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	Create(dir)
+	old := filepath.Join(dir, "tmp", "1.M1P1.host")
+	fresh := filepath.Join(dir, "tmp", "2.M1P1.host")
+	os.WriteFile(old, []byte("partial"), 0o600)
+	os.WriteFile(fresh, []byte("in progress"), 0o600)
+	long := time.Now().Add(-TmpMaxAge - time.Hour)
+	os.Chtimes(old, long, long)
+	n, err := CleanTmp(dir, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("CleanTmp = %d, %v", n, err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Error("old leftover kept")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("a delivery in progress was removed")
+	}
 }
