@@ -261,3 +261,49 @@ for pw in ("auth pw", "wrong pw"):
 		t.Errorf("SMTP AUTH with mailuser's hash:\n%s", out)
 	}
 }
+
+// TestMailuserTTYPrompt runs mailuser on a pseudo-terminal (Python's pty):
+// it prompts twice, does not echo the password, and refuses two passwords
+// that differ.
+func TestMailuserTTYPrompt(t *testing.T) {
+	e := newEnv(t)
+	script := `
+import os, pty, sys, time, select
+def run(args, answers):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["LETTERBOX_CONFIG"] = sys.argv[2]
+        os.execv(sys.argv[1], [sys.argv[1]] + args)
+    out, pending = b"", list(answers)
+    while True:
+        r, _, _ = select.select([fd], [], [], 20)
+        if not r:
+            break
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+        # Answer each prompt once it has appeared.
+        while pending and out.count(b"assword: ") > len(answers) - len(pending):
+            os.write(fd, pending.pop(0).encode() + b"\r")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+code, out = run(["add", "tty@example.test"], ["tty secret", "tty secret"])
+print("ADD", code, "ECHOED" if "tty secret" in out else "QUIET", out.count("assword: "), "prompts")
+code, out = run(["add", "tty2@example.test"], ["one secret", "another one"])
+print("MISMATCH", code, "ECHOED" if "secret" in out else "QUIET")
+code, out = run(["check", "tty@example.test"], ["tty secret"])
+print("CHECK", code)
+`
+	out := python(t, script, bin(t, "mailuser"), e.Config)
+	for _, want := range []string{"ADD 0 QUIET 2 prompts", "MISMATCH 65 QUIET", "CHECK 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	e.muExpect(0, "tty secret\n", "check", "tty@example.test")
+	e.muExpect(1, "one secret\n", "check", "tty2@example.test")
+}

@@ -226,9 +226,7 @@ func (a *Admin) readPassword(prompt string) (string, error) {
 	var line string
 	var err error
 	if isTerminal(in) {
-		fmt.Fprint(a.Err, prompt)
-		line, err = readNoEcho(in)
-		fmt.Fprintln(a.Err)
+		line, err = readNoEcho(in, a.Err, prompt)
 	} else {
 		line, err = readLine(in)
 	}
@@ -281,7 +279,10 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func readNoEcho(f *os.File) (string, error) {
+// readNoEcho turns echo off, then prompts (in that order, so that typing
+// ahead of the prompt is not echoed either), reads a line and restores the
+// terminal.
+func readNoEcho(f *os.File, w io.Writer, prompt string) (string, error) {
 	fd := int(f.Fd())
 	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
@@ -294,5 +295,7 @@ func readNoEcho(f *os.File) (string, error) {
 		return "", err
 	}
 	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	fmt.Fprint(w, prompt)
+	defer fmt.Fprintln(w)
 	return readLine(f)
 }
