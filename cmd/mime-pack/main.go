@@ -188,7 +188,10 @@ func main() {
 				n, err := mime.Unpack(in, mime.UnpackOptions{Dir: c.String("dir"), All: c.Bool("all"), Force: c.Bool("force"),
 					Lim: mime.DefaultLimits, Warn: warnf(c),
 					Wrote: func(p string) { fmt.Fprintln(c.App.Writer, p) }})
+				var ce *mime.CreateError
 				switch {
+				case errors.As(err, &ce):
+					return sysexits.New(sysexits.CantCreat, err)
 				case errors.Is(err, mime.ErrEmpty):
 					return sysexits.New(sysexits.DataErr, err)
 				case err != nil && n == 0:

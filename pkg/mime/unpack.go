@@ -93,7 +93,8 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 	if fi, err := dir.Stat(); err != nil || !fi.IsDir() {
 		return 0, fmt.Errorf("unpack: %s is not a directory", o.Dir)
 	}
-	written := 0
+	written, failed := 0, 0
+	var firstErr error
 	create := func(name, fallback string, mode os.FileMode) (io.WriteCloser, error) {
 		safe := SafeName(name)
 		if safe == "" {
@@ -101,6 +102,9 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 		}
 		f, _, err := CreateExclusive(dir, safe, mode, o.Force)
 		if err != nil {
+			if failed++; firstErr == nil {
+				firstErr = err
+			}
 			return nil, err
 		}
 		written++
@@ -148,8 +152,23 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 		},
 		Warn: o.Warn,
 	})
+	if err == nil && written == 0 && failed > 0 {
+		err = &CreateError{Failed: failed, Err: firstErr}
+	}
 	return written, err
 }
+
+// CreateError says that no file could be created (the first reason).
+type CreateError struct {
+	Failed int
+	Err    error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("unpack: no file could be written (%d failed): %v", e.Failed, e.Err)
+}
+
+func (e *CreateError) Unwrap() error { return e.Err }
 
 // teeCloser writes a text part to its file and to the uuencode scanner.
 type teeCloser struct {
