@@ -184,7 +184,7 @@ func (cl *Client) dial(ctx context.Context, host string, ip netip.Addr, port int
 		// 5xx: an old server; go-smtp falls back to HELO below.
 	} else {
 		for _, l := range strings.Split(msg, "\n")[1:] {
-			if strings.EqualFold(strings.Fields(l + " ")[0], "STARTTLS") {
+			if f := strings.Fields(l); len(f) > 0 && strings.EqualFold(f[0], "STARTTLS") {
 				startTLS = true
 			}
 		}

@@ -753,3 +753,75 @@ func TestDeliverArgumentErrors(t *testing.T) {
 		t.Error("bad policy accepted")
 	}
 }
+
+// scriptedServer answers each line the client sends with the next reply
+// from replies (after the greeting); it records what it read.
+func scriptedServer(t *testing.T, addr string, greeting string, replies map[string]string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, greeting)
+				buf := make([]byte, 0, 4096)
+				tmp := make([]byte, 4096)
+				inData := false
+				for {
+					n, err := c.Read(tmp)
+					if err != nil {
+						return
+					}
+					buf = append(buf, tmp[:n]...)
+					for {
+						i := strings.Index(string(buf), "\r\n")
+						if i < 0 {
+							break
+						}
+						line := string(buf[:i])
+						buf = buf[i+2:]
+						if inData {
+							if line == "." {
+								inData = false
+								io.WriteString(c, "250 2.0.0 queued\r\n")
+							}
+							continue
+						}
+						verb := strings.ToUpper(strings.Fields(line + " x")[0])
+						if r, ok := replies[verb]; ok {
+							io.WriteString(c, r)
+						} else {
+							io.WriteString(c, "250 ok\r\n")
+						}
+						if verb == "DATA" {
+							inData = true
+						}
+						if verb == "QUIT" {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// An EHLO reply with an empty line (seen from smtp-sink) once crashed the
+// extension scan.
+func TestOddEHLOReply(t *testing.T) {
+	f := newFixture(t)
+	f.dns.add(t, "example.test. MX 10 mx1.example.test.", "mx1.example.test. A 127.0.0.2")
+	scriptedServer(t, fmt.Sprintf("127.0.0.2:%d", f.port), "220 odd ESMTP\r\n", map[string]string{
+		"EHLO": "250-odd.test\r\n250-\r\n250-PIPELINING\r\n250 \r\n",
+		"DATA": "354 go\r\n",
+	})
+	wantDelivered(t, deliver(t, f.client(), "example.test", "b@example.test"))
+}
