@@ -26,6 +26,11 @@ const (
 	maxCommandLine = 512   // RFC 5321 § 4.5.3.1.4, CRLF included
 	maxTextLine    = 1000  // RFC 5321 § 4.5.3.1.6, CRLF included
 	maxAuthLine    = 12288 // RFC 4954 § 4: SASL responses may be long
+
+	// readBufSize: message data reaches the spool in pieces of up to this
+	// size (the dot reader hands over what is buffered), so a typical
+	// message is one or two write(2)s, not one per line.
+	readBufSize = 32 << 10
 )
 
 var errShutdown = errors.New("smtpd: shutting down")
@@ -94,7 +99,7 @@ func newSession(srv *Server, c net.Conn, mode Mode) *session {
 	}
 	s.trusted = srv.RelayClient || listen.IsTrusted(s.remote, srv.RelayNetworks)
 	s.log = srv.Log.With("ip", s.clientIP(), "mode", string(mode))
-	s.br = bufio.NewReaderSize(connReader{s}, 4096)
+	s.br = bufio.NewReaderSize(connReader{s}, readBufSize)
 	s.bw = bufio.NewWriterSize(c, 4096)
 	return s
 }
@@ -272,7 +277,7 @@ func (s *session) serve() {
 		s.conn = tc
 		s.mu.Unlock()
 		s.isTLS = true
-		s.br = bufio.NewReaderSize(connReader{s}, 4096)
+		s.br = bufio.NewReaderSize(connReader{s}, readBufSize)
 		s.bw = bufio.NewWriterSize(tc, 4096)
 	}
 	s.startPTR()
@@ -918,7 +923,7 @@ func (s *session) starttls(arg string) {
 	// A new reader: whatever the client sent in plaintext after STARTTLS
 	// (and we had already buffered) is dropped, not run as if it came
 	// over TLS (CVE-2011-0411).
-	s.br = bufio.NewReaderSize(connReader{s}, 4096)
+	s.br = bufio.NewReaderSize(connReader{s}, readBufSize)
 	s.bw = bufio.NewWriterSize(tc, 4096)
 	s.isTLS = true
 	// RFC 3207 § 4.2: forget everything learnt before TLS.
