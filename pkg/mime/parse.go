@@ -76,6 +76,15 @@ type parser struct {
 	eof    bool
 	err    error
 	capped bool
+	raw    []*rawCopy // message/rfc822 parts being copied verbatim
+}
+
+// rawCopy copies the lines of an encapsulated message to a writer. A line
+// is held back until the next one is read, so that the boundary line that
+// ends the message is never copied.
+type rawCopy struct {
+	s       *sink
+	pending []byte
 }
 
 // term says what ended an entity: -1 the end of input, else the index in
@@ -136,6 +145,12 @@ func (p *parser) next() (b, eol []byte, start bool, ok bool) {
 		}
 	}
 	p.pos += int64(len(b))
+	for _, rc := range p.raw {
+		if rc.pending != nil {
+			rc.s.write(rc.pending)
+		}
+		rc.pending = append(rc.pending[:0], b...)
+	}
 	if n := len(b); n > 0 && b[n-1] == '\n' {
 		if n > 1 && b[n-2] == '\r' {
 			b, eol = b[:n-2], crlf
@@ -157,6 +172,9 @@ var crlf = []byte("\r\n")
 // unread pushes back the line just returned by next (whole lines only).
 func (p *parser) unread(b, eol []byte) {
 	p.back = append(append(make([]byte, 0, len(b)+len(eol)), b...), eol...)
+	for _, rc := range p.raw {
+		rc.pending = rc.pending[:0] // read again by next
+	}
 	p.pos -= int64(len(p.back))
 	p.start = true
 }
@@ -331,12 +349,34 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 	case (pt.Type == "message/rfc822" || pt.Type == "message/global") && depth < p.lim.MaxDepth &&
 		(pt.Encoding == "" || pt.Encoding == "7bit" || pt.Encoding == "8bit" || pt.Encoding == "binary"):
 		pt.Container = true
+		var w io.Writer
 		if p.h.Begin != nil {
-			p.h.Begin(pt)
+			w = p.h.Begin(pt)
+		}
+		var rc *rawCopy
+		if w != nil {
+			// the message is also wanted whole (a forwarded attachment)
+			rc = &rawCopy{s: newSink(w), pending: nil}
+			p.raw = append(p.raw, rc)
 		}
 		t := p.entity(id+".1", depth+1, stack, "text/plain")
 		pt.Size = p.pos - start
 		pt.DecodedSize = pt.Size
+		if rc != nil {
+			p.raw = p.raw[:len(p.raw)-1]
+			if t.idx < 0 && rc.pending != nil {
+				rc.s.write(rc.pending)
+			}
+			rc.s.flush()
+			if rc.s.err != nil {
+				pt.Warnings = append(pt.Warnings, fmt.Sprintf("write: %v", rc.s.err))
+			}
+			if c, ok := w.(io.Closer); ok {
+				if err := c.Close(); err != nil {
+					pt.Warnings = append(pt.Warnings, fmt.Sprintf("close: %v", err))
+				}
+			}
+		}
 		p.end(pt)
 		return t
 	case depth >= p.lim.MaxDepth && (strings.HasPrefix(pt.Type, "multipart/") || strings.HasPrefix(pt.Type, "message/")):

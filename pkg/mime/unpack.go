@@ -114,6 +114,15 @@ func Unpack(r io.Reader, o UnpackOptions) (int, error) {
 	err = Walk(r, o.Lim, Handler{
 		Begin: func(p *Part) io.Writer {
 			if p.Container {
+				// a forwarded message sent as an attachment is also saved whole
+				if strings.HasPrefix(p.Type, "message/") && (p.Disposition == "attachment" || p.Name != "") {
+					f, err := create(p.Name, "part-"+p.ID+".eml", 0o666)
+					if err != nil {
+						o.Warn(fmt.Sprintf("part %s: %v", p.ID, err))
+						return nil
+					}
+					return f
+				}
 				return nil
 			}
 			var file io.WriteCloser
