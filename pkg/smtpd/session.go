@@ -318,6 +318,14 @@ func (s *session) serve() {
 }
 
 func (s *session) command(line string) {
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; c < 32 && c != '\t' || c == 127 {
+			// A CR or NUL in a HELO name or address would end up in the
+			// Received header or the envelope.
+			s.reply(501, "5.5.2", "Control character in command")
+			return
+		}
+	}
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
 	switch verb {

@@ -350,6 +350,7 @@ func TestSessionMisc(t *testing.T) {
 	c.cmd("HELP", "214 2.0.0")
 	c.cmd("VRFY joe", "252 2.5.0")
 	c.cmd("EXPN list", "502 5.5.1")
+	c.cmd("EHLO x\rX-Injected: 1", "501 5.5.2")
 	c.cmd("EHLO x", "250 ")
 	c.cmd("STARTTLS", "502 5.5.1")
 	c.send(strings.Repeat("N", 600) + "\r\n")
