@@ -30,14 +30,18 @@ func newSink(w io.Writer) *sink {
 	if w == nil {
 		w = io.Discard
 	}
-	return &sink{w: w, buf: make([]byte, 0, 64<<10)}
+	// the buffer grows with use: a message of many small parts should not
+	// cost a 64 KiB allocation per part
+	return &sink{w: w}
 }
+
+const sinkMax = 64 << 10
 
 func (s *sink) write(b []byte) {
 	s.n += int64(len(b))
-	if len(s.buf)+len(b) > cap(s.buf) {
+	if len(s.buf)+len(b) > sinkMax {
 		s.flush()
-		if len(b) > cap(s.buf) {
+		if len(b) > sinkMax {
 			if s.err == nil {
 				_, s.err = s.w.Write(b)
 			}
@@ -107,12 +111,15 @@ type b64Decoder struct {
 	q    [4]byte
 	nq   int
 	bad  int64
-	out  [64 << 10]byte
+	out  []byte // allocated on first use
 	done bool // padding seen: the rest is ignored, as munpack does
 	tail int64
 }
 
 func (d *b64Decoder) data(b []byte) {
+	if d.out == nil {
+		d.out = make([]byte, 12<<10)
+	}
 	if d.done {
 		for _, c := range b {
 			if b64val[c] != 0xff {
@@ -122,7 +129,7 @@ func (d *b64Decoder) data(b []byte) {
 		return
 	}
 	if d.nq == 0 && len(b)%4 == 0 && len(b) <= len(d.out)/3*4 {
-		if n, err := base64.StdEncoding.Decode(d.out[:], b); err == nil {
+		if n, err := base64.StdEncoding.Decode(d.out, b); err == nil {
 			d.s.write(d.out[:n])
 			if len(b) > 0 && b[len(b)-1] == '=' {
 				d.done = true
@@ -190,6 +197,9 @@ func (d *b64Decoder) eol([]byte) {}
 func (d *b64Decoder) close() []string {
 	var w []string
 	if d.nq > 0 && !d.done {
+		if d.out == nil {
+			d.out = make([]byte, 4)
+		}
 		o := d.pad(0)
 		d.s.write(d.out[:o])
 		w = append(w, "base64 data not padded to a multiple of 4 characters")
