@@ -36,7 +36,7 @@ PF=$T/postfix
 cleanup() {
   kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null
   [ -d "$PF/etc" ] && postfix -c "$PF/etc" stop >/dev/null 2>&1
-  sleep 0.5; rm -rf "$T"
+  sleep 0.5; if [ -n "${BENCH_REMOTE_KEEP:-}" ]; then echo "(kept $T)"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 wait_port 127.0.0.2 "$SINK_PORT" || { echo "bench/remote: smtp-sink did not start"; cat "$T/sink.log"; exit 1; }

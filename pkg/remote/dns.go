@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"net"
 	"net/netip"
 	"sort"
@@ -167,12 +166,11 @@ type mxHost struct {
 // mx returns the hosts serving domain in preference order, equal preferences
 // shuffled (RFC 5321 §5.1), the domain itself when it has no MX (implicit
 // MX), and a permanent error for a null MX (RFC 7505).
-func (r *resolver) mx(ctx context.Context, domain string, rnd func(int) int) ([]mxHost, error) {
+func (r *resolver) mx(ctx context.Context, domain string, rnd func(int) int) (hosts []mxHost, implicit bool, err error) {
 	rrs, err := r.lookup(ctx, domain, dns.TypeMX)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var hosts []mxHost
 	null := false
 	for _, rr := range rrs {
 		m := rr.(*dns.MX)
@@ -183,11 +181,11 @@ func (r *resolver) mx(ctx context.Context, domain string, rnd func(int) int) ([]
 		hosts = append(hosts, mxHost{Name: strings.TrimSuffix(m.Mx, "."), Pref: int(m.Preference)})
 	}
 	if null && len(hosts) == 0 {
-		return nil, &dnsError{Permanent: true, Status: "5.1.10", Msg: fmt.Sprintf("domain %s accepts no mail (null MX, RFC 7505)", domain)}
+		return nil, false, &dnsError{Permanent: true, Status: "5.1.10", Msg: fmt.Sprintf("domain %s accepts no mail (null MX, RFC 7505)", domain)}
 	}
 	if len(hosts) == 0 {
 		// Implicit MX (RFC 5321 §5.1): the domain itself, if it has an address.
-		return []mxHost{{Name: strings.TrimSuffix(domain, ".")}}, nil
+		return []mxHost{{Name: strings.TrimSuffix(domain, ".")}}, true, nil
 	}
 	// Shuffle, then a stable sort keeps the shuffled order within a preference.
 	for i := len(hosts) - 1; i > 0; i-- {
@@ -195,7 +193,5 @@ func (r *resolver) mx(ctx context.Context, domain string, rnd func(int) int) ([]
 		hosts[i], hosts[j] = hosts[j], hosts[i]
 	}
 	sort.SliceStable(hosts, func(i, j int) bool { return hosts[i].Pref < hosts[j].Pref })
-	return hosts, nil
+	return hosts, false, nil
 }
-
-var _ = rand.Intn

@@ -427,18 +427,16 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	}
 	creds := c.credentials(dest)
 	var last *hostError
-	tried := 0
 	for _, h := range hosts {
 		ips, err := c.res.addrs(ctx, h.Name)
 		if err != nil {
 			var de *dnsError
-			if implicit && errors.As(err, &de) && de.Permanent && dest.route == nil {
+			if implicit && errors.As(err, &de) && de.Permanent {
 				return fill(rcpts, 0, "5.1.2", fmt.Sprintf("domain %s not found: no MX and no address", domain), false), nil
 			}
-			last = &hostError{Status: "4.4.3", Msg: err.Error()}
-			if errors.As(err, &de) {
-				last.Status = "4.4.3"
-			}
+			// An MX host without an address is the domain's
+			// misconfiguration, maybe passing: try the others, retry later.
+			last = &hostError{Status: "4.4.3", Msg: fmt.Sprintf("MX host %s: %v", h.Name, err)}
 			continue
 		}
 		port := c.cfg.Port
@@ -449,7 +447,6 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 			if ctx.Err() != nil {
 				return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, ctx.Err()), true), nil
 			}
-			tried++
 			cn, err := c.dial(ctx, h.Name, ip, port, dest.policy, creds, false)
 			var he *hostError
 			if err != nil && errors.As(err, &he) && he.tlsFailed && dest.policy == TLSMay {
@@ -502,12 +499,7 @@ func (c *Client) hosts(ctx context.Context, domain string, dest destination) ([]
 	seed := c.rnd.Int63()
 	c.mu.Unlock()
 	r := rand.New(rand.NewSource(seed))
-	hs, err := c.res.mx(ctx, domain, r.Intn)
-	if err != nil {
-		return nil, false, err
-	}
-	implicit := len(hs) == 1 && hs[0].Pref == 0 && strings.EqualFold(hs[0].Name, domain)
-	return hs, implicit, nil
+	return c.res.mx(ctx, domain, r.Intn)
 }
 
 func (c *Client) credentials(dest destination) *Credentials {
@@ -621,9 +613,11 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 		}
 		return res, true
 	}
+	// Every write of the data, the buffered rest and the final dot
+	// included, gets the data block timeout.
 	cn.dc.block.Store(int64(c.cfg.Timeouts.DataBlock))
+	defer cn.dc.block.Store(0)
 	_, err = io.Copy(w, rc)
-	cn.dc.block.Store(0)
 	if err != nil {
 		e := replyError(cn.host, cn.ip, "end of data", err)
 		setAccepted(0, tempStatus(e.Status), fmt.Sprintf("%s while sending the message", e.Msg), true)

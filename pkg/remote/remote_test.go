@@ -252,7 +252,7 @@ func TestDNSFailures(t *testing.T) {
 	f := newFixture(t)
 	f.dns.add(t, "null.test. MX 0 .", "noaddr.test. TXT hello")
 	f.dns.setServfail("broken.test")
-	f.dns.add(t, "mxbroken.test. MX 10 mx.broken.test.")
+	f.dns.add(t, "mxbroken.test. MX 10 mx.broken.test.", "mxgone.test. MX 10 gone.test.", "self.test. MX 0 self.test.", "self.test. TXT x")
 	f.dns.setServfail("mx.broken.test")
 	c := f.client()
 	for _, tc := range []struct {
@@ -266,6 +266,10 @@ func TestDNSFailures(t *testing.T) {
 		{"noaddr.test", false, "5.1.2", "no MX and no address"},
 		{"broken.test", true, "4.4.3", "SERVFAIL"},
 		{"mxbroken.test", true, "4.4.3", "SERVFAIL"},
+		// An MX host that does not resolve is the domain's (maybe
+		// passing) fault: retry, unlike a domain without MX and address.
+		{"mxgone.test", true, "4.4.3", "MX host gone.test"},
+		{"self.test", true, "4.4.3", "MX host self.test"},
 	} {
 		res := deliver(t, c, tc.domain, "x@"+tc.domain)
 		wantFailed(t, res, tc.temp, tc.status)
