@@ -112,7 +112,7 @@ type b64Decoder struct {
 	nq   int
 	bad  int64
 	out  []byte // allocated on first use
-	done bool // padding seen: the rest is ignored, as munpack does
+	done bool   // padding seen: the rest is ignored, as munpack does
 	tail int64
 }
 
