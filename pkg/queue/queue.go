@@ -60,7 +60,6 @@ type Runner struct {
 
 	// deliverLocal is delivery.DeliverContext, replaceable in tests.
 	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
-	lastClean    time.Time
 }
 
 // Defaults of the schedule (DESIGN.md § The spool).
@@ -119,6 +118,7 @@ type Stats struct {
 	Deferred  int
 	Bounced   int
 	Notices   int       // DSNs queued
+	Locked    int       // messages skipped: another process held them
 	Next      time.Time // when the earliest remaining message is due (zero: none)
 }
 
@@ -135,14 +135,34 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 		}
 	}
 	now := r.now()
-	if age := orDefault(r.GarbageAge, DefaultGarbageAge); now.Sub(r.lastClean) > age/8 {
-		r.lastClean = now
+	sch := r.readSchedule()
+	if age := orDefault(r.GarbageAge, DefaultGarbageAge); now.Sub(time.Unix(0, sch.cleaned)) > age/8 {
+		sch.cleaned = now.UnixNano()
 		if n, err := r.Spool.Clean(age); err != nil {
 			r.log().Warn("cleaning the spool", "err", err)
 		} else if n > 0 {
 			r.log().Info("removed crash leftovers", "files", n)
 		}
 	}
+	m0, wall0 := r.envMtime(), time.Now()
+	if !flush && sch.valid && m0 != 0 && sch.envMtime == m0 && (sch.next == 0 || now.UnixNano() < sch.next) {
+		// Nothing changed since a pass that found nothing due.
+		if sch.next != 0 {
+			st.Next = time.Unix(0, sch.next)
+		}
+		r.writeSchedule(sch)
+		return st, nil
+	}
+	defer func() {
+		sch.valid = false
+		if m1 := r.envMtime(); m1 == m0 && m0 != 0 && st.Locked == 0 && time.Unix(0, m0).Before(wall0.Add(-scheduleSlack)) {
+			sch.valid, sch.envMtime, sch.next = true, m0, 0
+			if !st.Next.IsZero() {
+				sch.next = st.Next.UnixNano()
+			}
+		}
+		r.writeSchedule(sch)
+	}()
 	ents, err := r.Spool.Scan()
 	if err != nil {
 		return st, err
@@ -186,6 +206,7 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 	l, err := r.Spool.Lock(id)
 	if err != nil {
 		if errors.Is(err, spool.ErrLocked) {
+			st.Locked++
 			log.Debug("locked by another runner, skipped")
 		} else if !errors.Is(err, spool.ErrNotFound) {
 			log.Error("cannot lock", "err", err)

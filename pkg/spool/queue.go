@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Entry is a queued message as seen by Scan: its id and the time it is
@@ -21,7 +24,8 @@ type Entry struct {
 }
 
 // Scan returns every committed message with its due time, in id order
-// (which is arrival order). It costs one stat per message.
+// (which is arrival order). It costs one readdir and one fstatat per
+// message, spread over a few goroutines.
 func (s *Spool) Scan() ([]Entry, error) {
 	dir := filepath.Join(s.Dir, envDir)
 	d, err := os.Open(dir)
@@ -29,28 +33,40 @@ func (s *Spool) Scan() ([]Entry, error) {
 		return nil, fmt.Errorf("spool: scan: %w", err)
 	}
 	defer d.Close()
-	var out []Entry
-	for {
-		ents, err := d.ReadDir(4096)
-		for _, de := range ents {
-			if !ValidID(de.Name()) {
-				continue
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("spool: scan: %w", err)
+	}
+	sort.Strings(names)
+	out := make([]Entry, len(names))
+	dfd := int(d.Fd())
+	const workers = 4
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var st unix.Stat_t
+			for i := w; i < len(names); i += workers {
+				if !ValidID(names[i]) {
+					continue
+				}
+				if unix.Fstatat(dfd, names[i], &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+					continue // removed meanwhile
+				}
+				out[i] = Entry{ID: names[i], Due: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
 			}
-			fi, err := de.Info()
-			if err != nil {
-				continue // removed meanwhile
-			}
-			out = append(out, Entry{ID: de.Name(), Due: fi.ModTime()})
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("spool: scan: %w", err)
+		}(w)
+	}
+	wg.Wait()
+	j := 0
+	for _, e := range out {
+		if e.ID != "" {
+			out[j] = e
+			j++
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return out[:j], nil
 }
 
 // Load reads the envelope of message id.
@@ -80,14 +96,27 @@ func (s *Spool) List() ([]*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
+	envs := make([]*Envelope, len(ents))
+	errs := make([]error, len(ents))
+	const workers = 4
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(ents); i += workers {
+				envs[i], errs[i] = s.Load(ents[i].ID)
+			}
+		}(w)
+	}
+	wg.Wait()
 	out := make([]*Envelope, 0, len(ents))
-	for _, e := range ents {
-		env, err := s.Load(e.ID)
-		if errors.Is(err, ErrNotFound) {
+	for i, env := range envs {
+		if errors.Is(errs[i], ErrNotFound) {
 			continue
 		}
-		if err != nil {
-			return out, err
+		if errs[i] != nil {
+			return out, errs[i]
 		}
 		out = append(out, env)
 	}
@@ -136,6 +165,13 @@ type Locked struct {
 func (s *Spool) Lock(id string) (*Locked, error) {
 	f, err := s.OpenData(id)
 	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// An envelope without data is a crash leftover (see remove):
+			// take it away now rather than at the next Clean.
+			if os.Remove(s.path(envDir, id)) == nil {
+				syncDir(filepath.Join(s.Dir, envDir))
+			}
+		}
 		return nil, fmt.Errorf("spool: lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
