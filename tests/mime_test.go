@@ -371,3 +371,37 @@ func TestMimeUUCommands(t *testing.T) {
 		}
 	}
 }
+
+// The man page's pipeline, through a real shell pipe, with the From taken
+// from the [mime-pack] table of the config file.
+func TestMimePipelineAndConfig(t *testing.T) {
+	e := newEnv(t, "[mime-pack]", `from = "Robot <robot@example.test>"`)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "note.txt"), []byte("the report\n"), 0o600)
+	report := make([]byte, 200000)
+	rand.New(rand.NewSource(3)).Read(report)
+	os.WriteFile(filepath.Join(src, "report.pdf"), append([]byte("%PDF-1.5\n"), report...), 0o600)
+	out := filepath.Join(src, "out")
+	os.Mkdir(out, 0o700)
+	mp := bin(t, "mime-pack")
+	c := exec.Command("sh", "-c", `"$0" -t x@example.net -s report -a report.pdf < note.txt | tee msg.eml | "$0" unpack -d out`, mp)
+	c.Dir = src
+	c.Env = append(os.Environ(), "LETTERBOX_CONFIG="+e.Config)
+	stdout, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if strings.TrimSpace(string(stdout)) != "out/report.pdf" {
+		t.Errorf("unpack printed %q", stdout)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "report.pdf")); !bytes.Equal(b, append([]byte("%PDF-1.5\n"), report...)) {
+		t.Error("report.pdf differs")
+	}
+	msg, _ := os.ReadFile(filepath.Join(src, "msg.eml"))
+	for _, want := range []string{"From: \"Robot\" <robot@example.test>\n", "To: <x@example.net>\n", "Subject: report\n",
+		"Content-Type: application/pdf;\n\tname=report.pdf\n", "@mx.example.test>\n"} {
+		if !bytes.Contains(msg, []byte(want)) {
+			t.Errorf("message lacks %q:\n%.600s", want, msg)
+		}
+	}
+}
