@@ -86,8 +86,10 @@ func pack(c *cli.Context) error {
 				return sysexits.New(sysexits.Usage, errors.New("-a -: stdin is an attachment only when -b gives the body, and only once"))
 			}
 			stdinUsed = true
-		} else if _, err := os.Stat(at.Path); err != nil {
+		} else if fi, err := os.Stat(at.Path); err != nil {
 			return sysexits.New(sysexits.NoInput, fmt.Errorf("attach: %w", err))
+		} else if fi.IsDir() {
+			return sysexits.New(sysexits.NoInput, fmt.Errorf("attach: %s is a directory", at.Path))
 		}
 		o.Attachments = append(o.Attachments, at)
 	}
