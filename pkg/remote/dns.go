@@ -118,9 +118,6 @@ func (r *resolver) addrs(ctx context.Context, host string) ([]netip.Addr, error)
 	if ip, err := netip.ParseAddr(h); err == nil {
 		return []netip.Addr{ip}, nil
 	}
-	if strings.EqualFold(strings.TrimSuffix(h, "."), "localhost") {
-		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-	}
 	var out []netip.Addr
 	var firstErr error
 	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {

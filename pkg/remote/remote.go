@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -429,6 +430,15 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	var last *hostError
 	for _, h := range hosts {
 		ips, err := c.res.addrs(ctx, h.Name)
+		if err != nil && dest.route != nil {
+			// A configured relay may be a name only /etc/hosts knows.
+			if sys, serr := net.DefaultResolver.LookupNetIP(ctx, "ip", h.Name); serr == nil && len(sys) > 0 {
+				ips, err = sys, nil
+				for i, ip := range ips {
+					ips[i] = ip.Unmap()
+				}
+			}
+		}
 		if err != nil {
 			var de *dnsError
 			if implicit && errors.As(err, &de) && de.Permanent {

@@ -32,7 +32,7 @@ type fixture struct {
 	port int
 }
 
-var ips = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"}
+var ips = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"}
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -635,6 +635,13 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	wantDelivered(t, deliver(t, f.client(func(c *Config) { c.Routes = []Route{r, r2}; c.Auth = creds }), "special.test", "b@special.test"))
 	if len(direct.messages()) != 1 {
 		t.Fatal("domain route not used")
+	}
+	// A route host that only the system resolver knows (/etc/hosts).
+	r3, _ := ParseRoute(fmt.Sprintf("hosts.test=localhost:%d", f.port))
+	local := newSink(t, "127.0.0.1", f.port)
+	wantDelivered(t, deliver(t, f.client(func(c *Config) { c.Routes = []Route{r3} }), "hosts.test", "b@hosts.test"))
+	if len(local.messages()) != 1 {
+		t.Fatal("route by /etc/hosts name not used")
 	}
 }
 
