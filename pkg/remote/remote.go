@@ -412,7 +412,11 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	defer release()
 
 	// A cached session first; one that died while idle is no failure.
+	// RSET both probes it and clears what an aborted transaction left.
 	for cn := c.getIdle(dest.key); cn != nil; cn = c.getIdle(dest.key) {
+		if !c.reset(ctx, cn) {
+			continue
+		}
 		if res, ok := c.transact(ctx, cn, m); ok {
 			return res, nil
 		}
@@ -525,6 +529,17 @@ func (c *Client) credentials(dest destination) *Credentials {
 	return nil
 }
 
+// reset sends RSET on a cached session; false (and closed) when it is gone.
+func (c *Client) reset(ctx context.Context, cn *conn) bool {
+	stop := context.AfterFunc(ctx, func() { cn.dc.Conn.Close() })
+	defer stop()
+	if err := cn.c.Reset(); err != nil {
+		cn.close()
+		return false
+	}
+	return true
+}
+
 // transact runs one mail transaction on cn. ok is false when the session
 // died before MAIL was answered (results not filled; the caller tries a fresh
 // session). cn is cached again or closed.
@@ -560,7 +575,7 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 			return nil, false
 		}
 		e := replyError(cn.host, cn.ip, "MAIL FROM", err)
-		healthy = cn.c.Reset() == nil
+		healthy = true // RSET before the next use
 		return all(e.Code, e.Status, e.Msg, e.Code/100 != 5), true
 	}
 	res = make([]Result, len(m.rcpts))
@@ -594,7 +609,7 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 		}
 	}
 	if len(accepted) == 0 {
-		healthy = cn.c.Reset() == nil
+		healthy = true // RSET before the next use
 		return res, true
 	}
 	setAccepted := func(code int, status, msg string, temp bool) {
@@ -604,7 +619,7 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 	}
 	rc, err := m.open()
 	if err != nil {
-		healthy = cn.c.Reset() == nil
+		healthy = true // RSET before the next use
 		setAccepted(0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true)
 		return res, true
 	}
@@ -616,7 +631,7 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 		e := replyError(cn.host, cn.ip, "DATA", err)
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code != 421 {
-			healthy = cn.c.Reset() == nil
+			healthy = true // RSET before the next use
 			setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
 		} else {
 			setAccepted(e.Code, tempStatus(e.Status), e.Msg, true)

@@ -767,8 +767,11 @@ func TestDeliverArgumentErrors(t *testing.T) {
 
 // scriptedServer answers each line the client sends with the next reply
 // from replies (after the greeting); it records what it read.
-func scriptedServer(t *testing.T, addr string, greeting string, replies map[string]string) {
+func scriptedServer(t *testing.T, addr string, greeting string, replies map[string]string) (verbs func() []string) {
 	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	verbs = func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), seen...) }
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -807,6 +810,9 @@ func scriptedServer(t *testing.T, addr string, greeting string, replies map[stri
 							continue
 						}
 						verb := strings.ToUpper(strings.Fields(line + " x")[0])
+						mu.Lock()
+						seen = append(seen, verb)
+						mu.Unlock()
 						if r, ok := replies[verb]; ok {
 							io.WriteString(c, r)
 						} else {
@@ -823,6 +829,7 @@ func scriptedServer(t *testing.T, addr string, greeting string, replies map[stri
 			}()
 		}
 	}()
+	return verbs
 }
 
 // An EHLO reply with an empty line (seen from smtp-sink) once crashed the
@@ -835,4 +842,23 @@ func TestOddEHLOReply(t *testing.T) {
 		"DATA": "354 go\r\n",
 	})
 	wantDelivered(t, deliver(t, f.client(), "example.test", "b@example.test"))
+}
+
+func TestReusedSessionGetsRSET(t *testing.T) {
+	f := newFixture(t)
+	f.dns.add(t, "example.test. MX 10 mx1.example.test.", "mx1.example.test. A 127.0.0.2")
+	verbs := scriptedServer(t, fmt.Sprintf("127.0.0.2:%d", f.port), "220 s ESMTP\r\n", map[string]string{
+		"EHLO": "250-s.test\r\n250 PIPELINING\r\n",
+		"DATA": "354 go\r\n",
+		"QUIT": "221 bye\r\n",
+	})
+	c := f.client()
+	wantDelivered(t, deliver(t, c, "example.test", "a@example.test"))
+	wantDelivered(t, deliver(t, c, "example.test", "b@example.test"))
+	c.Close()
+	got := strings.Join(verbs(), " ")
+	want := "EHLO EHLO MAIL RCPT DATA RSET EHLO MAIL RCPT DATA QUIT"
+	if got != want {
+		t.Fatalf("dialog %q, want %q", got, want)
+	}
 }
