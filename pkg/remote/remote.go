@@ -432,6 +432,7 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	}
 	creds := c.credentials(dest)
 	var last *hostError
+	attempts := 0
 	for _, h := range hosts {
 		ips, err := c.res.addrs(ctx, h.Name)
 		if err != nil && dest.route != nil {
@@ -450,7 +451,11 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 			}
 			// An MX host without an address is the domain's
 			// misconfiguration, maybe passing: try the others, retry later.
-			last = &hostError{Status: "4.4.3", Msg: fmt.Sprintf("MX host %s: %v", h.Name, err)}
+			what := "MX host"
+			if dest.route != nil {
+				what = "relay host"
+			}
+			last = &hostError{Status: "4.4.3", Msg: fmt.Sprintf("%s %s: %v", what, h.Name, err)}
 			continue
 		}
 		port := c.cfg.Port
@@ -458,6 +463,10 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 			port = dest.route.Port
 		}
 		for _, ip := range ips {
+			if attempts >= maxAttempts {
+				break
+			}
+			attempts++
 			if ctx.Err() != nil {
 				return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, ctx.Err()), true), nil
 			}
@@ -498,6 +507,11 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	}
 	return fill(rcpts, code, status, last.Msg, true), nil
 }
+
+// maxAttempts bounds the addresses tried per delivery (Postfix's
+// smtp_mx_address_limit), so that a domain with many dead MX hosts cannot
+// hold its connection slots for many connect timeouts.
+const maxAttempts = 5
 
 // hosts returns the hosts to try for domain, and whether they are the
 // implicit MX (the domain itself).

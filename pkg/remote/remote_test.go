@@ -862,3 +862,19 @@ func TestReusedSessionGetsRSET(t *testing.T) {
 		t.Fatalf("dialog %q, want %q", got, want)
 	}
 }
+
+func TestAddressAttemptsBounded(t *testing.T) {
+	f := newFixture(t)
+	var zone []string
+	for i := 0; i < 8; i++ {
+		zone = append(zone, fmt.Sprintf("many.test. MX %d mx%d.many.test.", 10+i, i), fmt.Sprintf("mx%d.many.test. A 127.0.0.%d", i, 2+i%5))
+	}
+	zone = append(zone, "mx7.many.test. A 127.0.0.1")
+	f.dns.add(t, zone...)
+	k := f.sink("127.0.0.1") // only the 8th MX, past the limit of 5 addresses, listens
+	res := deliver(t, f.client(), "many.test", "b@many.test")
+	wantFailed(t, res, true, "4.4.1")
+	if len(k.messages()) != 0 {
+		t.Fatal("tried more than 5 addresses")
+	}
+}
