@@ -187,6 +187,11 @@ open(sys.argv[1], "wb").write(m.as_bytes(policy=policy.SMTP))
 		p = strings.ReplaceAll(p, "\x00", " ")
 		got[filepath.Base(p)], _ = os.ReadFile(p)
 	}
+	// the attached message is saved whole too (its boundary is random)
+	if eml := got["part-1.5.eml"]; !bytes.HasPrefix(eml, []byte("Subject: inner\r\n")) || !bytes.Contains(eml, []byte("inner text")) {
+		t.Errorf("attached message part-1.5.eml: %q", eml)
+	}
+	delete(got, "part-1.5.eml")
 	if mimeSums(got) != mimeSums(want) {
 		t.Errorf("unpacked:\n%s\nwant:\n%s\n(stdout %q)", mimeSums(got), mimeSums(want), stdout)
 	}
