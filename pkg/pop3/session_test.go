@@ -527,9 +527,16 @@ func TestShutdown(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	drop := &fakeDrop{msgs: testMsgs}
-	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}, IdleTimeout: 100 * time.Millisecond})
-	c := login(t, addr)
-	c.expect("DELE 1", "+OK")
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}, IdleTimeout: 300 * time.Millisecond})
+	c := connect(t, addr)
+	// One write, so a slow machine can't make the timeout fire between
+	// commands.
+	io.WriteString(c.conn, "USER alice@example.test\r\nPASS secret pw\r\nDELE 1\r\n")
+	for i := 0; i < 3; i++ {
+		if l := c.line(); !strings.HasPrefix(l, "+OK") {
+			t.Fatalf("got %q", l)
+		}
+	}
 	if l := c.line(); !strings.Contains(l, "idle") {
 		t.Fatalf("got %q", l)
 	}
