@@ -942,6 +942,13 @@ func TestPOP3DropPrivileges(t *testing.T) {
 	must(t, c.Start())
 	defer func() { c.Process.Kill(); c.Wait() }()
 	waitListening(t, addr)
+	d := pop3Login(t, addr, "alice@example.test", "alice pw")
+	d.send("STAT")
+	pop3Expect(d, "+OK 1 ")
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	// Serving means the drop is done (it comes after binding, which is all
+	// waitListening sees).
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Process.Pid))
 	must(t, err)
 	for _, l := range strings.Split(string(status), "\n") {
@@ -949,11 +956,6 @@ func TestPOP3DropPrivileges(t *testing.T) {
 			t.Fatalf("still root after --user: %s", l)
 		}
 	}
-	d := pop3Login(t, addr, "alice@example.test", "alice pw")
-	d.send("STAT")
-	pop3Expect(d, "+OK 1 ")
-	d.send("QUIT")
-	pop3Expect(d, "+OK")
 	// The maildrop lock file was created by nobody.
 	fi, err := os.Stat(filepath.Join(md, "letterbox-pop3.lock"))
 	must(t, err)
