@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/urfave/cli/v2"
 )
@@ -624,6 +625,17 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	}
 	if k.connections() != 1 {
 		t.Errorf("smarthost: %d connections for 2 domains, want 1", k.connections())
+	}
+	// AUTH LOGIN when the relay offers no PLAIN.
+	login := f.sink("127.0.0.4", withAuth("relayuser", "s3cret"))
+	login.mechs = []string{sasl.Login}
+	rl, _ := ParseRoute(fmt.Sprintf("*=127.0.0.4:%d", f.port))
+	wantDelivered(t, deliver(t, f.client(func(c *Config) {
+		c.Routes = []Route{rl}
+		c.Auth = map[string]Credentials{"127.0.0.4": {"relayuser", "s3cret"}}
+	}), "anywhere.test", "b@anywhere.test"))
+	if m := login.messages(); len(m) != 1 || m[0].User != "relayuser" {
+		t.Fatalf("LOGIN sink got %+v", m)
 	}
 	// A wrong password keeps the mail queued.
 	bad := map[string]Credentials{fmt.Sprintf("127.0.0.3:%d", f.port): {"relayuser", "wrong"}}

@@ -116,6 +116,7 @@ type sink struct {
 	block  chan struct{} // if set, Data waits for it to be closed
 	inData chan struct{} // if set, gets a value when Data starts
 	creds  map[string]string
+	mechs  []string // AUTH mechanisms offered (default PLAIN)
 }
 
 type sinkOpt func(*smtp.Server, *sink)
@@ -196,10 +197,47 @@ func (s *sinkSession) AuthMechanisms() []string {
 	if s.k.creds == nil {
 		return nil
 	}
+	if s.k.mechs != nil {
+		return s.k.mechs
+	}
 	return []string{sasl.Plain}
 }
 
+// loginServer is the server side of AUTH LOGIN, which go-sasl lacks.
+type loginServer struct {
+	step  int
+	user  string
+	check func(user, pass string) error
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	l.step++
+	switch l.step {
+	case 1:
+		if len(resp) > 0 { // initial response: the username
+			l.user = string(resp)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 2:
+		l.user = string(resp)
+		return []byte("Password:"), false, nil
+	default:
+		return nil, true, l.check(l.user, string(resp))
+	}
+}
+
 func (s *sinkSession) Auth(mech string) (sasl.Server, error) {
+	if mech == sasl.Login {
+		return &loginServer{check: func(user, pass string) error {
+			if s.k.creds[user] != pass || pass == "" {
+				return smtp.ErrAuthFailed
+			}
+			s.user = user
+			return nil
+		}}, nil
+	}
 	return sasl.NewPlainServer(func(identity, user, pass string) error {
 		if s.k.creds[user] != pass || pass == "" {
 			return smtp.ErrAuthFailed
