@@ -161,3 +161,22 @@ func TestPreauthLimit(t *testing.T) {
 		t.Fatalf("not closed: %v", err)
 	}
 }
+
+// The last message of an mbox without a final line feed: the size listed is
+// still what RETR sends.
+func TestMboxNoFinalNewline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mbox")
+	for _, tail := range []string{"no newline", "trailing CR\r", "ok\n"} {
+		writeFile(t, path, "From a@example.org Mon Nov 23 10:00:00 2026\nSubject: x\n\nfirst\n\nFrom a@example.org Mon Nov 23 10:00:00 2026\nSubject: y\n\n"+tail)
+		d, err := OpenMbox(path, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range d.Messages() {
+			if n, _ := CRLFSize(strings.NewReader(readAll(t, d, i))); n != m.Size {
+				t.Errorf("%q: message %d listed %d, sends %d", tail, i+1, m.Size, n)
+			}
+		}
+		d.Close()
+	}
+}

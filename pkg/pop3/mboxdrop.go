@@ -87,6 +87,19 @@ func OpenMbox(path string, timeout time.Duration) (Maildrop, error) {
 		}
 		d.info[i] = MessageInfo{UID: uid, Size: m.Size + m.Lines}
 	}
+	// A file that doesn't end in a line feed leaves its last message's last
+	// line unterminated: Lines doesn't count it, and RETR adds its CRLF.
+	if n := len(msgs); n > 0 {
+		var last [1]byte
+		if fi, err := lock.File().Stat(); err == nil && fi.Size() > 0 {
+			if _, err := lock.File().ReadAt(last[:], fi.Size()-1); err == nil && last[0] != '\n' {
+				d.info[n-1].Size += 2
+				if last[0] == '\r' {
+					d.info[n-1].Size-- // a trailing CR becomes CRLF
+				}
+			}
+		}
+	}
 	d.stop, d.done = make(chan struct{}), make(chan struct{})
 	go d.keepFresh()
 	return d, nil
