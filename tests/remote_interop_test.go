@@ -44,6 +44,7 @@ func startRemotePostfix(t *testing.T, port int) *remotePostfix {
 	must(t, err)
 	dir, err := os.MkdirTemp("", "letterbox-remote-postfix-")
 	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) }) // also when Postfix never starts
 	must(t, os.Chmod(dir, 0o755))
 	pf := &remotePostfix{Dir: dir, Vmail: filepath.Join(dir, "vmail")}
 	for _, d := range []string{"etc", "queue", "data", "vmail/remote.test"} {
@@ -108,7 +109,6 @@ maillog_file = %[1]s/postfix.log
 	must(t, os.WriteFile(filepath.Join(dir, "etc/master.cf"), []byte(m), 0o644))
 	run("postconf", "-c", filepath.Join(dir, "etc"), "-F", "*/*/chroot = n")
 	exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "check").Run()
-	run("postfix", "-c", filepath.Join(dir, "etc"), "start")
 	t.Cleanup(func() {
 		exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "stop").Run()
 		if t.Failed() {
@@ -121,6 +121,7 @@ maillog_file = %[1]s/postfix.log
 		})
 		os.RemoveAll(dir)
 	})
+	run("postfix", "-c", filepath.Join(dir, "etc"), "start")
 	waitListening(t, fmt.Sprintf("127.0.0.2:%d", port))
 	return pf
 }
