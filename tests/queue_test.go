@@ -422,3 +422,42 @@ func TestQueueDropAsNobody(t *testing.T) {
 		t.Fatalf("drop not removed: %v", drops)
 	}
 }
+
+// TestQueueRemoteViaSmtpd: remote recipients go through the remote hook
+// (pkg/remote) to another letterbox's smtpd on loopback (--route): one is
+// accepted and lands in the other host's spool, one is refused with 550
+// and comes back to the sender as a DSN quoting the remote reply.
+func TestQueueRemoteViaSmtpd(t *testing.T) {
+	far := newEnv(t)
+	conf, _ := os.ReadFile(far.Config)
+	must(t, os.WriteFile(far.Config, []byte(strings.Replace(string(conf), `domains = ["example.test"]`, `domains = ["remote.test"]`, 1)), 0o600))
+	far.addUser("carol@remote.test", "pw")
+	srv := far.start("smtpd", "")
+
+	e := newEnv(t, fmt.Sprintf(`route = ["remote.test=%s"]`, srv.Addr))
+	e.addUser("alice@example.test", "pw")
+	qSubmit(t, e, "alice@example.test", []string{"carol@remote.test", "nobody@remote.test"}, qMsg(5))
+	_, errs, code := e.run("", "queue-runner")
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	if !qSpoolEmpty(t, e) {
+		t.Fatalf("spool not empty:\n%s", errs)
+	}
+	// The accepted one is in the far spool; its pass delivers it.
+	qRun(t, far)
+	got := maildirFiles(t, filepath.Join(far.MailRoot, "remote.test", "carol"), "new")
+	if len(got) != 1 {
+		t.Fatalf("carol's maildir: %v", got)
+	}
+	// The refused one bounced, quoting the remote reply.
+	dsns := maildirFiles(t, qMailbox(e, "alice"), "new")
+	if len(dsns) != 1 {
+		t.Fatalf("alice's maildir: %v\n%s", dsns, errs)
+	}
+	b, _ := os.ReadFile(dsns[0])
+	if !strings.Contains(string(b), "Final-Recipient: rfc822; nobody@remote.test") || !strings.Contains(string(b), "Diagnostic-Code: smtp; 550") ||
+		strings.Contains(string(b), "Final-Recipient: rfc822; carol@") {
+		t.Fatalf("dsn:\n%s", b)
+	}
+}
