@@ -323,18 +323,30 @@ func TestQueueCrash(t *testing.T) {
 		qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(i))
 	}
 	rng := rand.New(rand.NewSource(1))
+	box := qMailbox(e, "bob")
 	kills := 0
-	for round := 0; round < 100 && !qSpoolEmpty(t, e); round++ {
+	for round := 0; round < 2*n && !qSpoolEmpty(t, e); round++ {
+		// Kill once the runner has delivered a few more messages: it
+		// is then in the middle of its work, whatever the machine's speed.
+		target := qCount(t, box) + 1 + rng.Intn(4)
 		c := e.cmd("queue-runner", "--log-level", "error")
 		must(t, c.Start())
 		done := make(chan struct{})
 		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Duration(15+rng.Intn(60)) * time.Millisecond):
-			c.Process.Signal(syscall.SIGKILL)
-			<-done
-			kills++
+	watch:
+		for {
+			select {
+			case <-done:
+				break watch
+			default:
+			}
+			if qCount(t, box) >= target {
+				c.Process.Signal(syscall.SIGKILL)
+				<-done
+				kills++
+				break
+			}
+			time.Sleep(200 * time.Microsecond)
 		}
 	}
 	qRun(t, e) // a last pass nobody kills
@@ -346,7 +358,6 @@ func TestQueueCrash(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(e.Spool, "data")); len(ents) != 0 {
 		t.Fatalf("%d data files left", len(ents))
 	}
-	box := qMailbox(e, "bob")
 	seen := map[int]int{}
 	for _, f := range append(maildirFiles(t, box, "new"), maildirFiles(t, box, "cur")...) {
 		b, _ := os.ReadFile(f)
@@ -367,11 +378,14 @@ func TestQueueCrash(t *testing.T) {
 		dups += seen[i] - 1
 	}
 	t.Logf("%d kills, %d duplicates", kills, dups)
-	if dups > kills {
-		t.Fatalf("%d duplicates for %d kills: at most one per kill", dups, kills)
+	// A kill between a delivery and the envelope update repeats that
+	// delivery; a pass works up to queue.DefaultWorkers (4) messages at
+	// once, so a kill can repeat at most that many.
+	if dups > 4*kills {
+		t.Fatalf("%d duplicates for %d kills: at most 4 per kill", dups, kills)
 	}
-	if kills == 0 {
-		t.Fatal("no kill happened: the test proved nothing")
+	if kills < 10 {
+		t.Fatalf("only %d kills: the test proved little", kills)
 	}
 }
 

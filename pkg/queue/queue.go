@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"letterbox/pkg/delivery"
@@ -54,6 +55,7 @@ type Runner struct {
 	GarbageAge       time.Duration // Clean's age for crash leftovers
 	Interval         time.Duration // the daemon's longest sleep
 	MDATimeout       time.Duration // how long one local delivery may take
+	Workers          int           // messages worked at once in a pass
 
 	Now func() time.Time // the clock (tests move it)
 	Log *slog.Logger
@@ -70,6 +72,7 @@ const (
 	DefaultBounceAfter      = 120 * time.Hour
 	DefaultGarbageAge       = 36 * time.Hour
 	DefaultInterval         = 5 * time.Minute
+	DefaultWorkers          = 4
 )
 
 // ErrRemoteUnavailable is the temporary error of remote recipients when
@@ -175,19 +178,62 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 			st.Next = e.Due
 		}
 	}
-	for len(work) > 0 {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-		id := work[0]
-		work = work[1:]
-		notices, next := r.process(ctx, id, flush, &st)
-		work = append(work, notices...)
-		if !next.IsZero() && (st.Next.IsZero() || next.Before(st.Next)) {
-			st.Next = next
-		}
+	err = r.workAll(ctx, work, flush, &st)
+	return st, err
+}
+
+// workAll works the messages ids with Workers goroutines (each message
+// under its own lock), then the notifications that produced, and so on.
+func (r *Runner) workAll(ctx context.Context, ids []string, flush bool, st *Stats) error {
+	workers := r.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
 	}
-	return st, nil
+	var mu sync.Mutex
+	for len(ids) > 0 {
+		var next []string
+		ch := make(chan string)
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for id := range ch {
+					var one Stats
+					notices, due := r.process(ctx, id, flush, &one)
+					mu.Lock()
+					st.add(one)
+					next = append(next, notices...)
+					if !due.IsZero() && (st.Next.IsZero() || due.Before(st.Next)) {
+						st.Next = due
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				break
+			}
+			ch <- id
+		}
+		close(ch)
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ids = next
+	}
+	return nil
+}
+
+func (st *Stats) add(o Stats) {
+	st.Messages += o.Messages
+	st.Delivered += o.Delivered
+	st.Deferred += o.Deferred
+	st.Bounced += o.Bounced
+	st.Notices += o.Notices
+	st.Locked += o.Locked
 }
 
 // outcome of one recipient in one attempt.
