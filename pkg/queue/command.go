@@ -171,10 +171,7 @@ func deliverers(c *cli.Context, r *Runner, cm *config.Common) (func(), error) {
 	r.Router = rt
 	cl, err := remote.FromContext(root, cm)
 	if err != nil {
-		// Until remote delivery is configured or built, remote recipients
-		// stay queued with a temporary error.
-		cm.Log.Debug("remote delivery not available", "err", err)
-		return func() {}, nil
+		return nil, sysexits.New(sysexits.Config, err)
 	}
 	r.Remote = cl
 	return func() { cl.Close() }, nil
