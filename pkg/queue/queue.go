@@ -243,6 +243,13 @@ type outcome struct {
 	status    string
 	diag      string
 	remote    bool
+
+	// Across a recipient's destinations (an alias may expand to several):
+	// how many were delivered, and whether the temporary failures were all
+	// remote addresses (retryRemote), which can then be retried on their own.
+	delivered   int
+	localTemp   bool
+	retryRemote []string
 }
 
 // process works one message under its lock. It returns the ids of the
@@ -283,6 +290,27 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 			rc.LastError = ""
 			st.Delivered++
 			log.Info("delivered", "rcpt", rc.Address)
+			continue
+		case o.temporary && now.Before(bounceAt) && o.delivered > 0 && !o.localTemp && len(o.retryRemote) > 0:
+			// Some of an alias's destinations got the message: retrying
+			// the recipient would deliver to them again, so only the
+			// remote addresses that failed are kept, as recipients of
+			// their own.
+			rc.State = spool.Delivered
+			orig := rc.Original
+			if orig == "" {
+				orig = rc.Address
+			}
+			next := now.Add(r.Backoff(rc.Attempts))
+			if next.After(bounceAt) {
+				next = bounceAt
+			}
+			for _, a := range o.retryRemote {
+				env.Recipients = append(env.Recipients, &spool.Recipient{Address: a, Original: orig, State: spool.Pending,
+					Attempts: rc.Attempts, NextAttempt: next, LastError: o.diag})
+			}
+			st.Deferred++
+			log.Info("deferred", "rcpt", rc.Address, "partly_delivered", o.delivered, "retry", strings.Join(o.retryRemote, ","), "err", o.diag)
 			continue
 		case o.temporary && now.Before(bounceAt):
 			rc.LastError = o.diag
@@ -406,7 +434,12 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 			} else {
 				log.Debug("local delivery", "rcpt", rc.Address, "dest", d.Kind.String(), "to", d.Address+d.Path+d.Command)
 			}
-			outs[i] = merge(outs[i], localOutcome(err))
+			o := localOutcome(err)
+			if o.done {
+				o.delivered = 1
+			}
+			o.localTemp = o.temporary
+			outs[i] = merge(outs[i], o)
 		}
 	}
 	for _, dom := range domains {
@@ -437,6 +470,12 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 				o = outcome{temporary: true, status: "4.4.0", diag: "no result from remote delivery"}
 			}
 			log.Debug("remote delivery", "rcpt", ref.addr, "domain", dom, "done", o.done, "diag", o.diag)
+			if o.done {
+				o.delivered = 1
+			}
+			if o.temporary {
+				o.retryRemote = []string{ref.addr}
+			}
 			outs[ref.i] = merge(outs[ref.i], o)
 		}
 	}
@@ -446,15 +485,21 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 // merge combines the outcomes of one recipient's destinations: a
 // temporary failure wins (the recipient is retried), then a permanent one.
 func merge(a, b outcome) outcome {
+	var m outcome
 	switch {
 	case a.temporary:
-		return a
+		m = a
 	case b.temporary:
-		return b
+		m = b
 	case !a.done:
-		return a
+		m = a
+	default:
+		m = b
 	}
-	return b
+	m.delivered = a.delivered + b.delivered
+	m.localTemp = a.localTemp || b.localTemp
+	m.retryRemote = append(append([]string(nil), a.retryRemote...), b.retryRemote...)
+	return m
 }
 
 func routeOutcome(err error) outcome {

@@ -37,6 +37,9 @@ func (fakeRouter) Resolve(addr string) ([]route.Destination, error) {
 		return nil, fmt.Errorf("route: %w: %s", route.ErrNoSuchUser, addr)
 	case "fwd":
 		return []route.Destination{{Kind: route.Remote, Address: "far@remote.test"}}, nil
+	case "both": // both: both, far2@remote.test
+		return []route.Destination{{Kind: route.Maildir, Path: "/mail/both", Address: addr},
+			{Kind: route.Remote, Address: "far2@remote.test"}}, nil
 	}
 	return []route.Destination{{Kind: route.Maildir, Path: "/mail/" + local, Address: local + "@" + domain}}, nil
 }
@@ -424,5 +427,39 @@ func TestScheduleHint(t *testing.T) {
 	c.add(time.Hour)
 	if st := pass(t, r); st.Delivered != 2 {
 		t.Fatalf("due time reached: %+v", st)
+	}
+}
+
+// TestPartialAlias: an alias with a local and a remote destination whose
+// remote part fails temporarily: the local copy is not delivered again on
+// retry, only the remote address is retried.
+func TestPartialAlias(t *testing.T) {
+	r, b, c, _ := newRunner(t)
+	fr := &fakeRemote{res: func(rcpt string) remote.Result {
+		return remote.Result{Rcpt: rcpt, Code: 451, Status: "4.3.0", Message: "451 4.3.0 later", Temporary: true}
+	}}
+	r.Remote = fr
+	id := submit(t, r, "alice@example.test", start, "both@example.test")
+	pass(t, r)
+	env, err := r.Spool.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env.Recipients) != 2 || env.Recipients[0].State != spool.Delivered || env.Recipients[1].Address != "far2@remote.test" ||
+		env.Recipients[1].State != spool.Pending || env.Recipients[1].Original != "both@example.test" {
+		t.Fatalf("envelope:\n%s", env.Format())
+	}
+	fr.res = func(rcpt string) remote.Result {
+		return remote.Result{Rcpt: rcpt, Code: 250, Status: "2.0.0", Message: "250 ok"}
+	}
+	c.add(time.Hour)
+	if st := pass(t, r); st.Delivered != 1 {
+		t.Fatalf("%+v", st)
+	}
+	if n := len(b.got["both@example.test"]); n != 1 {
+		t.Fatalf("local copy delivered %d times", n)
+	}
+	if len(fr.calls) != 2 {
+		t.Fatalf("remote calls %v", fr.calls)
 	}
 }
