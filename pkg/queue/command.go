@@ -247,7 +247,7 @@ func runList(c *cli.Context) error {
 	}
 	envs, err := r.Spool.List()
 	if err != nil {
-		return sysexits.New(sysexits.IOErr, err)
+		return notFound(err)
 	}
 	w := bufio.NewWriter(c.App.Writer)
 	defer w.Flush()
