@@ -220,8 +220,13 @@ func (s *Spool) path(sub, id string) string { return filepath.Join(s.Dir, sub, i
 // no id, so the sender still owns the message. Steps 1–2 run in the
 // callers' goroutines in parallel; only the directory fsyncs are shared.
 func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
-	id := NewID()
-	env.ID = id
+	// A caller may take its id from NewID beforehand, so that what it wrote
+	// into the message (smtpd's Received header) names the queue id.
+	id := env.ID
+	if !ValidID(id) {
+		id = NewID()
+		env.ID = id
+	}
 	tmpData := s.path(tmpDir, id+".data")
 	n, err := writeSync(tmpData, 0o600, data)
 	if err != nil {

@@ -442,3 +442,27 @@ func BenchmarkSubmit(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }
+
+func TestSubmitKeepsCallerID(t *testing.T) {
+	s := open(t)
+	want := NewID()
+	env := &Envelope{ID: want, From: "a@example.test", Recipients: []*Recipient{{Address: "b@example.test", State: Pending}}}
+	id, err := s.Submit(env, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != want || env.ID != want {
+		t.Fatalf("Submit chose %s (env %s), want the caller's %s", id, env.ID, want)
+	}
+	if _, err := s.Load(want); err != nil {
+		t.Fatal(err)
+	}
+	env2 := &Envelope{ID: "../evil", From: "", Recipients: []*Recipient{{Address: "b@example.test", State: Pending}}}
+	id2, err := s.Submit(env2, strings.NewReader("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2 == "../evil" || !ValidID(id2) {
+		t.Fatalf("an invalid caller id must be replaced, got %q", id2)
+	}
+}
