@@ -87,7 +87,7 @@ func Append(path, sender string, date time.Time, r io.Reader) error {
 	bw.WriteString(sep)
 	bw.WriteString(FromLine(sender, date))
 	bw.WriteByte('\n')
-	q := &xform{w: bw, delta: +1, endsNL: true}
+	q := &xform{w: bw, delta: +1, endsNL: true, crEOL: true}
 	if _, err := io.Copy(q, r); err != nil {
 		return fail(err)
 	}
@@ -143,7 +143,8 @@ type xform struct {
 	inHead    bool  // still within a possible ^>*From  prefix
 	gt        int64 // '>' seen in the prefix
 	match     int   // bytes of "From " matched after the run
-	pendingCR bool
+	pendingCR int64 // CRs held back: dropped when a LF follows (CRLF → LF)
+	crEOL     bool  // at the end, held-back CRs are a line end (the writer)
 	started   bool
 	endsNL    bool // the last byte out was '\n' (or nothing out yet)
 }
@@ -162,15 +163,25 @@ func (x *xform) emit(b []byte) {
 	}
 }
 
-var gts = bytes.Repeat([]byte{'>'}, 256)
+var (
+	gts = bytes.Repeat([]byte{'>'}, 256)
+	crs = bytes.Repeat([]byte{'\r'}, 256)
+)
 
-func (x *xform) emitGT(n int64) {
+func (x *xform) emitGT(n int64) { x.emitRun('>', n) }
+
+// emitRun writes n times c ('>' or '\r').
+func (x *xform) emitRun(c byte, n int64) {
+	run := gts
+	if c == '\r' {
+		run = crs
+	}
 	for n > 0 {
 		k := n
-		if k > int64(len(gts)) {
-			k = int64(len(gts))
+		if k > int64(len(run)) {
+			k = int64(len(run))
 		}
-		x.emit(gts[:k])
+		x.emit(run[:k])
 		n -= k
 	}
 }
@@ -206,10 +217,19 @@ func (x *xform) Write(p []byte) (int, error) {
 			x.emit([]byte(fromPrefix[:x.match]))
 			x.inHead = false
 		}
-		if x.pendingCR {
-			x.pendingCR = false
-			if p[0] != '\n' {
-				x.emit([]byte{'\r'})
+		if x.pendingCR > 0 {
+			// A run of CRs before a LF is one line end: dropping the
+			// whole run keeps what we write a fixed point of what we read.
+			switch p[0] {
+			case '\r':
+				x.pendingCR++
+				p = p[1:]
+				continue
+			case '\n':
+				x.pendingCR = 0
+			default:
+				x.emitRun('\r', x.pendingCR)
+				x.pendingCR = 0
 			}
 		}
 		i := bytes.IndexAny(p, "\r\n")
@@ -220,7 +240,7 @@ func (x *xform) Write(p []byte) (int, error) {
 		}
 		x.emit(p[:i])
 		if p[i] == '\r' {
-			x.pendingCR = true
+			x.pendingCR = 1
 			p = p[i+1:]
 			continue
 		}
@@ -234,16 +254,21 @@ func (x *xform) Write(p []byte) (int, error) {
 	return total, nil
 }
 
-// flush ends the input: a pending prefix or CR is written as it was.
+// flush ends the input: a pending prefix is written as it was, pending
+// CRs too (or as a line end, for the writer).
 func (x *xform) flush() {
 	if x.inHead {
 		x.emitGT(x.gt)
 		x.emit([]byte(fromPrefix[:x.match]))
 		x.inHead, x.gt, x.match = false, 0, 0
 	}
-	if x.pendingCR {
-		x.emit([]byte{'\r'})
-		x.pendingCR = false
+	if x.pendingCR > 0 {
+		if x.crEOL {
+			x.emit([]byte{'\n'})
+		} else {
+			x.emitRun('\r', x.pendingCR)
+		}
+		x.pendingCR = 0
 	}
 }
 
