@@ -338,3 +338,33 @@ func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
+
+// Open gives a server its sockets in whichever launch mode it was started:
+// the --listen specs, else the systemd-passed sockets, else one connection
+// on stdin/stdout served in stdioMode (stdio reports that case). It then
+// drops privileges to user (none when empty), after every bind.
+func Open(specs []string, defaultMode, stdioMode string, modes []string, user string) (ls []Listener, stdio bool, err error) {
+	ls, err = Listeners(specs, defaultMode, modes)
+	if err != nil {
+		return nil, false, err
+	}
+	if ls == nil {
+		valid := false
+		for _, m := range modes {
+			valid = valid || m == stdioMode
+		}
+		if !valid {
+			return nil, false, fmt.Errorf("listen: --mode %q: want one of %s", stdioMode, strings.Join(modes, ", "))
+		}
+		c, err := Stdio()
+		if err != nil {
+			return nil, false, err
+		}
+		ls, stdio = []Listener{{Listener: OneConn(c), Mode: stdioMode}}, true
+	}
+	if err := DropPrivileges(user); err != nil {
+		closeAll(ls)
+		return nil, false, err
+	}
+	return ls, stdio, nil
+}

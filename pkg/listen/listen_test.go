@@ -99,3 +99,15 @@ func TestLoadTLS(t *testing.T) {
 		t.Fatal("missing files accepted")
 	}
 }
+
+func TestOpen(t *testing.T) {
+	ls, stdio, err := Open([]string{"imaps=127.0.0.1:0"}, "imap", "imap", []string{"imap", "imaps"}, "")
+	if err != nil || stdio || len(ls) != 1 || ls[0].Mode != "imaps" {
+		t.Fatalf("Open with --listen: %v %v %v", ls, stdio, err)
+	}
+	closeAll(ls)
+	t.Setenv("LISTEN_FDS", "")
+	if _, _, err := Open(nil, "imap", "bogus", []string{"imap", "imaps"}, ""); err == nil {
+		t.Fatal("an unknown stdio mode was accepted")
+	}
+}

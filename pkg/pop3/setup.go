@@ -2,7 +2,6 @@ package pop3
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -39,17 +38,8 @@ func Main(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ls, err := listen.Listeners(c.StringSlice("listen"), "pop3", Modes)
+	ls, _, err := listen.Open(c.StringSlice("listen"), "pop3", c.String("mode"), Modes, c.String("user"))
 	if err != nil {
-		return err
-	}
-	var stdio net.Conn
-	if ls == nil {
-		if stdio, err = listen.Stdio(); err != nil {
-			return err
-		}
-	}
-	if err := listen.DropPrivileges(c.String("user")); err != nil {
 		return err
 	}
 	db, err := users.Load(cm.Users)
@@ -59,13 +49,6 @@ func Main(c *cli.Context) error {
 	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
 	if err != nil {
 		return fmt.Errorf("pop3d: %w", err)
-	}
-	if stdio != nil {
-		mode := c.String("mode")
-		if mode != "pop3" && mode != "pop3s" {
-			return fmt.Errorf("pop3d: --mode %q: want pop3 or pop3s", mode)
-		}
-		ls = []listen.Listener{{Listener: listen.OneConn(stdio), Mode: mode}}
 	}
 	for _, l := range ls {
 		if l.Mode == "pop3s" && tlsConf == nil {

@@ -3,7 +3,6 @@ package smtpd
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -115,17 +114,8 @@ func Main(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ls, err := listen.Listeners(c.StringSlice("listen"), string(ModeSMTP), Modes)
+	ls, stdio, err := listen.Open(c.StringSlice("listen"), string(ModeSMTP), c.String("mode"), Modes, c.String("user"))
 	if err != nil {
-		return err
-	}
-	var stdio net.Conn
-	if ls == nil {
-		if stdio, err = listen.Stdio(); err != nil {
-			return err
-		}
-	}
-	if err := listen.DropPrivileges(c.String("user")); err != nil {
 		return err
 	}
 	srv, err := New(cm)
@@ -135,15 +125,10 @@ func Main(c *cli.Context) error {
 	if err := srv.ApplyFlags(c); err != nil {
 		return err
 	}
-	if stdio != nil {
-		mode := Mode(c.String("mode"))
-		if mode != ModeSMTP && mode != ModeSubmission && mode != ModeSubmissions {
-			return fmt.Errorf("smtpd: --mode %q: want smtp, submission or submissions", mode)
-		}
+	if stdio {
 		// qmail's convention: tcpserver sets RELAYCLIENT for clients that
 		// may relay. Only here, for the one session we were handed.
 		_, srv.RelayClient = os.LookupEnv("RELAYCLIENT")
-		ls = []listen.Listener{{Listener: listen.OneConn(stdio), Mode: string(mode)}}
 	}
 	for _, l := range ls {
 		if Mode(l.Mode) == ModeSubmissions && srv.TLS == nil {
