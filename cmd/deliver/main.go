@@ -1,14 +1,17 @@
 // Command deliver is the local delivery agent: one message on stdin into a
 // Maildir, an mbox, or a local address's mailbox. See deliver(8).
+//
+// It runs once per message, so its start-up is its cost: it parses its
+// command line with config's lean parser rather than urfave/cli, and links
+// nothing it does not need (tests/deps_test.go keeps it so).
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
 	"letterbox/pkg/delivery"
@@ -16,55 +19,75 @@ import (
 	"letterbox/pkg/sysexits"
 )
 
+// Flags are deliver's own flags; the common ones come from config.
+func Flags() []config.Flag {
+	return []config.Flag{
+		{Name: "sender", Aliases: []string{"f"}, EnvVars: []string{"SENDER"}, Usage: "envelope `SENDER` (Return-Path)"},
+		{Name: "recipient", Aliases: []string{"a"}, EnvVars: []string{"RECIPIENT"}, Usage: "envelope `RECIPIENT` (Delivered-To)"},
+		{Name: "maildir", Usage: "deliver into the Maildir `DIR` (created if missing)"},
+		{Name: "mbox", Usage: "append to the mbox `FILE`"},
+	}
+}
+
 func main() {
-	app := config.NewApp("deliver", "deliver one message from stdin into a Maildir, an mbox or a local address's mailbox", []cli.Flag{
-		&cli.StringFlag{Name: "sender", Aliases: []string{"f"}, EnvVars: []string{"SENDER"}, Usage: "envelope `SENDER` (Return-Path)"},
-		&cli.StringFlag{Name: "recipient", Aliases: []string{"a"}, EnvVars: []string{"RECIPIENT"}, Usage: "envelope `RECIPIENT` (Delivered-To)"},
-		&cli.StringFlag{Name: "maildir", Usage: "deliver into the Maildir `DIR` (created if missing)"},
-		&cli.StringFlag{Name: "mbox", Usage: "append to the mbox `FILE`"},
-	})
-	app.ArgsUsage = "[ADDRESS]"
-	code := sysexits.OK
-	app.Action = func(c *cli.Context) error {
-		if c.NArg() > 1 {
-			code = sysexits.Usage
-			return fmt.Errorf("deliver: one ADDRESS at most, got %d arguments", c.NArg())
-		}
-		cm, err := config.Load(c)
-		if err != nil {
-			code = sysexits.TempFail
-			return err
-		}
-		err = delivery.Run(delivery.Request{
-			Sender:    c.String("sender"),
-			Recipient: c.String("recipient"),
-			Maildir:   c.String("maildir"),
-			Mbox:      c.String("mbox"),
-			Address:   c.Args().First(),
-			Stdin:     os.Stdin,
-			Log:       cm.Log,
-			Sendmail:  sendmail(c.String("config")),
-			Router: func() (*route.Router, error) {
-				// Aliases may pipe (|command) and append to files: they
-				// come from the administrator's aliases file only.
-				return route.New(cm, true)
-			},
-		})
-		code = delivery.ExitCode(err)
-		return err
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	p := config.NewLean("deliver", "deliver one message from stdin into a Maildir, an mbox or a local address's mailbox",
+		"[ADDRESS]", Flags())
+	p.Stdout, p.Stderr = stdout, stderr
+	set, err := p.Parse(args)
+	var ue *config.UsageError
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		return sysexits.OK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "deliver: %v (see deliver --help)\n", err)
+		return sysexits.Usage
+	case err != nil:
+		// A broken config file or environment is temporary: the mail
+		// waits for the fix instead of bouncing.
+		fmt.Fprintln(stderr, err)
+		return sysexits.TempFail
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		if code == sysexits.OK {
-			// Flag parsing errors are usage errors; a broken config file is
-			// temporary, so the mail waits for the fix instead of bouncing.
-			code = sysexits.Usage
-			if strings.HasPrefix(err.Error(), "config:") {
-				code = sysexits.TempFail
+	if n := len(set.Args()); n > 1 {
+		fmt.Fprintf(stderr, "deliver: one ADDRESS at most, got %d arguments\n", n)
+		return sysexits.Usage
+	}
+	log, err := config.NewLogger(stderr, set.String("log-level"), set.String("log-format"), "deliver")
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return sysexits.TempFail
+	}
+	q := delivery.Request{
+		Sender:    set.String("sender"),
+		Recipient: set.String("recipient"),
+		Maildir:   set.String("maildir"),
+		Mbox:      set.String("mbox"),
+		Stdin:     stdin,
+		Log:       log,
+	}
+	if len(set.Args()) == 1 {
+		q.Address = set.Args()[0]
+		// Only the ADDRESS form reads the users and aliases files, and only
+		// it may forward to remote alias targets.
+		q.Sendmail = sendmail(set.String("config"))
+		q.Router = func() (*route.Router, error) {
+			cm, err := config.Load(set, "deliver", stderr)
+			if err != nil {
+				return nil, err
 			}
+			// Aliases may pipe (|command) and append to files: they come
+			// from the administrator's aliases file only.
+			return route.New(cm, true)
 		}
 	}
-	os.Exit(code)
+	err = delivery.Run(q)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+	}
+	return delivery.ExitCode(err)
 }
 
 // sendmail returns the command line of the sendmail(8) installed beside

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/sysexits"
 	"letterbox/pkg/users"
 	"letterbox/pkg/users/admin"
@@ -16,11 +16,11 @@ import (
 
 func main() {
 	schemeFlag := func() []cli.Flag {
-		return config.Wrap([]cli.Flag{&cli.StringFlag{Name: "scheme", Value: users.DefaultScheme,
+		return cliapp.Wrap([]cli.Flag{&cli.StringFlag{Name: "scheme", Value: users.DefaultScheme,
 			Usage: "password `SCHEME`: BLF-CRYPT, ARGON2ID or SHA512-CRYPT"}})
 	}
 	setup := func(c *cli.Context) (*admin.Admin, error) {
-		cm, err := config.Load(c)
+		cm, err := cliapp.Load(c)
 		if err != nil {
 			return nil, sysexits.New(sysexits.Config, err)
 		}
@@ -34,11 +34,11 @@ func main() {
 		return c.Args().First(), nil
 	}
 	withFile := func(flags []cli.Flag) cli.BeforeFunc {
-		return func(c *cli.Context) error { return config.ApplyFile(c, "mailuser", flags) }
+		return func(c *cli.Context) error { return cliapp.ApplyFile(c, "mailuser", flags) }
 	}
 	addFlags, passwdFlags := schemeFlag(), schemeFlag()
 
-	app := config.NewApp("mailuser", "manage the letterbox users file", nil)
+	app := cliapp.NewApp("mailuser", "manage the letterbox users file", nil)
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	app.Commands = []*cli.Command{
 		{

@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/mime"
 	"letterbox/pkg/sysexits"
 )
@@ -43,7 +43,7 @@ func unpackFlags(all bool) []cli.Flag {
 }
 
 func before(flags []cli.Flag) cli.BeforeFunc {
-	return func(c *cli.Context) error { return config.ApplyFile(c, "mime-pack", flags) }
+	return func(c *cli.Context) error { return cliapp.ApplyFile(c, "mime-pack", flags) }
 }
 
 // input opens the one optional FILE argument, else stdin.
@@ -72,7 +72,7 @@ func pack(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return sysexits.New(sysexits.Usage, fmt.Errorf("unexpected argument %q (attach files with -a)", c.Args().First()))
 	}
-	cm, err := config.Load(c)
+	cm, err := cliapp.Load(c)
 	if err != nil {
 		return sysexits.New(sysexits.Config, err)
 	}
@@ -149,12 +149,12 @@ func stdinIsTTY() bool {
 }
 
 func main() {
-	pf, lf, uf, df, ef := config.Wrap(packFlags()), config.Wrap([]cli.Flag{
+	pf, lf, uf, df, ef := cliapp.Wrap(packFlags()), cliapp.Wrap([]cli.Flag{
 		&cli.BoolFlag{Name: "json", Usage: "a JSON array with encoded and decoded sizes, encoding, charset and warnings"},
-	}), config.Wrap(unpackFlags(true)), config.Wrap(unpackFlags(false)), config.Wrap([]cli.Flag{
+	}), cliapp.Wrap(unpackFlags(true)), cliapp.Wrap(unpackFlags(false)), cliapp.Wrap([]cli.Flag{
 		&cli.BoolFlag{Name: "base64", Aliases: []string{"m"}, Usage: "begin-base64 form (as uuencode -m)"},
 	})
-	app := config.NewApp("mime-pack", "build, list and unpack MIME messages; uuencode", packFlags())
+	app := cliapp.NewApp("mime-pack", "build, list and unpack MIME messages; uuencode", packFlags())
 	app.DisableSliceFlagSeparator = true
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	app.ArgsUsage = " "

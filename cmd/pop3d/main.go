@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 
-	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/pop3"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
-	app := config.NewApp("pop3d", "serve Maildir and mbox mailboxes over POP3", pop3.Flags())
+	app := cliapp.NewApp("pop3d", "serve Maildir and mbox mailboxes over POP3", pop3.Flags())
 	app.Action = pop3.Main
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "pop3d:", err)

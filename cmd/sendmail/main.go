@@ -9,14 +9,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/smtpd"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
 	name := filepath.Base(os.Args[0])
-	app := config.NewApp("sendmail", "queue a message from stdin (sendmail(8) compatible; also mailq)", nil)
+	app := cliapp.NewApp("sendmail", "queue a message from stdin (sendmail(8) compatible; also mailq)", nil)
 	app.UsageText = "sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME] [-v] [ADDRESS…]\n" +
 		"   sendmail -bp | mailq\n   sendmail -q\n   sendmail -bs"
 	takesValue := func(long string) bool {

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 
-	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/smtpd"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
-	app := config.NewApp("smtpd", "receive mail over SMTP into the spool", smtpd.Flags())
+	app := cliapp.NewApp("smtpd", "receive mail over SMTP into the spool", smtpd.Flags())
 	app.Action = smtpd.Main
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "smtpd:", err)

@@ -1,11 +1,16 @@
-// Package config builds every letterbox command's command line and merges it
-// with the environment and the shared TOML file, in the precedence
-// flag > environment > file > default (DESIGN.md § Configuration).
+// Package config describes every letterbox command's flags and merges the
+// command line with the environment and the shared TOML file, in the
+// precedence flag > environment > file > default (DESIGN.md § Configuration).
 //
 // One file serves every command: top-level keys are flag names, and a table
 // named after a command ([smtpd]) overrides them for that command. A key that
 // the running command does not know is ignored silently, since another command
 // may use it; a key that no letterbox command knows is warned about.
+//
+// This package does not import urfave/cli: deliver, started once per message,
+// parses its command line with the lean parser here (NewLean), which keeps
+// its start-up cheap. The urfave/cli wiring of the other commands is in
+// pkg/config/cliapp, built from the same flag descriptions.
 package config
 
 import (
@@ -17,8 +22,6 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
-	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 )
 
 // Version is set at build time with -ldflags "-X letterbox/pkg/config.Version=…".
@@ -31,107 +34,6 @@ const DefaultFile = "/etc/letterbox/letterbox.conf"
 // LETTERBOX_<FLAG_IN_UPPER_SNAKE>.
 func EnvName(flag string) string {
 	return "LETTERBOX_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// CommonFlags are the keys shared by all commands (DESIGN.md § Configuration).
-func CommonFlags() []cli.Flag {
-	host, _ := os.Hostname()
-	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (TOML)", Value: ""},
-		&cli.StringFlag{Name: "hostname", Usage: "this host's `NAME` in greetings, Received and Message-ID", Value: host},
-		&cli.StringSliceFlag{Name: "domains", Usage: "local `DOMAIN`s (repeatable; default: the hostname)"},
-		&cli.StringFlag{Name: "spool", Usage: "queue `DIR`", Value: "/var/spool/letterbox"},
-		&cli.StringFlag{Name: "mail-root", Usage: "`DIR` holding <domain>/<local>/ Maildirs", Value: "/var/mail/letterbox"},
-		&cli.StringFlag{Name: "users", Usage: "users `FILE` (Dovecot passwd-file format)", Value: "/etc/letterbox/users"},
-		&cli.StringFlag{Name: "aliases", Usage: "aliases `FILE` (aliases(5) syntax)", Value: "/etc/letterbox/aliases"},
-		&cli.StringFlag{Name: "postmaster", Usage: "`ADDRESS` receiving postmaster mail when the aliases have no postmaster entry"},
-		&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate `FILE` (PEM)"},
-		&cli.StringFlag{Name: "tls-key", Usage: "TLS private key `FILE` (PEM)"},
-		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info"},
-		&cli.StringFlag{Name: "log-format", Usage: "logfmt or json", Value: "logfmt"},
-	}
-}
-
-// NewApp returns a cli.App for the command name with the common flags and
-// flags, each also read from its environment variable and from the config
-// file.
-func NewApp(name, usage string, flags []cli.Flag) *cli.App {
-	all := wrap(append(CommonFlags(), flags...))
-	app := &cli.App{
-		Name:                   name,
-		Usage:                  usage,
-		Version:                Version,
-		Flags:                  all,
-		HideHelpCommand:        true,
-		UseShortOptionHandling: false,
-		Before:                 func(c *cli.Context) error { return ApplyFile(c, name, all) },
-	}
-	return app
-}
-
-// Wrap makes flags readable from the environment and the config file. Commands
-// with subcommands wrap the subcommands' flags with it and call ApplyFile in
-// the subcommand's Before.
-func Wrap(flags []cli.Flag) []cli.Flag { return wrap(flags) }
-
-func wrap(flags []cli.Flag) []cli.Flag {
-	out := make([]cli.Flag, 0, len(flags))
-	for _, f := range flags {
-		switch f := f.(type) {
-		case *cli.StringFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewStringFlag(f))
-		case *cli.StringSliceFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewStringSliceFlag(f))
-		case *cli.IntFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewIntFlag(f))
-		case *cli.Int64Flag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewInt64Flag(f))
-		case *cli.BoolFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewBoolFlag(f))
-		case *cli.DurationFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewDurationFlag(f))
-		case *cli.PathFlag:
-			f.EnvVars = envs(f.Name, f.EnvVars)
-			out = append(out, altsrc.NewPathFlag(f))
-		default:
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func envs(name string, have []string) []string {
-	return append([]string{EnvName(name)}, have...)
-}
-
-// ApplyFile reads the config file named by --config, LETTERBOX_CONFIG or
-// DefaultFile (the last only if it exists) and applies its top-level keys,
-// overridden by the [command] table, to the flags not set on the command line
-// or in the environment.
-func ApplyFile(c *cli.Context, command string, flags []cli.Flag) error {
-	path := c.String("config")
-	explicit := path != ""
-	if !explicit {
-		path = DefaultFile
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		if !explicit && errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("config: %w", err)
-	}
-	values, err := Merge(raw, command, c.App.ErrWriter)
-	if err != nil {
-		return fmt.Errorf("config: %s: %w", path, err)
-	}
-	return altsrc.ApplyInputSourceValues(c, altsrc.NewMapInputSource(path, values), flags)
 }
 
 // Merge decodes a TOML document and returns the values that apply to command:
@@ -175,8 +77,8 @@ func warn(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, format+"\n", args...)
 }
 
-// normalize turns TOML's decoded types into the ones altsrc's map source
-// expects: int for integers, strings for durations written as strings.
+// normalize turns TOML's decoded types into the ones urfave/cli's altsrc map
+// source expects (int for integers); the lean parser accepts them too.
 func normalize(v interface{}) interface{} {
 	switch v := v.(type) {
 	case int64:
@@ -205,18 +107,19 @@ type Common struct {
 	Log        *slog.Logger
 }
 
-// Load reads the shared keys from c and sets up the logger.
-func Load(c *cli.Context) (*Common, error) {
+// Load reads the shared keys from v and sets up the logger, which writes
+// to w (stderr when nil) with cmd=command on every line.
+func Load(v Values, command string, w io.Writer) (*Common, error) {
 	cm := &Common{
-		Hostname:   c.String("hostname"),
-		Domains:    c.StringSlice("domains"),
-		Spool:      c.String("spool"),
-		MailRoot:   c.String("mail-root"),
-		Users:      c.String("users"),
-		Aliases:    c.String("aliases"),
-		Postmaster: c.String("postmaster"),
-		TLSCert:    c.String("tls-cert"),
-		TLSKey:     c.String("tls-key"),
+		Hostname:   v.String("hostname"),
+		Domains:    append([]string(nil), v.StringSlice("domains")...),
+		Spool:      v.String("spool"),
+		MailRoot:   v.String("mail-root"),
+		Users:      v.String("users"),
+		Aliases:    v.String("aliases"),
+		Postmaster: v.String("postmaster"),
+		TLSCert:    v.String("tls-cert"),
+		TLSKey:     v.String("tls-key"),
 	}
 	if cm.Hostname == "" {
 		return nil, errors.New("config: hostname is empty")
@@ -227,7 +130,7 @@ func Load(c *cli.Context) (*Common, error) {
 	for i, d := range cm.Domains {
 		cm.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
 	}
-	log, err := NewLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"), c.App.Name)
+	log, err := NewLogger(w, v.String("log-level"), v.String("log-format"), command)
 	if err != nil {
 		return nil, err
 	}

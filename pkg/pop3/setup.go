@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/users"
 )
@@ -34,7 +35,7 @@ func Flags() []cli.Flag {
 // Main is the pop3d command after flag parsing: get the listeners (or the
 // stdio session), drop privileges, serve until SIGTERM.
 func Main(c *cli.Context) error {
-	cm, err := config.Load(c)
+	cm, err := cliapp.Load(c)
 	if err != nil {
 		return err
 	}

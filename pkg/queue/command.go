@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/remote"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
@@ -42,7 +43,7 @@ var subcommands = map[string]bool{"list": true, "flush": true, "show": true, "re
 // NewApp builds the queue-runner command line.
 func NewApp() *cli.App {
 	flags := append(Flags(), remote.Flags()...)
-	app := config.NewApp("queue-runner", "deliver what is in the spool: one pass, or --daemon", flags)
+	app := cliapp.NewApp("queue-runner", "deliver what is in the spool: one pass, or --daemon", flags)
 	app.UsageText = "queue-runner [options] [list [--json] | flush | show ID | remove ID]"
 	app.Action = func(c *cli.Context) error {
 		if c.Args().Present() {
@@ -66,7 +67,7 @@ func NewApp() *cli.App {
 // Run runs the app on args, accepting options after the subcommand too
 // (they are moved before it).
 func Run(app *cli.App, args []string) error {
-	flags := append(config.CommonFlags(), append(Flags(), remote.Flags()...)...)
+	flags := append(cliapp.CommonFlags(), append(Flags(), remote.Flags()...)...)
 	return app.Run(ReorderArgs(args, boolFlags(flags)))
 }
 
@@ -139,7 +140,7 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 	if l := c.Lineage(); len(l) > 1 {
 		root = l[len(l)-2]
 	}
-	cm, err := config.Load(root)
+	cm, err := cliapp.Load(root)
 	if err != nil {
 		return nil, nil, sysexits.New(sysexits.Config, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
@@ -20,7 +21,7 @@ import (
 
 // Sendmail runs one sendmail(8) invocation after the config is parsed.
 func Sendmail(c *cli.Context, o *SendmailOptions) error {
-	cm, err := config.Load(c)
+	cm, err := cliapp.Load(c)
 	if err != nil {
 		return sysexits.New(sysexits.Config, err)
 	}

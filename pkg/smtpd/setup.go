@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
+	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
@@ -110,7 +111,7 @@ func (s *Server) ApplyFlags(c *cli.Context) error {
 // Main is the smtpd command after flag parsing: get the listeners (or the
 // stdio session), drop privileges, open the spool and serve until SIGTERM.
 func Main(c *cli.Context) error {
-	cm, err := config.Load(c)
+	cm, err := cliapp.Load(c)
 	if err != nil {
 		return err
 	}

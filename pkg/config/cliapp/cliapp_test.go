@@ -1,4 +1,4 @@
-package config
+package cliapp
 
 import (
 	"bytes"
@@ -121,27 +121,5 @@ func TestBadFile(t *testing.T) {
 	app.Action = func(c *cli.Context) error { return nil }
 	if err := app.Run([]string{"smtpd"}); err == nil {
 		t.Fatal("a malformed config file must be an error")
-	}
-}
-
-func TestEnvName(t *testing.T) {
-	if g := EnvName("max-message-size"); g != "LETTERBOX_MAX_MESSAGE_SIZE" {
-		t.Fatal(g)
-	}
-}
-
-func TestLoggerLevels(t *testing.T) {
-	var b bytes.Buffer
-	l, err := NewLogger(&b, "warn", "json", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Info("hidden")
-	l.Warn("shown", "id", "Q1")
-	if strings.Contains(b.String(), "hidden") || !strings.Contains(b.String(), `"id":"Q1"`) {
-		t.Fatalf("log output %q", b.String())
-	}
-	if _, err := NewLogger(&b, "loud", "logfmt", "x"); err == nil {
-		t.Fatal("bad level accepted")
 	}
 }
