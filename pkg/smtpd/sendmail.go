@@ -2,8 +2,6 @@ package smtpd
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -181,7 +179,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 	// The header: lines that look like fields (or continue one) up to the
 	// first empty line.
 	end := 0
-	for end < len(lines) && lines[end] != "" && (isFieldLine(lines[end]) || end > 0 && (lines[end][0] == ' ' || lines[end][0] == '\t')) {
+	for end < len(lines) && lines[end] != "" && (isFieldLine(lines[end]) || end > 0 && isContinuation(lines[end])) {
 		end++
 	}
 	header, body := lines[:end], lines[end:]
@@ -194,12 +192,11 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 	}
 	var fields []field
 	for _, l := range header {
-		if (l[0] == ' ' || l[0] == '\t') && len(fields) > 0 {
+		if isContinuation(l) && len(fields) > 0 {
 			fields[len(fields)-1].lines = append(fields[len(fields)-1].lines, l)
 			continue
 		}
-		name, _, _ := strings.Cut(l, ":")
-		fields = append(fields, field{strings.ToLower(strings.TrimSpace(name)), []string{l}})
+		fields = append(fields, field{fieldName(l), []string{l}})
 	}
 	value := func(f field) string {
 		v := strings.Join(f.lines, " ")
@@ -271,14 +268,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 		addr := mail.Address{Name: name, Address: me.Login + "@" + hostname}
 		out.WriteString("From: " + addr.String() + "\r\n")
 	}
-	if !has["date"] {
-		out.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
-	}
-	if !has["message-id"] {
-		var rnd [8]byte
-		rand.Read(rnd[:])
-		fmt.Fprintf(&out, "Message-ID: <%s.%s@%s>\r\n", now.UTC().Format("20060102150405"), hex.EncodeToString(rnd[:]), hostname)
-	}
+	out.WriteString(missingFields(has, hostname, now))
 	out.WriteString("\r\n")
 	for _, l := range body {
 		out.WriteString(l + "\r\n")
@@ -348,19 +338,6 @@ func splitLines(b []byte) []string {
 		lines[i] = strings.TrimSuffix(l, "\r")
 	}
 	return lines
-}
-
-func isFieldLine(l string) bool {
-	i := strings.IndexByte(l, ':')
-	if i <= 0 {
-		return false
-	}
-	for j := 0; j < i; j++ {
-		if l[j] <= 32 || l[j] >= 127 {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseAddress parses one envelope address as a user types it ("joe",

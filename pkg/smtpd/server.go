@@ -141,6 +141,7 @@ type Server struct {
 	Queue      Queue
 	Recipients Recipients    // nil: every local recipient exists
 	Auth       Authenticator // nil: no AUTH offered
+	Senders    Senders       // MAIL FROM after AUTH; nil: only the user's own address
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

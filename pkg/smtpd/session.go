@@ -526,6 +526,25 @@ func (s *session) mail(arg string) {
 			s.reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter")
 			return
 		}
+		// The null sender is not checked: vacation and other
+		// auto-replies, and MUAs sending DSNs or MDNs, must use it (RFC
+		// 3834 § 3.3, RFC 5321 § 4.5.5), and it names nobody who could
+		// be impersonated.
+		if s.authUser != "" {
+			ok, err := s.senderAllowed(from)
+			if err != nil {
+				s.log.Error("sender check failed", "from", from, "user", s.authUser, "err", err)
+				s.reply(451, "4.3.0", "Temporary failure checking the sender, try again later")
+				return
+			}
+			if !ok {
+				// Postfix's reject_sender_login_mismatch wording, with
+				// RFC 3463's 5.7.1 (delivery not authorized).
+				s.log.Info("sender rejected", "from", from, "user", s.authUser, "reason", "not owned")
+				s.reply(553, "5.7.1", "Sender address rejected: <"+from+"> not owned by user "+s.authUser)
+				return
+			}
+		}
 	}
 	s.inTx, s.from, s.utf8, s.bdatFail = true, from, utf8, false
 	s.reply(250, "2.1.0", "Sender <"+from+"> OK")
@@ -634,11 +653,23 @@ func (s *session) data(arg string) {
 	s.setState(stateData)
 	dr := &dotReader{r: s.br}
 	chk := newChecker(s.srv.MaxMessageSize, maxTextLine, s.srv.MaxReceived)
-	body := io.MultiReader(strings.NewReader(s.received(env.ID)), &checkedReader{r: dr, c: chk})
+	body := io.MultiReader(strings.NewReader(s.received(env.ID)), s.ownMessage(&checkedReader{r: dr, c: chk}))
 	id, err := s.srv.Queue.Submit(env, body)
 	derr := dr.drain()
 	s.setState(stateCommand)
 	s.finishMessage(env, id, err, derr, chk)
+}
+
+// ownMessage adds Date and Message-ID when missing to a message from one
+// of our users: an authenticated session, or a local user under sendmail
+// -bs (plain sendmail adds them too). Mail from other hosts is passed on as
+// it is, as Postfix's local_header_rewrite_clients does: their headers are
+// their own business.
+func (s *session) ownMessage(r io.Reader) io.Reader {
+	if s.authUser == "" && s.srv.LocalUser == "" {
+		return r
+	}
+	return newHeaderFixer(r, s.srv.Hostname, nil)
 }
 
 // finishMessage replies to the end of DATA or the last BDAT chunk.
@@ -734,8 +765,9 @@ func (s *session) bdatCmd(arg string) {
 		b := &bdatState{pw: pw, env: env, done: make(chan submitResult, 1),
 			chk: newChecker(s.srv.MaxMessageSize, maxTextLine, s.srv.MaxReceived)}
 		hdr := s.received(env.ID)
+		data := s.ownMessage(pr)
 		go func() {
-			id, err := s.srv.Queue.Submit(env, io.MultiReader(strings.NewReader(hdr), pr))
+			id, err := s.srv.Queue.Submit(env, io.MultiReader(strings.NewReader(hdr), data))
 			pr.CloseWithError(errors.New("smtpd: submit returned"))
 			b.done <- submitResult{id, err}
 		}()
