@@ -16,12 +16,13 @@ import (
 	"math/rand"
 	"net"
 	"net/netip"
+	"net/textproto"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config"
@@ -348,11 +349,12 @@ func (c *Client) sweep(stop chan struct{}) {
 
 // message is what Deliver learned about the message before sending it.
 type message struct {
-	from  string
-	rcpts []string
-	open  func() (io.ReadCloser, error)
-	size  int64
-	utf8  bool
+	from     string
+	rcpts    []string
+	open     func() (io.ReadCloser, error)
+	size     int64 // as sent: bare LFs counted as CRLF
+	eightBit bool  // has octets ≥ 0x80: BODY=8BITMIME where offered
+	utf8     bool
 }
 
 func needsUTF8(from string, rcpts []string) bool {
@@ -366,20 +368,48 @@ func needsUTF8(from string, rcpts []string) bool {
 	return false
 }
 
-// size returns the message's size: from Stat when open gives a file,
-// else by reading it once.
-func messageSize(open func() (io.ReadCloser, error)) (int64, error) {
-	rc, err := open()
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	if st, ok := rc.(interface{ Stat() (os.FileInfo, error) }); ok {
-		if fi, err := st.Stat(); err == nil && fi.Mode().IsRegular() {
-			return fi.Size(), nil
+// badAddress reports an address that cannot go into a command line: a
+// control character would end the line or smuggle another command.
+func badAddress(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
 		}
 	}
-	return io.Copy(io.Discard, rc)
+	return false
+}
+
+// scanMessage reads the message once, before the transaction, because
+// MAIL FROM must announce both its SIZE and its BODY type: the size as it
+// goes on the wire (a bare LF is sent as CRLF) and whether any octet has
+// the high bit set. The queue's data file is on local disk, so this costs
+// one read of it, not a round trip.
+func scanMessage(open func() (io.ReadCloser, error)) (size int64, eightBit bool, err error) {
+	rc, err := open()
+	if err != nil {
+		return 0, false, err
+	}
+	defer rc.Close()
+	buf := make([]byte, 32<<10)
+	prev := byte(0)
+	for {
+		n, err := rc.Read(buf)
+		for _, b := range buf[:n] {
+			if b >= 0x80 {
+				eightBit = true
+			} else if b == '\n' && prev != '\r' {
+				size++
+			}
+			prev = b
+		}
+		size += int64(n)
+		if err == io.EOF {
+			return size, eightBit, nil
+		}
+		if err != nil {
+			return 0, false, err
+		}
+	}
 }
 
 func fill(rcpts []string, code int, status, msg string, temp bool) []Result {
@@ -399,26 +429,49 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	if domain == "" || len(rcpts) == 0 || open == nil {
 		return nil, errors.New("remote: Deliver needs a domain, recipients and a message")
 	}
-	size, err := messageSize(open)
-	if err != nil {
-		return fill(rcpts, 0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true), nil
+	if badAddress(from) {
+		return fill(rcpts, 553, "5.1.7", fmt.Sprintf("sender address %q contains a control character", from), false), nil
 	}
-	m := &message{from: from, rcpts: rcpts, open: open, size: size, utf8: needsUTF8(from, rcpts)}
+	out := make([]Result, len(rcpts))
+	var good []string
+	var where []int
+	for i, r := range rcpts {
+		if badAddress(r) {
+			out[i] = Result{Rcpt: r, Code: 553, Status: "5.1.3", Message: fmt.Sprintf("recipient address %q contains a control character", r)}
+			continue
+		}
+		good = append(good, r)
+		where = append(where, i)
+	}
+	if len(good) == 0 {
+		return out, nil
+	}
+	res := c.deliver(ctx, domain, from, good, open)
+	for j, r := range res {
+		out[where[j]] = r
+	}
+	return out, nil
+}
+
+func (c *Client) deliver(ctx context.Context, domain, from string, rcpts []string, open func() (io.ReadCloser, error)) []Result {
+	size, eightBit, err := scanMessage(open)
+	if err != nil {
+		return fill(rcpts, 0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true)
+	}
+	m := &message{from: from, rcpts: rcpts, open: open, size: size, eightBit: eightBit, utf8: needsUTF8(from, rcpts)}
 	dest := c.destination(domain)
 	release, err := c.acquire(ctx, dest.key)
 	if err != nil {
-		return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, err), true), nil
+		return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, err), true)
 	}
 	defer release()
 
 	// A cached session first; one that died while idle is no failure.
-	// RSET both probes it and clears what an aborted transaction left.
+	// Its transaction starts with RSET, which both probes it and clears
+	// what an aborted transaction left.
 	for cn := c.getIdle(dest.key); cn != nil; cn = c.getIdle(dest.key) {
-		if !c.reset(ctx, cn) {
-			continue
-		}
-		if res, ok := c.transact(ctx, cn, m); ok {
-			return res, nil
+		if res, _ := c.transact(ctx, cn, m, true); res != nil {
+			return res
 		}
 	}
 
@@ -426,9 +479,9 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	if err != nil {
 		var de *dnsError
 		if errors.As(err, &de) {
-			return fill(rcpts, 0, de.Status, de.Msg, !de.Permanent), nil
+			return fill(rcpts, 0, de.Status, de.Msg, !de.Permanent)
 		}
-		return fill(rcpts, 0, "4.4.3", err.Error(), true), nil
+		return fill(rcpts, 0, "4.4.3", err.Error(), true)
 	}
 	creds := c.credentials(dest)
 	var last *hostError
@@ -447,7 +500,7 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 		if err != nil {
 			var de *dnsError
 			if implicit && errors.As(err, &de) && de.Permanent {
-				return fill(rcpts, 0, "5.1.2", fmt.Sprintf("domain %s not found: no MX and no address", domain), false), nil
+				return fill(rcpts, 0, "5.1.2", fmt.Sprintf("domain %s not found: no MX and no address", domain), false)
 			}
 			// An MX host without an address is the domain's
 			// misconfiguration, maybe passing: try the others, retry later.
@@ -468,7 +521,7 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 			}
 			attempts++
 			if ctx.Err() != nil {
-				return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, ctx.Err()), true), nil
+				return fill(rcpts, 0, "4.4.7", fmt.Sprintf("delivery to %s interrupted: %v", domain, ctx.Err()), true)
 			}
 			cn, err := c.dial(ctx, h.Name, ip, port, dest.policy, creds, false)
 			var he *hostError
@@ -485,11 +538,11 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 				continue
 			}
 			cn.key = dest.key
-			res, ok := c.transact(ctx, cn, m)
-			if ok {
-				return res, nil
+			res, lost := c.transact(ctx, cn, m, false)
+			if res != nil {
+				return res
 			}
-			last = &hostError{Status: "4.4.2", Msg: fmt.Sprintf("%s: lost connection before MAIL", cn.who())}
+			last = lost
 		}
 	}
 	if last == nil {
@@ -505,7 +558,7 @@ func (c *Client) Deliver(ctx context.Context, domain, from string, rcpts []strin
 	if !strings.HasPrefix(status, "4.") {
 		status = "4" + status[1:]
 	}
-	return fill(rcpts, code, status, last.Msg, true), nil
+	return fill(rcpts, code, status, last.Msg, true)
 }
 
 // maxAttempts bounds the addresses tried per delivery (Postfix's
@@ -543,22 +596,26 @@ func (c *Client) credentials(dest destination) *Credentials {
 	return nil
 }
 
-// reset sends RSET on a cached session; false (and closed) when it is gone.
-func (c *Client) reset(ctx context.Context, cn *conn) bool {
-	stop := context.AfterFunc(ctx, func() { cn.dc.Conn.Close() })
-	defer stop()
-	if err := cn.c.Reset(); err != nil {
-		cn.close()
-		return false
-	}
-	return true
+// maxGroup bounds the commands sent before reading their replies. The
+// replies to a group must fit in our socket's receive buffer while we are
+// still writing, or both sides block (RFC 2920 §3.2 warns of this
+// deadlock): 100 replies of at most 512 octets fit in any default buffer.
+const maxGroup = 100
+
+// step is one command of a mail transaction.
+type step struct {
+	verb string // RSET, MAIL, RCPT or DATA
+	rcpt int    // the recipient's index for RCPT
 }
 
-// transact runs one mail transaction on cn. ok is false when the session
-// died before MAIL was answered (results not filled; the caller tries a fresh
-// session). cn is cached again or closed.
-func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Result, ok bool) {
-	stop := context.AfterFunc(ctx, func() { cn.dc.Conn.Close() })
+// transact runs one mail transaction on cn: RSET first when probe (a
+// cached session), then MAIL, each RCPT and DATA, all in one group when
+// the peer offers PIPELINING (RFC 2920), else one by one. res is nil when
+// the session died before MAIL was answered, with why; the caller then
+// tries a fresh session, since nothing was delivered. cn is cached again
+// or closed.
+func (c *Client) transact(ctx context.Context, cn *conn, m *message, probe bool) (res []Result, lost *hostError) {
+	stop := context.AfterFunc(ctx, func() { cn.nc.Close() })
 	defer stop()
 	healthy := false
 	defer func() {
@@ -571,112 +628,256 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message) (res []Resu
 	all := func(code int, status, msg string, temp bool) []Result {
 		return fill(m.rcpts, code, status, msg, temp)
 	}
-	if max, ok := cn.c.MaxMessageSize(); ok && max > 0 && m.size > int64(max) {
+	if max := cn.maxSize(); max > 0 && m.size > max {
 		healthy = true
-		return all(552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", m.size, max, cn.who()), false), true
+		return all(552, "5.3.4", fmt.Sprintf("message size %d exceeds the limit %d of %s", m.size, max, cn.who()), false), nil
+	}
+	if m.utf8 && !cn.has("SMTPUTF8") {
+		healthy = true
+		return all(553, "5.6.7", fmt.Sprintf("%s does not support SMTPUTF8, needed for the non-ASCII addresses", cn.who()), false), nil
+	}
+	// Opened before MAIL: under pipelining DATA is already sent when we
+	// learn whether anything failed.
+	rc, err := m.open()
+	if err != nil {
+		healthy = true
+		return all(0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true), nil
+	}
+	defer rc.Close()
+	cn.msgs++
+
+	mail := "MAIL FROM:<" + m.from + ">"
+	if m.eightBit {
+		if cn.has("8BITMIME") {
+			mail += " BODY=8BITMIME"
+		} else {
+			// Sent as is (see the package documentation).
+			c.cfg.Log.Debug("remote: 8-bit message to a host without 8BITMIME, sent unchanged", "host", cn.who())
+		}
+	}
+	if cn.has("SIZE") && m.size > 0 {
+		mail += " SIZE=" + strconv.FormatInt(m.size, 10)
 	}
 	if m.utf8 {
-		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
-			healthy = true
-			return all(553, "5.6.7", fmt.Sprintf("%s does not support SMTPUTF8, needed for the non-ASCII addresses", cn.who()), false), true
-		}
+		mail += " SMTPUTF8"
 	}
-	cn.msgs++
-	err := cn.c.Mail(m.from, &smtp.MailOptions{Size: m.size, UTF8: m.utf8})
-	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) || se.Code == 421 {
-			return nil, false
-		}
-		e := replyError(cn.host, cn.ip, "MAIL FROM", err)
-		healthy = true // RSET before the next use
-		return all(e.Code, e.Status, e.Msg, e.Code/100 != 5), true
+	var steps []step
+	if probe {
+		steps = append(steps, step{verb: "RSET"})
 	}
+	steps = append(steps, step{verb: "MAIL"})
+	for i := range m.rcpts {
+		steps = append(steps, step{verb: "RCPT", rcpt: i})
+	}
+	steps = append(steps, step{verb: "DATA"})
+	pipe := cn.has("PIPELINING")
+
 	res = make([]Result, len(m.rcpts))
 	var accepted []int
-	for i, r := range m.rcpts {
-		err := cn.c.Rcpt(r, nil)
-		if err == nil {
-			accepted = append(accepted, i)
-			continue
-		}
-		e := replyError(cn.host, cn.ip, "RCPT TO", err)
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) || se.Code == 421 {
-			// The session is gone: the rest stays queued.
-			for j := i; j < len(m.rcpts); j++ {
-				res[j] = Result{Rcpt: m.rcpts[j], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
-			}
-			for _, k := range accepted {
-				res[k] = Result{Rcpt: m.rcpts[k], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
-			}
-			return res, true
-		}
-		res[i] = Result{Rcpt: r, Code: e.Code, Status: e.Status, Message: e.Msg, Temporary: e.Code/100 != 5}
-		if se.Code == 452 {
-			// Too many recipients (RFC 5321 §4.5.3.1.10): the rest go
-			// in a later transaction.
-			for j := i + 1; j < len(m.rcpts); j++ {
-				res[j] = Result{Rcpt: m.rcpts[j], Code: e.Code, Status: e.Status, Message: e.Msg + " (not attempted)", Temporary: true}
-			}
-			break
-		}
-	}
-	if len(accepted) == 0 {
-		healthy = true // RSET before the next use
-		return res, true
-	}
 	setAccepted := func(code int, status, msg string, temp bool) {
 		for _, k := range accepted {
 			res[k] = Result{Rcpt: m.rcpts[k], Code: code, Status: status, Message: msg, Temporary: temp}
 		}
 	}
-	rc, err := m.open()
-	if err != nil {
-		healthy = true // RSET before the next use
-		setAccepted(0, "4.3.0", fmt.Sprintf("cannot read the message: %v", err), true)
-		return res, true
-	}
-	defer rc.Close()
-	cn.c.CommandTimeout = c.cfg.Timeouts.DataInit
-	w, err := cn.c.Data()
-	cn.c.CommandTimeout = c.cfg.Timeouts.Command
-	if err != nil {
-		e := replyError(cn.host, cn.ip, "DATA", err)
-		var se *smtp.SMTPError
-		if errors.As(err, &se) && se.Code != 421 {
-			healthy = true // RSET before the next use
-			setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
-		} else {
-			setAccepted(e.Code, tempStatus(e.Status), e.Msg, true)
+	// gone records a session that broke at stage: every recipient not yet
+	// refused stays queued, the accepted ones too, since no message went.
+	gone := func(e *hostError, from int) []Result {
+		for j := from; j < len(m.rcpts); j++ {
+			res[j] = Result{Rcpt: m.rcpts[j], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
 		}
-		return res, true
-	}
-	// Every write of the data, the buffered rest and the final dot
-	// included, gets the data block timeout.
-	cn.dc.block.Store(int64(c.cfg.Timeouts.DataBlock))
-	defer cn.dc.block.Store(0)
-	_, err = io.Copy(w, rc)
-	if err != nil {
-		e := replyError(cn.host, cn.ip, "end of data", err)
-		setAccepted(0, tempStatus(e.Status), fmt.Sprintf("%s while sending the message", e.Msg), true)
-		return res, true
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		e := replyError(cn.host, cn.ip, "end of data", err)
-		var se *smtp.SMTPError
-		if errors.As(err, &se) && se.Code != 421 {
-			healthy = true
-			setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
-		} else {
-			setAccepted(e.Code, tempStatus(e.Status), e.Msg, true)
+		for _, k := range accepted {
+			res[k] = Result{Rcpt: m.rcpts[k], Code: e.Code, Status: tempStatus(e.Status), Message: e.Msg, Temporary: true}
 		}
-		return res, true
+		return res
 	}
-	healthy = true
-	setAccepted(250, "2.0.0", fmt.Sprintf("%s said: 250 %s", cn.who(), oneLine(resp.StatusText)), false)
-	return res, true
+	var mailErr *hostError
+	var dataReply reply
+	dataSent := false
+	for len(steps) > 0 && mailErr == nil {
+		if steps[0].verb == "DATA" && len(accepted) == 0 {
+			// Every recipient refused: no DATA. The session gets RSET
+			// before its next transaction.
+			break
+		}
+		n := 1
+		if pipe {
+			n = min(len(steps), maxGroup)
+		}
+		group := steps[:n]
+		steps = steps[n:]
+		cn.wt = c.cfg.Timeouts.Command
+		var werr error
+		for _, s := range group {
+			line := "RSET"
+			switch s.verb {
+			case "MAIL":
+				line = mail
+			case "RCPT":
+				line = "RCPT TO:<" + m.rcpts[s.rcpt] + ">"
+			case "DATA":
+				line = "DATA"
+				dataSent = true
+			}
+			if werr = cn.send(line); werr != nil {
+				break
+			}
+		}
+		if werr == nil {
+			werr = cn.bw.Flush()
+		}
+		for _, s := range group {
+			stage := s.verb
+			switch s.verb {
+			case "MAIL":
+				stage = "MAIL FROM"
+			case "RCPT":
+				stage = "RCPT TO"
+			}
+			timeout := c.cfg.Timeouts.Command
+			if s.verb == "DATA" {
+				timeout = c.cfg.Timeouts.DataInit
+			}
+			// A failed write may still leave the peer's reply (a 421)
+			// to read; only when there is none is the error the write's.
+			r, err := cn.read(timeout)
+			var e *hostError
+			switch {
+			case err != nil && werr != nil:
+				e = cn.ioError(stage, werr)
+			case err != nil:
+				e = cn.ioError(stage, err)
+			case r.code == 421:
+				// The server is closing the session (RFC 5321 §3.8).
+				e = cn.replyError(stage, r)
+			}
+			if e != nil {
+				if s.verb == "RSET" || s.verb == "MAIL" {
+					return nil, e
+				}
+				if mailErr != nil {
+					return all(mailErr.Code, mailErr.Status, mailErr.Msg, mailErr.Code/100 != 5), nil
+				}
+				if s.verb == "RCPT" {
+					return gone(e, s.rcpt), nil
+				}
+				return gone(e, len(m.rcpts)), nil
+			}
+			switch s.verb {
+			case "RSET":
+				if !r.positive() {
+					return nil, cn.replyError(stage, r)
+				}
+			case "MAIL":
+				if !r.positive() {
+					mailErr = cn.replyError(stage, r)
+				}
+			case "RCPT":
+				if mailErr != nil {
+					continue // the 503s after a refused MAIL say nothing new
+				}
+				if r.positive() {
+					accepted = append(accepted, s.rcpt)
+					continue
+				}
+				e := cn.replyError(stage, r)
+				res[s.rcpt] = Result{Rcpt: m.rcpts[s.rcpt], Code: e.Code, Status: e.Status, Message: e.Msg, Temporary: e.Code/100 != 5}
+				if r.code == 452 {
+					// Too many recipients (RFC 5321 §4.5.3.1.10): those
+					// not yet sent go in a later transaction. Under
+					// pipelining the ones already sent have their own
+					// replies, which stand.
+					rest := steps[:0]
+					for _, t := range steps {
+						if t.verb != "RCPT" {
+							rest = append(rest, t)
+							continue
+						}
+						res[t.rcpt] = Result{Rcpt: m.rcpts[t.rcpt], Code: e.Code, Status: e.Status, Message: e.Msg + " (not attempted)", Temporary: true}
+					}
+					steps = rest
+				}
+			case "DATA":
+				dataReply = r
+			}
+		}
+	}
+
+	// A DATA that got 354 although MAIL or every RCPT was refused (RFC
+	// 2920 §3.1: some servers do) is ended with a lone dot, an empty
+	// message for nobody, so the session stays in step.
+	if dataSent && dataReply.code == 354 && (mailErr != nil || len(accepted) == 0) {
+		cn.wt = c.cfg.Timeouts.DataBlock
+		if err := cn.send("."); err == nil && cn.bw.Flush() == nil {
+			if _, err := cn.read(c.cfg.Timeouts.DataEnd); err == nil {
+				healthy = true
+			}
+		}
+	} else {
+		healthy = true
+	}
+	if mailErr != nil {
+		return all(mailErr.Code, mailErr.Status, mailErr.Msg, mailErr.Code/100 != 5), nil
+	}
+	if len(accepted) == 0 {
+		return res, nil
+	}
+	if dataReply.code != 354 {
+		e := cn.replyError("DATA", dataReply)
+		setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5)
+		return res, nil
+	}
+
+	// Every write of the data, the final dot included, gets the data
+	// block timeout; textproto's DotWriter does the dot-stuffing and
+	// sends bare LFs as CRLF.
+	healthy = false
+	cn.wt = c.cfg.Timeouts.DataBlock
+	src := &errReader{r: rc}
+	w := textproto.NewWriter(cn.bw).DotWriter()
+	_, err = io.Copy(w, src)
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		// The session cannot be ended without the dot, and the dot
+		// would deliver a truncated message: it is closed.
+		if src.err != nil {
+			setAccepted(0, "4.3.0", fmt.Sprintf("cannot read the message: %v", src.err), true)
+		} else {
+			e := cn.ioError("end of data", err)
+			setAccepted(0, tempStatus(e.Status), fmt.Sprintf("%s while sending the message", e.Msg), true)
+		}
+		return res, nil
+	}
+	r, err := cn.read(c.cfg.Timeouts.DataEnd)
+	switch {
+	case err != nil:
+		e := cn.ioError("end of data", err)
+		setAccepted(0, tempStatus(e.Status), e.Msg, true)
+	case r.positive():
+		healthy = true
+		setAccepted(r.code, "2.0.0", fmt.Sprintf("%s said: %s", cn.who(), r), false)
+	default:
+		e := cn.replyError("end of data", r)
+		healthy = r.code != 421
+		setAccepted(e.Code, e.Status, e.Msg, e.Code/100 != 5 || r.code == 421)
+	}
+	return res, nil
+}
+
+// errReader remembers a read error, to tell a local failure from a
+// network one while copying the message out.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 func tempStatus(s string) string {

@@ -449,14 +449,33 @@ func TestSizeTooLargePermanent(t *testing.T) {
 	}
 }
 
-func TestFileSizeFromStat(t *testing.T) {
+func TestScanMessage(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "m")
 	if err := os.WriteFile(p, []byte(testMsg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, err := messageSize(func() (io.ReadCloser, error) { return os.Open(p) })
-	if err != nil || n != int64(len(testMsg)) {
-		t.Fatalf("size %d, %v", n, err)
+	n, eight, err := scanMessage(func() (io.ReadCloser, error) { return os.Open(p) })
+	if err != nil || n != int64(len(testMsg)) || eight {
+		t.Fatalf("file: size %d, 8-bit %v, %v", n, eight, err)
+	}
+	for _, tc := range []struct {
+		in    string
+		size  int64
+		eight bool
+	}{
+		{"a\nb\n", 6, false},                // bare LFs go out as CRLF
+		{"a\r\nb", 4, false},                // no line end added to the count
+		{"Subject: \xc3\xa9\r\n", 13, true}, // UTF-8
+		{strings.Repeat("x", 40000) + "\n\xff", 40003, true},
+		{"\r\n\n", 4, false},
+	} {
+		n, eight, err := scanMessage(msgOpen(tc.in))
+		if err != nil || n != tc.size || eight != tc.eight {
+			t.Errorf("%.20q: size %d, 8-bit %v, %v; want %d, %v", tc.in, n, eight, err, tc.size, tc.eight)
+		}
+	}
+	if _, _, err := scanMessage(func() (io.ReadCloser, error) { return nil, os.ErrPermission }); err == nil {
+		t.Error("open error not reported")
 	}
 }
 
@@ -523,7 +542,7 @@ func TestCachedConnectionDiedIsNoFailure(t *testing.T) {
 	c.mu.Lock()
 	for _, l := range c.idle {
 		for _, cn := range l {
-			cn.dc.Conn.Close()
+			cn.nc.Close()
 		}
 	}
 	c.mu.Unlock()
@@ -869,7 +888,7 @@ func TestReusedSessionGetsRSET(t *testing.T) {
 	wantDelivered(t, deliver(t, c, "example.test", "b@example.test"))
 	c.Close()
 	got := strings.Join(verbs(), " ")
-	want := "EHLO EHLO MAIL RCPT DATA RSET EHLO MAIL RCPT DATA QUIT"
+	want := "EHLO MAIL RCPT DATA RSET MAIL RCPT DATA QUIT"
 	if got != want {
 		t.Fatalf("dialog %q, want %q", got, want)
 	}
