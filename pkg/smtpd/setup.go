@@ -66,6 +66,7 @@ func New(cm *config.Common) (*Server, error) {
 		Queue:      spoolQueue{sp},
 		Recipients: RouterRecipients{Router: rt},
 		Auth:       UsersAuth{DB: db},
+		Senders:    NewRouterSenders(rt),
 	}
 	srv.RelayNetworks, _ = listen.ParseNetworks([]string{"127.0.0.0/8", "::1/128"})
 	srv.AuthFailureDelay = time.Second
