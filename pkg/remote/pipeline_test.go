@@ -77,6 +77,13 @@ func newRawSink(t *testing.T, addr string, ext ...string) *rawSink {
 	return k
 }
 
+// set changes the sink's behaviour while it serves.
+func (k *rawSink) set(f func(k *rawSink)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	f(k)
+}
+
 func (k *rawSink) log() []rawEvent {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -118,9 +125,10 @@ func (k *rawSink) serve(c net.Conn, n int) {
 		return w.Flush() == nil
 	}
 	rcpts := 0
+	holdFor := k.holdFor
 	for {
-		if k.hold && len(pending) > 0 {
-			c.SetReadDeadline(time.Now().Add(k.holdFor))
+		if len(pending) > 0 {
+			c.SetReadDeadline(time.Now().Add(holdFor))
 		} else {
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		}
@@ -138,6 +146,7 @@ func (k *rawSink) serve(c net.Conn, n int) {
 		line := strings.TrimSuffix(l, "\r\n")
 		k.mu.Lock()
 		k.events = append(k.events, rawEvent{conn: n, line: line, replied: replied})
+		hold, rcptFn, dataReply := k.hold, k.rcpt, k.data
 		k.mu.Unlock()
 		verb := strings.ToUpper(strings.Fields(line + " x")[0])
 		var r string
@@ -162,16 +171,16 @@ func (k *rawSink) serve(c net.Conn, n int) {
 		case "RCPT":
 			to := strings.TrimSuffix(strings.TrimPrefix(line[len("RCPT TO:"):], "<"), ">")
 			r = "250 2.1.5 ok\r\n"
-			if k.rcpt != nil {
-				if s := k.rcpt(to, rcpts); s != "" {
+			if rcptFn != nil {
+				if s := rcptFn(to, rcpts); s != "" {
 					r = s + "\r\n"
 				}
 			}
 			rcpts++
 		case "DATA":
 			r = "354 go ahead\r\n"
-			if k.data != "" {
-				r = k.data + "\r\n"
+			if dataReply != "" {
+				r = dataReply + "\r\n"
 			}
 		case "QUIT":
 			pending = append(pending, "221 bye\r\n")
@@ -181,7 +190,7 @@ func (k *rawSink) serve(c net.Conn, n int) {
 			r = "250 ok\r\n"
 		}
 		pending = append(pending, r)
-		if k.hold && (verb == "MAIL" || verb == "RCPT" || verb == "RSET") {
+		if hold && (verb == "MAIL" || verb == "RCPT" || verb == "RSET") {
 			continue
 		}
 		if !flush() {
@@ -229,7 +238,7 @@ func replied(ev []rawEvent) []int {
 
 func TestPipeliningSendsOneGroup(t *testing.T) {
 	_, k, c := rawFixture(t, "PIPELINING", "8BITMIME", "SIZE 1000000")
-	k.hold = true
+	k.set(func(k *rawSink) { k.hold = true })
 	start := time.Now()
 	wantDelivered(t, deliver(t, c, "example.test", "a@example.test", "b@example.test"))
 	if d := time.Since(start); d > k.holdFor/2 {
@@ -272,17 +281,19 @@ func TestNoPipeliningWithoutTheExtension(t *testing.T) {
 
 func TestPipeliningMixedRcptReplies(t *testing.T) {
 	_, k, c := rawFixture(t, "PIPELINING", "ENHANCEDSTATUSCODES")
-	k.rcpt = func(to string, n int) string {
-		switch {
-		case strings.HasPrefix(to, "unknown"):
-			return "550-5.1.1 no such user\r\n550 5.1.1 here"
-		case strings.HasPrefix(to, "full"):
-			return "450 4.2.2 mailbox full"
-		case strings.HasPrefix(to, "many"):
-			return "452 4.5.3 too many recipients"
+	k.set(func(k *rawSink) {
+		k.rcpt = func(to string, n int) string {
+			switch {
+			case strings.HasPrefix(to, "unknown"):
+				return "550-5.1.1 no such user\r\n550 5.1.1 here"
+			case strings.HasPrefix(to, "full"):
+				return "450 4.2.2 mailbox full"
+			case strings.HasPrefix(to, "many"):
+				return "452 4.5.3 too many recipients"
+			}
+			return ""
 		}
-		return ""
-	}
+	})
 	res := deliver(t, c, "example.test", "ok1@example.test", "unknown@example.test", "full@example.test", "many@example.test", "ok2@example.test")
 	wantDelivered(t, []Result{res[0], res[4]})
 	if r := res[1]; r.Temporary || r.Code != 550 || r.Status != "5.1.1" || !strings.Contains(r.Message, "550 5.1.1 no such user here") {
@@ -304,12 +315,14 @@ func TestPipeliningMixedRcptReplies(t *testing.T) {
 // 452 without pipelining: the recipients after it are not sent at all.
 func TestNoPipelining452StopsRcpts(t *testing.T) {
 	_, k, c := rawFixture(t)
-	k.rcpt = func(to string, n int) string {
-		if n >= 1 {
-			return "452 4.5.3 too many recipients"
+	k.set(func(k *rawSink) {
+		k.rcpt = func(to string, n int) string {
+			if n >= 1 {
+				return "452 4.5.3 too many recipients"
+			}
+			return ""
 		}
-		return ""
-	}
+	})
 	res := deliver(t, c, "example.test", "a@example.test", "b@example.test", "c@example.test")
 	wantDelivered(t, res[:1])
 	wantFailed(t, res[1:], true, "4.5.3")
@@ -337,13 +350,15 @@ func TestAllRecipientsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, k, c := rawFixture(t, tc.ext...)
-			k.data = tc.data
-			k.rcpt = func(to string, n int) string {
-				if strings.HasPrefix(to, "x") {
-					return "550 5.1.1 unknown"
+			k.set(func(k *rawSink) {
+				k.data = tc.data
+				k.rcpt = func(to string, n int) string {
+					if strings.HasPrefix(to, "x") {
+						return "550 5.1.1 unknown"
+					}
+					return ""
 				}
-				return ""
-			}
+			})
 			res := deliver(t, c, "example.test", "x1@example.test", "x2@example.test")
 			wantFailed(t, res, false, "5.1.1")
 			for _, m := range k.messages() {
@@ -355,7 +370,7 @@ func TestAllRecipientsRefused(t *testing.T) {
 				t.Fatalf("%d empty messages", n)
 			}
 			// The same session carries the next message, after RSET.
-			k.data = ""
+			k.set(func(k *rawSink) { k.data = "" })
 			wantDelivered(t, deliver(t, c, "example.test", "ok@example.test"))
 			var verbs []string
 			for _, e := range k.log()[1:] {
