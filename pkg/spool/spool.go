@@ -100,8 +100,12 @@ func (e *Envelope) Due() time.Time {
 type Spool struct {
 	Dir string
 
-	once sync.Once
-	reqs chan *commitReq
+	once      sync.Once
+	reqs      chan *commitReq
+	fs        *os.File // the spool directory, for the batch barrier
+	batchSync bool     // the batch barrier covers the writers' files
+	envDir    *os.File // env/, kept open for the batch's fsync
+	envDirErr error
 }
 
 // Subdirectories and files of the spool.
@@ -203,22 +207,31 @@ func ValidID(id string) bool {
 func (s *Spool) path(sub, id string) string { return filepath.Join(s.Dir, sub, id) }
 
 // Submit stores data and env durably and returns the queue id; the
-// envelope's appearance is the commit point. It pokes the trigger FIFO.
+// envelope's appearance is the commit point. The committer pokes the
+// trigger FIFO once per batch.
 //
 // The protocol, for a crash at any instant:
 //
-//  1. write the data to tmp/ID.data and fsync it;
-//  2. write the envelope to tmp/ID.env and fsync it (its mtime set to the
-//     time the message is due);
-//  3. hand both to the committer, which for a whole batch of concurrent
-//     Submits renames every data file into data/ and fsyncs data/ once,
-//     then renames every envelope into env/ and fsyncs env/ once;
-//  4. return after the batch's fsyncs.
+//  1. write the data to tmp/ID.data and rename it to data/ID at once (a
+//     data file without an envelope is not a message);
+//  2. write the envelope to tmp/ID.env, its mtime set to the time the
+//     message is due;
+//  3. hand the envelope to the committer, which for a whole batch of
+//     concurrent Submits makes steps 1–2 durable with one barrier
+//     (syncfs(2) of the spool's file system on Linux; elsewhere the
+//     writers fsynced both files in steps 1–2 and the barrier is an fsync
+//     of data/), then renames every envelope of the batch into env/ and
+//     fsyncs env/ once;
+//  4. return after the batch's env/ fsync.
+//
+// Two barriers per batch, not per message: with per-file fsyncs every
+// message cost the disk two cache flushes of its own (measured: 2.2 device
+// flushes per message with ten writers, 0.45 with the batch barrier), and
+// the flush is what bounds a durable spool's rate.
 //
 // A crash before the envelope rename leaves garbage (tmp files or a data
 // file without an envelope) that Clean removes after an age; the caller got
-// no id, so the sender still owns the message. Steps 1–2 run in the
-// callers' goroutines in parallel; only the directory fsyncs are shared.
+// no id, so the sender still owns the message.
 func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
 	// A caller may take its id from NewID beforehand, so that what it wrote
 	// into the message (smtpd's Received header) names the queue id.
@@ -227,75 +240,88 @@ func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
 		id = NewID()
 		env.ID = id
 	}
+	s.once.Do(s.startCommitter)
 	tmpData := s.path(tmpDir, id+".data")
-	n, err := writeSync(tmpData, 0o600, data)
+	n, err := createFile(tmpData, 0o600, data, !s.batchSync)
+	if err == nil {
+		err = rename(tmpData, s.path(dataDir, id))
+	}
 	if err != nil {
 		os.Remove(tmpData)
 		return "", fmt.Errorf("spool: submit: %w", err)
 	}
 	env.Size = n
 	tmpEnv := s.path(tmpDir, id+".env")
-	if err := s.writeEnvelope(tmpEnv, env); err != nil {
-		os.Remove(tmpData)
+	if err := s.writeEnvelope(tmpEnv, env, !s.batchSync); err != nil {
+		os.Remove(s.path(dataDir, id))
 		os.Remove(tmpEnv)
 		return "", fmt.Errorf("spool: submit: %w", err)
 	}
-	if err := s.commit(id, tmpData, tmpEnv); err != nil {
+	if err := s.commit(id, tmpEnv); err != nil {
 		return "", fmt.Errorf("spool: commit %s: %w", id, err)
 	}
-	s.Poke()
 	return id, nil
 }
 
-// writeSync creates path exclusively, copies r into it and fsyncs it.
-func writeSync(path string, mode os.FileMode, r io.Reader) (int64, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-// writeEnvelope writes env to the new file path, fsyncs it and sets its
-// mtime to env.Due(), which lets a pass skip messages not yet due with one
-// stat each, without reading them (Postfix does the same in its deferred
-// queue).
-func (s *Spool) writeEnvelope(path string, env *Envelope) error {
-	if _, err := writeSync(path, 0o600, strings.NewReader(env.Format())); err != nil {
+// writeEnvelope writes env to the new file path, sets its mtime to
+// env.Due() — which lets a pass skip messages not yet due with one stat
+// each, without reading them (Postfix does the same in its deferred queue)
+// — and, if sync, fsyncs it.
+func (s *Spool) writeEnvelope(path string, env *Envelope, sync bool) error {
+	if _, err := createFile(path, 0o600, strings.NewReader(env.Format()), false); err != nil {
 		return err
 	}
 	due := env.Due()
-	return os.Chtimes(path, due, due)
+	if err := os.Chtimes(path, due, due); err != nil {
+		return err
+	}
+	if !sync {
+		return nil
+	}
+	// Reopened for the fsync, which then covers the mtime too: only the
+	// non-Linux path and replaceEnvelope take it.
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 type commitReq struct {
-	id, tmpData, tmpEnv string
-	done                chan error
+	id, tmpEnv string
+	done       chan error
 }
 
-// commit passes one Submit's files to the committer goroutine and waits
+// startCommitter opens what the batch barrier needs and starts the
+// committer goroutine. The spool directory stays open for the life of the
+// process: syncfs reports a write-back error to every descriptor opened
+// before it happened, so a descriptor opened per batch could miss an error
+// in the data its own writers wrote.
+func (s *Spool) startCommitter() {
+	s.reqs = make(chan *commitReq, 4096)
+	if fs, ok := openBarrier(s.Dir); ok {
+		s.fs, s.batchSync = fs, true
+	}
+	s.envDir, s.envDirErr = os.Open(filepath.Join(s.Dir, envDir))
+	go s.committer()
+}
+
+// commit passes one Submit's envelope to the committer goroutine and waits
 // for its batch to be durable.
-func (s *Spool) commit(id, tmpData, tmpEnv string) error {
-	s.once.Do(func() {
-		s.reqs = make(chan *commitReq, 4096)
-		go s.committer()
-	})
-	r := &commitReq{id: id, tmpData: tmpData, tmpEnv: tmpEnv, done: make(chan error, 1)}
+func (s *Spool) commit(id, tmpEnv string) error {
+	r := &commitReq{id: id, tmpEnv: tmpEnv, done: make(chan error, 1)}
 	s.reqs <- r
 	return <-r.done
 }
 
 // committer takes whatever Submits are waiting, commits them as one batch
 // and releases them; Submits arriving meanwhile form the next batch. So
-// with many concurrent writers the cost of the two directory fsyncs is
-// shared by the batch.
+// with many concurrent writers the cost of the barriers is shared by the
+// batch.
 func (s *Spool) committer() {
 	for first := range s.reqs {
 		batch := []*commitReq{first}
@@ -314,42 +340,29 @@ func (s *Spool) committer() {
 
 func (s *Spool) commitBatch(batch []*commitReq) {
 	errs := make([]error, len(batch))
-	ok := 0
-	for i, r := range batch {
-		if err := os.Rename(r.tmpData, s.path(dataDir, r.id)); err != nil {
-			errs[i] = err
-			os.Remove(r.tmpData)
-			os.Remove(r.tmpEnv)
-			continue
-		}
-		ok++
+	// The data and the envelopes' contents must be durable before any
+	// envelope naming them may appear.
+	var err error
+	if s.batchSync {
+		err = barrier(s.fs)
+	} else {
+		err = syncDir(filepath.Join(s.Dir, dataDir))
 	}
-	if ok > 0 {
-		// The data must be durable under its name before any envelope
-		// naming it may appear.
-		if err := syncDir(filepath.Join(s.Dir, dataDir)); err != nil {
-			for i, r := range batch {
-				if errs[i] == nil {
-					errs[i] = err
-					os.Remove(s.path(dataDir, r.id))
-					os.Remove(r.tmpEnv)
-				}
-			}
-			ok = 0
-		}
-	}
-	if ok > 0 {
+	if err != nil {
 		for i, r := range batch {
-			if errs[i] != nil {
-				continue
-			}
-			if err := os.Rename(r.tmpEnv, s.path(envDir, r.id)); err != nil {
+			errs[i] = err
+			os.Remove(r.tmpEnv)
+			os.Remove(s.path(dataDir, r.id))
+		}
+	} else {
+		for i, r := range batch {
+			if err := rename(r.tmpEnv, s.path(envDir, r.id)); err != nil {
 				errs[i] = err
 				os.Remove(r.tmpEnv)
 				os.Remove(s.path(dataDir, r.id))
 			}
 		}
-		if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
+		if err := s.syncEnvDir(); err != nil {
 			// The envelopes may or may not survive a crash: the callers
 			// must not take them as committed, and must not see them
 			// delivered twice, so they are withdrawn.
@@ -362,9 +375,22 @@ func (s *Spool) commitBatch(batch []*commitReq) {
 			}
 		}
 	}
+	committed := false
 	for i, r := range batch {
+		committed = committed || errs[i] == nil
 		r.done <- errs[i]
 	}
+	if committed {
+		s.Poke()
+	}
+}
+
+// syncEnvDir fsyncs env/ through the descriptor kept open for it.
+func (s *Spool) syncEnvDir() error {
+	if s.envDirErr != nil {
+		return s.envDirErr
+	}
+	return s.envDir.Sync()
 }
 
 // syncDir fsyncs a directory, making the renames into it durable.
@@ -385,7 +411,7 @@ func syncDir(dir string) error {
 // envelope, never a mix.
 func (s *Spool) replaceEnvelope(env *Envelope) error {
 	tmp := s.path(tmpDir, env.ID+".env."+NewID())
-	if err := s.writeEnvelope(tmp, env); err != nil {
+	if err := s.writeEnvelope(tmp, env, true); err != nil {
 		os.Remove(tmp)
 		return err
 	}
