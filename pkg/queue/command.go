@@ -155,6 +155,9 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 	r := &Runner{Spool: sp, Hostname: cm.Hostname, Postmaster: cm.Postmaster, MDA: root.String("mda"),
 		RetryAfter: root.Duration("retry-after"), MaxRetryInterval: root.Duration("max-retry-interval"),
 		WarnAfter: warn, BounceAfter: root.Duration("bounce-after"), Interval: root.Duration("interval"),
+		// The same limits pkg/remote applies to connections: a pass never
+		// starts more work than the client could carry at once.
+		Workers: root.Int("concurrency"), PerDestination: root.Int("concurrency-per-domain"),
 		Log: cm.Log}
 	return r, cm, nil
 }

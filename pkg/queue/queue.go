@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -55,13 +56,27 @@ type Runner struct {
 	GarbageAge       time.Duration // Clean's age for crash leftovers
 	Interval         time.Duration // the daemon's longest sleep
 	MDATimeout       time.Duration // how long one local delivery may take
-	Workers          int           // messages worked at once in a pass
+	ScanEvery        time.Duration // longest trust in the schedule index before a full scan
+
+	// Workers is how many messages with remote recipients are worked at
+	// once (--concurrency), and separately how many local-only ones.
+	// PerDestination caps the messages worked at once for one remote
+	// destination (--concurrency-per-domain), never above Workers-1, so
+	// a destination that hangs leaves a slot for the others.
+	Workers        int
+	PerDestination int
 
 	Now func() time.Time // the clock (tests move it)
 	Log *slog.Logger
 
 	// deliverLocal is delivery.DeliverContext, replaceable in tests.
 	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
+
+	// The schedule index this process last read or wrote, and the
+	// identity of its file then (schedule.go).
+	schedMu  sync.Mutex
+	sched    *schedule
+	schedKey fileKey
 }
 
 // Defaults of the schedule (DESIGN.md § The spool).
@@ -73,6 +88,7 @@ const (
 	DefaultGarbageAge       = 36 * time.Hour
 	DefaultInterval         = 5 * time.Minute
 	DefaultWorkers          = 4
+	DefaultPerDestination   = 4
 )
 
 // ErrRemoteUnavailable is the temporary error of remote recipients when
@@ -122,6 +138,8 @@ type Stats struct {
 	Bounced   int
 	Notices   int       // DSNs queued
 	Locked    int       // messages skipped: another process held them
+	Queued    int       // envelopes the scan found
+	Stat      int       // of those, how many it had to stat (not known to the schedule index)
 	Next      time.Time // when the earliest remaining message is due (zero: none)
 }
 
@@ -139,37 +157,48 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 	}
 	now := r.now()
 	sch := r.readSchedule()
+	dirty := false
 	if age := orDefault(r.GarbageAge, DefaultGarbageAge); now.Sub(time.Unix(0, sch.cleaned)) > age/8 {
-		sch.cleaned = now.UnixNano()
+		sch.cleaned, dirty = now.UnixNano(), true
 		if n, err := r.Spool.Clean(age); err != nil {
 			r.log().Warn("cleaning the spool", "err", err)
 		} else if n > 0 {
 			r.log().Info("removed crash leftovers", "files", n)
 		}
 	}
-	m0, wall0 := r.envMtime(), time.Now()
-	if !flush && sch.valid && m0 != 0 && sch.envMtime == m0 && (sch.next == 0 || now.UnixNano() < sch.next) {
-		// Nothing changed since a pass that found nothing due.
-		if sch.next != 0 {
-			st.Next = time.Unix(0, sch.next)
-		}
-		r.writeSchedule(sch)
-		return st, nil
-	}
-	defer func() {
-		sch.valid = false
-		if m1 := r.envMtime(); m1 == m0 && m0 != 0 && st.Locked == 0 && time.Unix(0, m0).Before(wall0.Add(-scheduleSlack)) {
-			sch.valid, sch.envMtime, sch.next = true, m0, 0
-			if !st.Next.IsZero() {
-				sch.next = st.Next.UnixNano()
+	wall := time.Now()
+	verified := time.Unix(0, sch.verified)
+	full := sch.ents == nil || wall.Before(verified) || wall.Sub(verified) > orDefault(r.ScanEvery, DefaultScanEvery)
+	var known func(string, uint64) (time.Time, bool)
+	if !full {
+		known = func(id string, ino uint64) (time.Time, bool) {
+			e, ok := sch.ents[id]
+			if !ok || e.ino != ino {
+				return time.Time{}, false
 			}
+			return time.Unix(0, e.due), true
 		}
-		r.writeSchedule(sch)
-	}()
-	ents, err := r.Spool.Scan()
+	}
+	ents, stats, err := r.Spool.ScanKnown(known)
 	if err != nil {
 		return st, err
 	}
+	// Every envelope matched the index and none left: the index is still
+	// exact, and rewriting it would only cost time.
+	if full || dirty || stats > 0 || len(ents) != len(sch.ents) {
+		ns := schedule{cleaned: sch.cleaned, verified: sch.verified, scanned: wall.UnixNano(), ents: make(map[string]stamp, len(ents))}
+		if full {
+			ns.verified = wall.UnixNano()
+		}
+		for _, e := range ents {
+			if e.Ino != 0 {
+				ns.ents[e.ID] = stamp{ino: e.Ino, due: e.Due.UnixNano()}
+			}
+		}
+		r.writeSchedule(ns)
+	}
+	st.Queued, st.Stat = len(ents), stats
+	r.log().Debug("scanned", "messages", len(ents), "stat", stats, "full", full)
 	var work []string
 	for _, e := range ents {
 		if flush || !e.Due.After(now) {
@@ -178,53 +207,165 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 			st.Next = e.Due
 		}
 	}
+	// Ids sort like their arrival times: oldest mail first.
+	sort.Strings(work)
 	err = r.workAll(ctx, work, flush, &st)
 	return st, err
 }
 
-// workAll works the messages ids with Workers goroutines (each message
-// under its own lock), then the notifications that produced, and so on.
-func (r *Runner) workAll(ctx context.Context, ids []string, flush bool, st *Stats) error {
-	workers := r.Workers
-	if workers <= 0 {
-		workers = DefaultWorkers
+// destinationKeyer is implemented by a RemoteDeliverer that knows where
+// a domain's mail really goes (a route to a smarthost serves many domains,
+// and its connection limit is the one that counts).
+type destinationKeyer interface {
+	DestinationKey(domain string) string
+}
+
+// destination returns the scheduling group of a message: the destination
+// of its first due remote recipient, or "" for a message with only local
+// work (or none we can see: process decides then).
+func (r *Runner) destination(id string, flush bool) string {
+	env, err := r.Spool.Load(id)
+	if err != nil {
+		return ""
 	}
-	var mu sync.Mutex
-	for len(ids) > 0 {
-		var next []string
-		ch := make(chan string)
-		var wg sync.WaitGroup
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for id := range ch {
-					var one Stats
-					notices, due := r.process(ctx, id, flush, &one)
-					mu.Lock()
-					st.add(one)
-					next = append(next, notices...)
-					if !due.IsZero() && (st.Next.IsZero() || due.Before(st.Next)) {
-						st.Next = due
-					}
-					mu.Unlock()
-				}
-			}()
+	now := r.now()
+	for _, rc := range env.Recipients {
+		if rc.State != spool.Pending || !flush && rc.NextAttempt.After(now) {
+			continue
 		}
-		for _, id := range ids {
-			if ctx.Err() != nil {
-				break
+		dests, err := r.Router.Resolve(rc.Address)
+		if err != nil {
+			continue
+		}
+		for _, d := range dests {
+			if d.Kind != route.Remote {
+				continue
 			}
-			ch <- id
+			dom := strings.TrimSuffix(strings.ToLower(d.Address[strings.LastIndexByte(d.Address, '@')+1:]), ".")
+			if k, ok := r.Remote.(destinationKeyer); ok {
+				return k.DestinationKey(dom)
+			}
+			return dom
 		}
-		close(ch)
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		ids = next
 	}
-	return nil
+	return ""
+}
+
+// A group is the due messages of one destination; a pool is the slots
+// that groups share. Local-only messages have a pool of their own, so
+// that no remote destination, however slow, delays local delivery; remote
+// groups share the other pool, each capped, so that the messages of a
+// dead destination can hold only their cap of it.
+type group struct {
+	key     string
+	pool    *pool
+	queue   []string
+	running int
+	cap     int
+	ready   bool // in pool.ready
+}
+
+type pool struct {
+	size, running int
+	ready         []*group // groups with queued work and a free slot of their own, round robin
+}
+
+func (p *pool) mark(g *group) {
+	if !g.ready && len(g.queue) > 0 && g.running < g.cap {
+		g.ready = true
+		p.ready = append(p.ready, g)
+	}
+}
+
+// workAll works the messages ids, each under its own lock, Workers
+// messages at once per pool and PerDestination per remote destination,
+// then the notifications that produced, until none is left. A message
+// that hangs (a peer that accepts and never answers) holds one slot of
+// its destination until remote's timeouts end it; the other destinations
+// go on meanwhile.
+func (r *Runner) workAll(ctx context.Context, ids []string, flush bool, st *Stats) error {
+	total := r.Workers
+	if total <= 0 {
+		total = DefaultWorkers
+	}
+	per := r.PerDestination
+	if per <= 0 {
+		per = DefaultPerDestination
+	}
+	if per > total-1 {
+		per = max(total-1, 1)
+	}
+	local, remote := &pool{size: total}, &pool{size: total}
+	groups := map[string]*group{}
+	add := func(id string) {
+		key := r.destination(id, flush)
+		g := groups[key]
+		if g == nil {
+			g = &group{key: key, pool: remote, cap: per}
+			if key == "" {
+				g.pool, g.cap = local, total
+			}
+			groups[key] = g
+		}
+		g.queue = append(g.queue, id)
+		g.pool.mark(g)
+	}
+	for _, id := range ids {
+		add(id)
+	}
+
+	type result struct {
+		g       *group
+		one     Stats
+		notices []string
+		due     time.Time
+	}
+	results := make(chan result)
+	inflight := 0
+	start := func(p *pool) {
+		for p.running < p.size && len(p.ready) > 0 {
+			g := p.ready[0]
+			p.ready = p.ready[1:]
+			g.ready = false
+			id := g.queue[0]
+			g.queue = g.queue[1:]
+			g.running++
+			p.running++
+			inflight++
+			go func() {
+				var one Stats
+				notices, due := r.process(ctx, id, flush, &one)
+				results <- result{g, one, notices, due}
+			}()
+			// Back to the end of the line: one message per group in turn.
+			p.mark(g)
+		}
+	}
+	for {
+		if ctx.Err() == nil {
+			start(local)
+			start(remote)
+		}
+		if inflight == 0 {
+			break
+		}
+		res := <-results
+		inflight--
+		res.g.running--
+		res.g.pool.running--
+		st.add(res.one)
+		if !res.due.IsZero() && (st.Next.IsZero() || res.due.Before(st.Next)) {
+			st.Next = res.due
+		}
+		res.g.pool.mark(res.g)
+		for _, nid := range res.notices {
+			add(nid)
+		}
+		if len(res.g.queue) == 0 && res.g.running == 0 {
+			delete(groups, res.g.key)
+		}
+	}
+	return ctx.Err()
 }
 
 func (st *Stats) add(o Stats) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -389,47 +388,6 @@ func TestReorderArgs(t *testing.T) {
 // TestScheduleHint: after a pass that changed nothing, a pass with nothing
 // due skips the scan, until the spool changes or the earliest due time
 // comes.
-func TestScheduleHint(t *testing.T) {
-	r, b, c, _ := newRunner(t)
-	b.fail["bob@example.test"] = &delivery.Error{Temporary: true, Status: "4.2.2", Err: errors.New("full")}
-	a := submit(t, r, "alice@example.test", start, "bob@example.test")
-	pass(t, r) // deferred to start+1m
-	envDir := filepath.Join(r.Spool.Dir, "env")
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(envDir, old, old); err != nil {
-		t.Fatal(err)
-	}
-	c.add(10 * time.Second)
-	if st := pass(t, r); st.Messages != 0 || !st.Next.Equal(start.Add(time.Minute)) {
-		t.Fatalf("nothing due: %+v", st)
-	}
-	// Make A due behind the hint's back (a file's mtime, not the
-	// directory's): the hint is trusted, the scan skipped.
-	p := filepath.Join(envDir, a)
-	os.Chtimes(p, start, start)
-	delete(b.fail, "bob@example.test")
-	if st := pass(t, r); st.Messages != 0 {
-		t.Fatalf("the hint was not used: %+v", st)
-	}
-	// A new message changes env/: the next pass scans and finds both
-	// (A's recipient is not due by its envelope yet).
-	submit(t, r, "alice@example.test", start, "carol@example.test")
-	if st := pass(t, r); st.Messages != 2 || st.Delivered != 1 {
-		t.Fatalf("after a submission: %+v", st)
-	}
-	// And the earliest due time ends the hint's validity on its own.
-	b.fail["bob@example.test"] = &delivery.Error{Temporary: true, Status: "4.2.2", Err: errors.New("full")}
-	submit(t, r, "alice@example.test", start, "bob@example.test")
-	pass(t, r)
-	os.Chtimes(envDir, old, old)
-	pass(t, r) // records the hint
-	delete(b.fail, "bob@example.test")
-	c.add(time.Hour)
-	if st := pass(t, r); st.Delivered != 2 {
-		t.Fatalf("due time reached: %+v", st)
-	}
-}
-
 // TestPartialAlias: an alias with a local and a remote destination whose
 // remote part fails temporarily: the local copy is not delivered again on
 // retry, only the remote address is retried.

@@ -1,0 +1,212 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"letterbox/pkg/remote"
+)
+
+// sinkBackend is an SMTP server that takes every message and counts the
+// recipients it got.
+type sinkBackend struct {
+	mu   sync.Mutex
+	got  map[string]int
+	cond *sync.Cond
+}
+
+func (k *sinkBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{k: k}, nil }
+
+type sinkSession struct {
+	k     *sinkBackend
+	rcpts []string
+}
+
+func (s *sinkSession) Reset()        { s.rcpts = nil }
+func (s *sinkSession) Logout() error { return nil }
+func (s *sinkSession) Mail(string, *smtp.MailOptions) error {
+	return nil
+}
+func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+func (s *sinkSession) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.k.mu.Lock()
+	for _, rc := range s.rcpts {
+		s.k.got[rc]++
+	}
+	s.k.mu.Unlock()
+	s.k.cond.Broadcast()
+	return nil
+}
+
+func (k *sinkBackend) count() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.got)
+}
+
+func startSink(t *testing.T) (*sinkBackend, int) {
+	t.Helper()
+	k := &sinkBackend{got: map[string]int{}}
+	k.cond = sync.NewCond(&k.mu)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(k)
+	srv.Domain = "sink.test"
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 10 * time.Second
+	srv.WriteTimeout = 10 * time.Second
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return k, ln.Addr().(*net.TCPAddr).Port
+}
+
+// blackHole accepts TCP connections on ip and never says a word, as a
+// host behind a broken firewall or an overloaded MX does.
+func blackHole(t *testing.T, ip string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", ip, err) // a loopback without 127/8 beyond .1
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestDeadDestinationDoesNotBlock: 8 messages to a domain whose MX
+// accepts and never answers, queued before 20 to a working domain and 5
+// local ones, with --concurrency 4: the 25 are delivered in the same pass
+// while the 8 hang, and the 8 are deferred, not lost, when the pass is
+// stopped.
+func TestDeadDestinationDoesNotBlock(t *testing.T) {
+	r, b, _, logs := newRunner(t)
+	sink, sinkPort := startSink(t)
+	deadPort := blackHole(t, "127.0.0.2")
+	var routes []remote.Route
+	for _, s := range []string{"dead.test=127.0.0.2:" + strconv.Itoa(deadPort), "sink.test=127.0.0.1:" + strconv.Itoa(sinkPort)} {
+		rt, err := remote.ParseRoute(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, rt)
+	}
+	// Timeouts long enough that the test's own deadline is what ends the
+	// hang: the pass must get the other mail through while it lasts.
+	to := remote.DefaultTimeouts
+	to.Greeting = time.Minute
+	cl, err := remote.New(remote.Config{Helo: "mx.example.test", Routes: routes, Concurrency: 4, PerDestination: 4, Timeouts: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	r.Remote = cl
+	r.Workers, r.PerDestination = 4, 4
+
+	for i := 0; i < 8; i++ {
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@dead.test", i))
+	}
+	for i := 0; i < 20; i++ {
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@sink.test", i))
+	}
+	for i := 0; i < 5; i++ {
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("local%d@example.test", i))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type passResult struct {
+		st  Stats
+		err error
+	}
+	done := make(chan passResult, 1)
+	go func() {
+		st, err := r.Pass(ctx, false)
+		done <- passResult{st, err}
+	}()
+
+	deadline := time.Now().Add(15 * time.Second)
+	for sink.count() < 20 && time.Now().Before(deadline) {
+		select {
+		case res := <-done:
+			t.Fatalf("pass ended before the black hole's timeout: %+v %v", res.st, res.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if n := sink.count(); n != 20 {
+		t.Fatalf("%d of 20 messages to the working domain delivered while the dead one hangs\n%s", n, logs)
+	}
+	b.mu.Lock()
+	local := len(b.got)
+	b.mu.Unlock()
+	if local != 5 {
+		t.Fatalf("%d of 5 local messages delivered while the dead domain hangs", local)
+	}
+	select {
+	case res := <-done:
+		t.Fatalf("pass ended while the black hole still holds connections: %+v %v", res.st, res.err)
+	default:
+	}
+
+	// Stopping the pass ends the hung sessions; their messages stay queued.
+	cancel()
+	var res passResult
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pass did not stop after its context ended")
+	}
+	if res.st.Delivered != 25 {
+		t.Fatalf("stats: %+v (err %v)", res.st, res.err)
+	}
+	ents, err := r.Spool.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 8 {
+		t.Fatalf("%d messages left in the queue, want the 8 to the dead domain", len(ents))
+	}
+	for _, e := range ents {
+		env, err := r.Spool.Load(e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc := env.Recipients[0]; rc.State != "pending" {
+			t.Fatalf("%s: %+v", e.ID, rc)
+		}
+	}
+}

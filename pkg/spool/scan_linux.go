@@ -1,0 +1,92 @@
+package spool
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// readInodes reads every valid queue id in the directory d with its inode
+// number, using getdents64 directly: os.File.Readdirnames drops the inode,
+// and a stat per entry to get it back is what this avoids.
+func readInodes(d *os.File) ([]Stamp, error) {
+	buf := make([]byte, 256<<10)
+	var out []Stamp
+	fd := int(d.Fd())
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("getdents: %w", err)
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		out, err = parseDirents(buf[:n], out)
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Offsets in struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen;
+// u8 d_type; char d_name[]; }.
+const (
+	direntIno    = 0
+	direntReclen = 16
+	direntName   = 19
+)
+
+// nativeEndian is the byte order of the kernel's structs.
+var nativeEndian binary.ByteOrder = func() binary.ByteOrder {
+	x := uint16(1)
+	if *(*byte)(unsafe.Pointer(&x)) == 1 {
+		return binary.LittleEndian
+	}
+	return binary.BigEndian
+}()
+
+// parseDirents appends the valid queue ids of a getdents64 buffer to out.
+// Other names (".", "..", anything a person left there) are skipped, as
+// Scan skips them.
+func parseDirents(b []byte, out []Stamp) ([]Stamp, error) {
+	for len(b) > 0 {
+		if len(b) < direntName+1 {
+			return out, fmt.Errorf("getdents: truncated record (%d bytes left)", len(b))
+		}
+		reclen := int(nativeEndian.Uint16(b[direntReclen:]))
+		if reclen < direntName+1 || reclen > len(b) {
+			return out, fmt.Errorf("getdents: bad record length %d", reclen)
+		}
+		name := b[direntName:reclen]
+		for i, c := range name {
+			if c == 0 {
+				name = name[:i]
+				break
+			}
+		}
+		if validIDBytes(name) {
+			ino := nativeEndian.Uint64(b[direntIno:])
+			out = append(out, Stamp{ID: string(name), Ino: ino})
+		}
+		b = b[reclen:]
+	}
+	return out, nil
+}
+
+// validIDBytes is ValidID without converting to a string first.
+func validIDBytes(b []byte) bool {
+	if len(b) < 8 || len(b) > 64 {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'V') {
+			return false
+		}
+	}
+	return true
+}
