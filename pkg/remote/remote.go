@@ -1,9 +1,33 @@
 // Package remote delivers mail to other hosts: MX lookup with miekg/dns
 // (preference order, implicit MX, null MX per RFC 7505), routes that override
-// MX (a smarthost), and an SMTP client on go-smtp with opportunistic or
-// required STARTTLS, AUTH to smarthosts, SIZE, 8BITMIME, SMTPUTF8 and
+// MX (a smarthost), and an SMTP client with opportunistic or required
+// STARTTLS, AUTH to smarthosts, PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and
 // per-recipient results. queue-runner calls Client.Deliver once per
 // (message, domain); scheduling, retries and DSNs are the queue's job.
+//
+// The SMTP client is our own (conn.go), not go-smtp's Client, which has no
+// RFC 2920 pipelining and declares BODY=8BITMIME for every message. When
+// the peer offers PIPELINING, MAIL, every RCPT and DATA go in one group (on
+// a reused session, RSET too), so one message costs one round trip before
+// its data instead of 2 + recipients; without it each command waits for
+// its reply. Either way every reply is read and kept per recipient: a 5xx
+// bounces that recipient only, a 4xx keeps it queued, and after a 452 the
+// recipients not yet sent are left for a later transaction. When no
+// recipient is accepted no message is sent: DATA is not sent (one by one),
+// or, pipelined, its refusal is read, and a server that answers 354 anyway
+// gets a lone dot (RFC 2920 §3.1); the session gets RSET before it carries
+// another message.
+//
+// 8-bit content: Deliver reads the message once before the transaction
+// (the queue's data file is on local disk) for its SIZE as sent and to see
+// whether any octet has the high bit set. Only such a message is declared
+// BODY=8BITMIME, and only to a peer that offers 8BITMIME. To a peer that
+// does not, the message is sent unchanged, without BODY=: RFC 6152 §3
+// allows a downgrade or a bounce instead, but a downgrade rewrites the
+// message (breaking DKIM signatures, impossible for 8-bit headers) and a
+// bounce loses mail that nearly every such server accepts in practice;
+// sendmail's default (EightBitMode pass8) and Postfix for non-MIME content
+// do the same.
 package remote
 
 import (
