@@ -25,9 +25,9 @@
 // does not, the message is sent unchanged, without BODY=: RFC 6152 §3
 // allows a downgrade or a bounce instead, but a downgrade rewrites the
 // message (breaking DKIM signatures, impossible for 8-bit headers) and a
-// bounce loses mail that nearly every such server accepts in practice;
-// sendmail's default (EightBitMode pass8) and Postfix for non-MIME content
-// do the same.
+// bounce loses mail that nearly every such server accepts in practice.
+// Postfix does the same for content that is not MIME (and for MIME only
+// with disable_mime_output_conversion).
 package remote
 
 import (
