@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -30,48 +29,18 @@ type remotePostfix struct {
 
 func startRemotePostfix(t *testing.T, port int) *remotePostfix {
 	t.Helper()
-	for _, c := range []string{"postfix", "postconf"} {
-		if _, err := exec.LookPath(c); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + c); err != nil {
-				t.Fatalf("%s not installed (tests/interop/packages.txt)", c)
-			}
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("a private Postfix instance needs root")
-	}
+	p := newPostfix(t, "letterbox-remote-postfix-")
 	nobody, err := user.Lookup("nobody")
 	must(t, err)
-	dir, err := os.MkdirTemp("", "letterbox-remote-postfix-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) }) // also when Postfix never starts
-	must(t, os.Chmod(dir, 0o755))
-	pf := &remotePostfix{Dir: dir, Vmail: filepath.Join(dir, "vmail")}
-	for _, d := range []string{"etc", "queue", "data", "vmail/remote.test"} {
-		must(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	run := func(name string, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-		}
-		return string(out)
-	}
-	run("chown", "postfix", filepath.Join(dir, "data"))
-	run("chown", "-R", nobody.Uid+":"+nobody.Gid, pf.Vmail)
+	pf := &remotePostfix{Dir: p.Dir, Vmail: filepath.Join(p.Dir, "vmail")}
+	must(t, os.MkdirAll(filepath.Join(pf.Vmail, "remote.test"), 0o755))
+	postfixRun(t, "chown", "-R", nobody.Uid+":"+nobody.Gid, pf.Vmail)
 	cert, key := remotePEM(t, "mx.remote.test")
-	must(t, os.WriteFile(filepath.Join(dir, "etc/cert.pem"), cert, 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "etc/key.pem"), key, 0o600))
-	mainCf := fmt.Sprintf(`compatibility_level = 3.6
-queue_directory = %[1]s/queue
-data_directory = %[1]s/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.remote.test
+	must(t, os.WriteFile(filepath.Join(p.Etc(), "cert.pem"), cert, 0o644))
+	must(t, os.WriteFile(filepath.Join(p.Etc(), "key.pem"), key, 0o600))
+	p.start(t, fmt.Sprintf(`myhostname = mx.remote.test
 mydestination =
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = %[1]s/etc/cert.pem
@@ -83,46 +52,7 @@ virtual_mailbox_maps = inline:{ friend@remote.test=remote.test/friend/ }
 virtual_uid_maps = static:%[2]s
 virtual_gid_maps = static:%[3]s
 virtual_minimum_uid = 1
-maillog_file_prefixes = /tmp, /var
-maillog_file = %[1]s/postfix.log
-`, dir, nobody.Uid, nobody.Gid)
-	must(t, os.WriteFile(filepath.Join(dir, "etc/main.cf"), []byte(mainCf), 0o644))
-	master, err := os.ReadFile("/etc/postfix/master.cf")
-	must(t, err)
-	var lines []string
-	for _, l := range strings.Split(string(master), "\n") {
-		if strings.HasPrefix(l, "smtp ") && strings.Contains(l, " inet ") {
-			l = fmt.Sprintf("127.0.0.2:%d inet n - n - - smtpd", port)
-		}
-		if strings.HasPrefix(l, "#postlog") {
-			l = strings.TrimPrefix(l, "#")
-		}
-		lines = append(lines, l)
-	}
-	m := strings.Join(lines, "\n")
-	if !strings.Contains(m, fmt.Sprintf("127.0.0.2:%d", port)) {
-		m += fmt.Sprintf("\n127.0.0.2:%d inet n - n - - smtpd\n", port)
-	}
-	if !strings.Contains(m, "\npostlog") {
-		m += "\npostlog unix-dgram n - n - 1 postlogd\n"
-	}
-	must(t, os.WriteFile(filepath.Join(dir, "etc/master.cf"), []byte(m), 0o644))
-	run("postconf", "-c", filepath.Join(dir, "etc"), "-F", "*/*/chroot = n")
-	exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "check").Run()
-	t.Cleanup(func() {
-		exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "stop").Run()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "postfix.log"))
-			t.Logf("postfix log:\n%s", b)
-		}
-		// Postfix's daemons take a moment to leave the queue directory.
-		waitFor(t, 10*time.Second, "postfix to stop", func() bool {
-			return exec.Command("postfix", "-c", filepath.Join(dir, "etc"), "status").Run() != nil
-		})
-		os.RemoveAll(dir)
-	})
-	run("postfix", "-c", filepath.Join(dir, "etc"), "start")
-	waitListening(t, fmt.Sprintf("127.0.0.2:%d", port))
+`, p.Dir, nobody.Uid, nobody.Gid), fmt.Sprintf("127.0.0.2:%d inet n - n - - smtpd", port))
 	return pf
 }
 
