@@ -14,6 +14,9 @@ import (
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/users"
+	// Authentication needs the password code, which pkg/users leaves out
+	// for deliver's sake.
+	_ "letterbox/pkg/users/passwd"
 )
 
 // Flags are pop3d's own flags (the shared ones come from config).

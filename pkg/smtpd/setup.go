@@ -17,6 +17,9 @@ import (
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
 	"letterbox/pkg/users"
+	// Authentication needs the password code, which pkg/users leaves out
+	// for deliver's sake.
+	_ "letterbox/pkg/users/passwd"
 )
 
 // Flags are smtpd's own flags (the shared ones come from config).

@@ -1,6 +1,7 @@
 // Package users reads and writes the users file: Dovecot's passwd-file format
 // (user@domain:{SCHEME}hash:uid:gid:gecos:home:shell:extra), and verifies
-// passwords in the schemes Dovecot's `doveadm pw` makes.
+// passwords in the schemes Dovecot's `doveadm pw` makes, with the hashing
+// code of package passwd, which a program that authenticates imports.
 //
 // Names are full addresses. Lookups ignore ASCII case in the whole address
 // (local part and domain), because that is what admins and senders expect
@@ -336,6 +337,9 @@ func pickDecoy(users map[string]*User, names []string) string {
 // first hashed password, else a hash of the default scheme, so that the
 // answer takes as long as a wrong password would.
 func (db *DB) Authenticate(addr, password string) (*User, error) {
+	if registered() == nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuth, ErrNoPasswords)
+	}
 	u := db.Lookup(addr)
 	if u == nil || u.Password == "" {
 		decoy := ""

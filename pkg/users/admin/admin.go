@@ -16,6 +16,7 @@ import (
 	"letterbox/pkg/route"
 	"letterbox/pkg/sysexits"
 	"letterbox/pkg/users"
+	"letterbox/pkg/users/passwd"
 )
 
 // ErrMismatch is check's "the password does not verify" (exit 1).
@@ -68,7 +69,7 @@ func (a *Admin) Add(addr, scheme string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := users.Hash(scheme, "probe"); err != nil {
+	if _, err := passwd.Hash(scheme, "probe"); err != nil {
 		return sysexits.New(sysexits.Usage, err)
 	}
 	// Early duplicate check, so that no password is asked for in vain; the
@@ -84,7 +85,7 @@ func (a *Admin) Add(addr, scheme string) error {
 	if err != nil {
 		return err
 	}
-	hash, err := users.Hash(scheme, pw)
+	hash, err := passwd.Hash(scheme, pw)
 	if err != nil {
 		return sysexits.New(sysexits.DataErr, err)
 	}
@@ -111,14 +112,14 @@ func (a *Admin) Passwd(addr, scheme string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := users.Hash(scheme, "probe"); err != nil {
+	if _, err := passwd.Hash(scheme, "probe"); err != nil {
 		return sysexits.New(sysexits.Usage, err)
 	}
 	pw, err := a.newPassword()
 	if err != nil {
 		return err
 	}
-	hash, err := users.Hash(scheme, pw)
+	hash, err := passwd.Hash(scheme, pw)
 	if err != nil {
 		return sysexits.New(sysexits.DataErr, err)
 	}

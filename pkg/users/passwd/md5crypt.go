@@ -1,4 +1,4 @@
-package users
+package passwd
 
 import (
 	"crypto/md5"

@@ -1,9 +1,12 @@
-package users
+package passwd
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"letterbox/pkg/users"
 )
 
 // Vectors from Drepper's "Unix crypt using SHA-256 and SHA-512", section
@@ -69,9 +72,9 @@ var fixturePasswords = map[string]string{
 	"long@example.test":       "a very long password that is longer than thirty-two bytes and even longer than sixty-four bytes for sure",
 }
 
-func fixtureDB(t testing.TB) *DB {
+func fixtureDB(t testing.TB) *users.DB {
 	t.Helper()
-	db, err := Load("../../testdata/users/doveadm.users")
+	db, err := users.Load("../../../testdata/users/doveadm.users")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,11 +99,11 @@ func TestDoveadmFixtures(t *testing.T) {
 			continue
 		}
 		schemes[u.Scheme()] = true
-		if !wellFormed(u.Password) {
+		if !WellFormed(u.Password) {
 			t.Errorf("%s: wellFormed false for a verifiable hash", name)
 		}
 		for _, bad := range []string{"", pw + " ", pw[:len(pw)-1]} {
-			if _, err := db.Authenticate(name, bad); err != ErrAuth {
+			if _, err := db.Authenticate(name, bad); err != users.ErrAuth {
 				t.Errorf("%s: bad password %q: got %v, want ErrAuth", name, bad, err)
 			}
 		}
@@ -157,8 +160,8 @@ func TestVerifyRefuses(t *testing.T) {
 		if Verify(stored, "correct horse") {
 			t.Errorf("Verify(%q) accepted", stored)
 		}
-		if stored != "{PLAIN}correct horsf" && wellFormed(stored) && !strings.HasPrefix(stored, "{SHA512-CRYPT}$6$") {
-			t.Errorf("wellFormed(%q) = true", stored)
+		if stored != "{PLAIN}correct horsf" && WellFormed(stored) && !strings.HasPrefix(stored, "{SHA512-CRYPT}$6$") {
+			t.Errorf("WellFormed(%q) = true", stored)
 		}
 	}
 	// A scheme-less crypt string is CRYPT (Dovecot's default scheme).
@@ -171,3 +174,54 @@ func TestVerifyRefuses(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+func TestAuthenticate(t *testing.T) {
+	db, _ := users.Parse(strings.NewReader("a@b.test:{PLAIN}pw\nnopw@b.test:\n"))
+	if u, err := db.Authenticate("A@B.TEST", "pw"); err != nil || u.Name != "a@b.test" {
+		t.Errorf("good: %v %v", u, err)
+	}
+	for _, c := range [][2]string{{"a@b.test", "pW"}, {"a@b.test", ""}, {"x@b.test", "pw"}, {"nopw@b.test", ""}, {"nopw@b.test", "x"}} {
+		if u, err := db.Authenticate(c[0], c[1]); err != users.ErrAuth || u != nil {
+			t.Errorf("Authenticate(%q, %q) = %v, %v", c[0], c[1], u, err)
+		}
+	}
+	f := fixtureDB(t)
+	if _, ok := f.Lookup("blf_crypt@example.test").Plaintext(); ok {
+		t.Error("a hashed password has no plaintext")
+	}
+	if pw, ok := f.Lookup("clear@example.test").Plaintext(); !ok || pw != "correct horse" {
+		t.Error("{CLEAR} is {PLAIN}")
+	}
+}
+
+// TestDefaultSchemeCost: the hash verified for unknown users (users'
+// dummy, made with users.Hash in the default scheme) costs what the hashes
+// we make cost.
+func TestDefaultSchemeCost(t *testing.T) {
+	d, err := users.Hash(users.DefaultScheme, "letterbox dummy password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := users.SplitScheme(d); s != users.DefaultScheme {
+		t.Fatalf("hash scheme %s, want the default %s", s, users.DefaultScheme)
+	}
+	if !strings.HasPrefix(strings.TrimPrefix(d, "{BLF-CRYPT}"), fmt.Sprintf("$2a$%02d$", bcryptCost)) {
+		t.Errorf("hash %s does not have the cost of the hashes we make", d)
+	}
+}
+
+// BenchmarkAuthenticate compares a wrong password with an unknown user; run
+// with: go test -bench Authenticate ./pkg/users/passwd/
+func BenchmarkAuthenticate(b *testing.B) {
+	db := fixtureDB(b)
+	for _, c := range []struct{ name, user string }{
+		{"wrong-password", "blf_crypt@example.test"},
+		{"unknown-user", "nobody@example.test"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				db.Authenticate(c.user, "wrong")
+			}
+		})
+	}
+}
