@@ -157,6 +157,10 @@ func indexLF(b []byte) int {
 func (h *headerFixer) headerLine() {
 	l := strings.TrimRight(string(h.line), "\r\n")
 	switch {
+	case len(h.line) > maxHeaderLine:
+		// As scan decides for a long line still unfinished, so that the
+		// result does not depend on how the data was cut into reads.
+		h.endHeader(true)
 	case l == "":
 		h.endHeader(false)
 	case h.started && isContinuation(l):
