@@ -147,6 +147,32 @@ type Stats struct {
 // flush) once, taking in drop files first. Messages another process holds
 // locked are skipped. Notifications it queues are worked in the same pass.
 func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
+	work, st, err := r.scan(flush)
+	if err != nil {
+		return st, err
+	}
+	d := r.newDispatcher(ctx, flush)
+	d.add(work...)
+	d.wait()
+	done, next := d.take()
+	done.Queued, done.Stat = st.Queued, st.Stat
+	done.Next = earliest(st.Next, next)
+	return done, ctx.Err()
+}
+
+// earliest returns the earlier of two times, a zero one counting as none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// scan takes in drop files, removes crash leftovers now and then, and
+// returns the ids of the messages due (every message, when flush), oldest
+// first, with Stats's Queued, Stat and Next (the earliest due time of the
+// others) filled in.
+func (r *Runner) scan(flush bool) ([]string, Stats, error) {
 	var st Stats
 	for _, t := range r.Spool.TakeDrops() {
 		if t.Err != nil {
@@ -181,7 +207,7 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 	}
 	ents, stats, err := r.Spool.ScanKnown(known)
 	if err != nil {
-		return st, err
+		return nil, st, err
 	}
 	// Every envelope matched the index and none left: the index is still
 	// exact, and rewriting it would only cost time.
@@ -209,163 +235,7 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 	}
 	// Ids sort like their arrival times: oldest mail first.
 	sort.Strings(work)
-	err = r.workAll(ctx, work, flush, &st)
-	return st, err
-}
-
-// destinationKeyer is implemented by a RemoteDeliverer that knows where
-// a domain's mail really goes (a route to a smarthost serves many domains,
-// and its connection limit is the one that counts).
-type destinationKeyer interface {
-	DestinationKey(domain string) string
-}
-
-// destination returns the scheduling group of a message: the destination
-// of its first due remote recipient, or "" for a message with only local
-// work (or none we can see: process decides then).
-func (r *Runner) destination(id string, flush bool) string {
-	env, err := r.Spool.Load(id)
-	if err != nil {
-		return ""
-	}
-	now := r.now()
-	for _, rc := range env.Recipients {
-		if rc.State != spool.Pending || !flush && rc.NextAttempt.After(now) {
-			continue
-		}
-		dests, err := r.Router.Resolve(rc.Address)
-		if err != nil {
-			continue
-		}
-		for _, d := range dests {
-			if d.Kind != route.Remote {
-				continue
-			}
-			dom := strings.TrimSuffix(strings.ToLower(d.Address[strings.LastIndexByte(d.Address, '@')+1:]), ".")
-			if k, ok := r.Remote.(destinationKeyer); ok {
-				return k.DestinationKey(dom)
-			}
-			return dom
-		}
-	}
-	return ""
-}
-
-// A group is the due messages of one destination; a pool is the slots
-// that groups share. Local-only messages have a pool of their own, so
-// that no remote destination, however slow, delays local delivery; remote
-// groups share the other pool, each capped, so that the messages of a
-// dead destination can hold only their cap of it.
-type group struct {
-	key     string
-	pool    *pool
-	queue   []string
-	running int
-	cap     int
-	ready   bool // in pool.ready
-}
-
-type pool struct {
-	size, running int
-	ready         []*group // groups with queued work and a free slot of their own, round robin
-}
-
-func (p *pool) mark(g *group) {
-	if !g.ready && len(g.queue) > 0 && g.running < g.cap {
-		g.ready = true
-		p.ready = append(p.ready, g)
-	}
-}
-
-// workAll works the messages ids, each under its own lock, Workers
-// messages at once per pool and PerDestination per remote destination,
-// then the notifications that produced, until none is left. A message
-// that hangs (a peer that accepts and never answers) holds one slot of
-// its destination until remote's timeouts end it; the other destinations
-// go on meanwhile.
-func (r *Runner) workAll(ctx context.Context, ids []string, flush bool, st *Stats) error {
-	total := r.Workers
-	if total <= 0 {
-		total = DefaultWorkers
-	}
-	per := r.PerDestination
-	if per <= 0 {
-		per = DefaultPerDestination
-	}
-	if per > total-1 {
-		per = max(total-1, 1)
-	}
-	local, remote := &pool{size: total}, &pool{size: total}
-	groups := map[string]*group{}
-	add := func(id string) {
-		key := r.destination(id, flush)
-		g := groups[key]
-		if g == nil {
-			g = &group{key: key, pool: remote, cap: per}
-			if key == "" {
-				g.pool, g.cap = local, total
-			}
-			groups[key] = g
-		}
-		g.queue = append(g.queue, id)
-		g.pool.mark(g)
-	}
-	for _, id := range ids {
-		add(id)
-	}
-
-	type result struct {
-		g       *group
-		one     Stats
-		notices []string
-		due     time.Time
-	}
-	results := make(chan result)
-	inflight := 0
-	start := func(p *pool) {
-		for p.running < p.size && len(p.ready) > 0 {
-			g := p.ready[0]
-			p.ready = p.ready[1:]
-			g.ready = false
-			id := g.queue[0]
-			g.queue = g.queue[1:]
-			g.running++
-			p.running++
-			inflight++
-			go func() {
-				var one Stats
-				notices, due := r.process(ctx, id, flush, &one)
-				results <- result{g, one, notices, due}
-			}()
-			// Back to the end of the line: one message per group in turn.
-			p.mark(g)
-		}
-	}
-	for {
-		if ctx.Err() == nil {
-			start(local)
-			start(remote)
-		}
-		if inflight == 0 {
-			break
-		}
-		res := <-results
-		inflight--
-		res.g.running--
-		res.g.pool.running--
-		st.add(res.one)
-		if !res.due.IsZero() && (st.Next.IsZero() || res.due.Before(st.Next)) {
-			st.Next = res.due
-		}
-		res.g.pool.mark(res.g)
-		for _, nid := range res.notices {
-			add(nid)
-		}
-		if len(res.g.queue) == 0 && res.g.running == 0 {
-			delete(groups, res.g.key)
-		}
-	}
-	return ctx.Err()
+	return work, st, nil
 }
 
 func (st *Stats) add(o Stats) {
@@ -733,31 +603,25 @@ func (r *Runner) postmaster() string {
 
 // Daemon runs passes until ctx ends: at once when the trigger FIFO is
 // poked, else when the earliest message is due, at least every Interval.
+// Its passes don't wait for the messages they start: one dispatcher works
+// them across passes, so a message hung on a dead destination delays
+// neither the next pass nor the mail it finds.
 func (r *Runner) Daemon(ctx context.Context) error {
 	tr, err := r.Spool.Listen()
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
+	d := r.newDispatcher(ctx, false)
+	// On the way out the running messages end with ctx (their delivery
+	// is interrupted and recorded as a temporary failure).
+	defer d.wait()
 	interval := orDefault(r.Interval, DefaultInterval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for {
-		// Drain a poke that came during the last pass: its message may
-		// not have been in that pass's scan, so one more pass follows.
-		st, err := r.Pass(ctx, false)
-		if err != nil && ctx.Err() == nil {
-			r.log().Error("pass failed", "err", err)
-		}
-		if st.Messages > 0 {
-			r.log().Debug("pass done", "messages", st.Messages, "delivered", st.Delivered, "deferred", st.Deferred, "bounced", st.Bounced)
-		}
-		wait := interval
-		if !st.Next.IsZero() {
-			if d := time.Until(st.Next); d < wait {
-				wait = d
-			}
-		}
+	var deadline time.Time
+	arm := func(at time.Time) {
+		wait := time.Until(at)
 		if wait < 10*time.Millisecond {
 			wait = 10 * time.Millisecond
 		}
@@ -768,7 +632,21 @@ func (r *Runner) Daemon(ctx context.Context) error {
 			}
 		}
 		timer.Reset(wait)
+		deadline = time.Now().Add(wait)
 		r.log().Debug("idle", "wake_in", wait.String())
+	}
+	for {
+		work, st, err := r.scan(false)
+		if err != nil && ctx.Err() == nil {
+			r.log().Error("pass failed", "err", err)
+		}
+		d.add(work...)
+		at := time.Now().Add(interval)
+		if !st.Next.IsZero() && st.Next.Before(at) {
+			at = st.Next
+		}
+		arm(at)
+	wait:
 		select {
 		case <-ctx.Done():
 			return nil
@@ -777,6 +655,15 @@ func (r *Runner) Daemon(ctx context.Context) error {
 				return errors.New("queue: trigger FIFO closed")
 			}
 		case <-timer.C:
+		case <-d.worked:
+			done, next := d.take()
+			if done.Messages > 0 {
+				r.log().Debug("worked", "messages", done.Messages, "delivered", done.Delivered, "deferred", done.Deferred, "bounced", done.Bounced)
+			}
+			if !next.IsZero() && next.Before(deadline) {
+				arm(next)
+			}
+			goto wait
 		}
 	}
 }

@@ -78,7 +78,7 @@ func startSink(t *testing.T) (*sinkBackend, int) {
 
 // blackHole accepts TCP connections on ip and never says a word, as a
 // host behind a broken firewall or an overloaded MX does.
-func blackHole(t *testing.T, ip string) int {
+func blackHole(t *testing.T, ip string) (int, func() int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
@@ -105,18 +105,21 @@ func blackHole(t *testing.T, ip string) int {
 		}
 		mu.Unlock()
 	})
-	return ln.Addr().(*net.TCPAddr).Port
+	accepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+	return ln.Addr().(*net.TCPAddr).Port, accepted
 }
 
-// TestDeadDestinationDoesNotBlock: 8 messages to a domain whose MX
-// accepts and never answers, queued before 20 to a working domain and 5
-// local ones, with --concurrency 4: the 25 are delivered in the same pass
-// while the 8 hang, and the 8 are deferred, not lost, when the pass is
-// stopped.
-func TestDeadDestinationDoesNotBlock(t *testing.T) {
-	r, b, _, logs := newRunner(t)
+// deadAndSink sets r up with a remote client routing dead.test to a black
+// hole and sink.test to a working SMTP server, with --concurrency 4 and
+// --concurrency-per-domain 4 (so a destination gets at most 3 slots).
+func deadAndSink(t *testing.T, r *Runner) (*sinkBackend, func() int) {
+	t.Helper()
 	sink, sinkPort := startSink(t)
-	deadPort := blackHole(t, "127.0.0.2")
+	deadPort, accepted := blackHole(t, "127.0.0.2")
 	var routes []remote.Route
 	for _, s := range []string{"dead.test=127.0.0.2:" + strconv.Itoa(deadPort), "sink.test=127.0.0.1:" + strconv.Itoa(sinkPort)} {
 		rt, err := remote.ParseRoute(s)
@@ -126,16 +129,27 @@ func TestDeadDestinationDoesNotBlock(t *testing.T) {
 		routes = append(routes, rt)
 	}
 	// Timeouts long enough that the test's own deadline is what ends the
-	// hang: the pass must get the other mail through while it lasts.
+	// hang: the other mail must get through while it lasts.
 	to := remote.DefaultTimeouts
 	to.Greeting = time.Minute
 	cl, err := remote.New(remote.Config{Helo: "mx.example.test", Routes: routes, Concurrency: 4, PerDestination: 4, Timeouts: to})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { cl.Close() })
 	r.Remote = cl
 	r.Workers, r.PerDestination = 4, 4
+	return sink, accepted
+}
+
+// TestDeadDestinationDoesNotBlock: 8 messages to a domain whose MX
+// accepts and never answers, queued before 20 to a working domain and 5
+// local ones, with --concurrency 4: the 25 are delivered in the same pass
+// while the 8 hang, and the 8 are deferred, not lost, when the pass is
+// stopped.
+func TestDeadDestinationDoesNotBlock(t *testing.T) {
+	r, b, _, logs := newRunner(t)
+	sink, _ := deadAndSink(t, r)
 
 	for i := 0; i < 8; i++ {
 		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@dead.test", i))
@@ -208,5 +222,59 @@ func TestDeadDestinationDoesNotBlock(t *testing.T) {
 		if rc := env.Recipients[0]; rc.State != "pending" {
 			t.Fatalf("%s: %+v", e.ID, rc)
 		}
+	}
+}
+
+// TestDaemonNotHeldByDeadDestination: the daemon's passes don't wait for
+// messages hung on a dead destination, so mail arriving meanwhile goes out.
+func TestDaemonNotHeldByDeadDestination(t *testing.T) {
+	r, b, _, logs := newRunner(t)
+	r.Now = nil // the daemon sleeps on the real clock
+	r.Interval = time.Minute
+	sink, accepted := deadAndSink(t, r)
+	now := time.Now()
+	for i := 0; i < 8; i++ {
+		submit(t, r, "alice@example.test", now, fmt.Sprintf("u%d@dead.test", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Daemon(ctx) }()
+	waitUntil(t, 10*time.Second, "the dead destination holds its 3 slots", func() bool { return accepted() >= 3 })
+
+	for i := 0; i < 5; i++ {
+		submit(t, r, "alice@example.test", now, fmt.Sprintf("u%d@sink.test", i))
+	}
+	submit(t, r, "alice@example.test", now, "carol@example.test")
+	waitUntil(t, 10*time.Second, "mail that arrived later delivered", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return sink.count() == 5 && len(b.got["carol@example.test"]) == 1
+	})
+	if n := accepted(); n != 3 {
+		t.Fatalf("the dead destination got %d connections, want its cap of 3", n)
+	}
+	cancel()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("daemon did not stop\n%s", logs)
+	}
+	if ents, _ := r.Spool.Scan(); len(ents) != 8 {
+		t.Fatalf("%d messages queued after the daemon stopped, want the 8 to the dead domain", len(ents))
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
