@@ -211,7 +211,9 @@ func (r *Runner) writeSchedule(s schedule) {
 		r.log().Warn("schedule index not written", "err", err)
 		return
 	}
-	if cur, ok := readScheduleHeader(r.schedulePath()); ok && cur.scanned > s.scanned {
+	// An index from the future is not a later scan but a clock that
+	// stepped back: keeping it would keep every pass from writing.
+	if cur, ok := readScheduleHeader(r.schedulePath()); ok && cur.scanned > s.scanned && cur.scanned < time.Now().Add(time.Minute).UnixNano() {
 		r.log().Debug("schedule index from a later scan kept")
 		return
 	}

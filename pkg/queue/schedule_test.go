@@ -172,7 +172,7 @@ func TestScheduleIndexLaterScanKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.scanned = time.Now().Add(time.Hour).UnixNano()
+	s.scanned = time.Now().Add(30 * time.Second).UnixNano()
 	later := formatSchedule(&s)
 	if err := os.WriteFile(idx, later, 0o600); err != nil {
 		t.Fatal(err)
@@ -183,6 +183,18 @@ func TestScheduleIndexLaterScanKept(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(idx); !bytes.Equal(got, later) {
 		t.Fatal("an index from a later scan was overwritten")
+	}
+	// An index from much further ahead is a clock that stepped back: it
+	// is replaced, or no pass could ever write one again.
+	s.scanned = time.Now().Add(time.Hour).UnixNano()
+	if err := os.WriteFile(idx, formatSchedule(&s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	submit(t, r, "alice@example.test", start, "carol@example.test")
+	pass(t, r)
+	got, _ := os.ReadFile(idx)
+	if cur, err := parseSchedule(got); err != nil || cur.scanned > time.Now().UnixNano() {
+		t.Fatalf("an index from an hour ahead was kept (%v)", err)
 	}
 }
 
