@@ -278,3 +278,75 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// keyedRemote hangs for the domains routed to "smarthost" until the pass
+// ends, and delivers the others at once; it names destinations as
+// remote.Client would with a route shared by several domains.
+type keyedRemote struct {
+	mu            sync.Mutex
+	hung, maxHung int
+	delivered     int
+}
+
+func (k *keyedRemote) DestinationKey(domain string) string {
+	if domain == "a.test" || domain == "b.test" {
+		return "smarthost"
+	}
+	return domain
+}
+
+func (k *keyedRemote) Deliver(ctx context.Context, domain, from string, rcpts []string, open func() (io.ReadCloser, error)) ([]remote.Result, error) {
+	res := make([]remote.Result, len(rcpts))
+	k.mu.Lock()
+	if k.DestinationKey(domain) != "smarthost" {
+		k.delivered++
+		k.mu.Unlock()
+		for i, r := range rcpts {
+			res[i] = remote.Result{Rcpt: r, Code: 250, Status: "2.0.0", Message: "ok"}
+		}
+		return res, nil
+	}
+	k.hung++
+	k.maxHung = max(k.maxHung, k.hung)
+	k.mu.Unlock()
+	<-ctx.Done()
+	k.mu.Lock()
+	k.hung--
+	k.mu.Unlock()
+	for i, r := range rcpts {
+		res[i] = remote.Result{Rcpt: r, Status: "4.4.7", Message: "interrupted", Temporary: true}
+	}
+	return res, nil
+}
+
+// TestDestinationKeyShared: domains that share a destination (one route)
+// share its cap, so together they cannot take every slot.
+func TestDestinationKeyShared(t *testing.T) {
+	r, _, _, _ := newRunner(t)
+	k := &keyedRemote{}
+	r.Remote = k
+	r.Workers, r.PerDestination = 4, 4
+	for i := 0; i < 6; i++ {
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@a.test", i))
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@b.test", i))
+	}
+	for i := 0; i < 5; i++ {
+		submit(t, r, "alice@example.test", start, fmt.Sprintf("u%d@c.test", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan Stats, 1)
+	go func() { st, _ := r.Pass(ctx, false); done <- st }()
+	waitUntil(t, 10*time.Second, "c.test delivered while the smarthost hangs", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.delivered == 5
+	})
+	cancel()
+	st := <-done
+	if k.maxHung != 3 {
+		t.Fatalf("%d messages hung on the shared destination at once, want its cap of 3", k.maxHung)
+	}
+	if st.Delivered != 5 || st.Deferred != 3 {
+		t.Fatalf("stats: %+v", st)
+	}
+}
