@@ -140,6 +140,7 @@ type Stats struct {
 	Locked    int       // messages skipped: another process held them
 	Queued    int       // envelopes the scan found
 	Stat      int       // of those, how many it had to stat (not known to the schedule index)
+	Skipped   bool      // env/ unchanged since the last scan and nothing due: not even read
 	Next      time.Time // when the earliest remaining message is due (zero: none)
 }
 
@@ -155,7 +156,7 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 	d.add(work...)
 	d.wait()
 	done, next := d.take()
-	done.Queued, done.Stat = st.Queued, st.Stat
+	done.Queued, done.Stat, done.Skipped = st.Queued, st.Stat, st.Skipped
 	done.Next = earliest(st.Next, next)
 	return done, ctx.Err()
 }
@@ -182,19 +183,38 @@ func (r *Runner) scan(flush bool) ([]string, Stats, error) {
 		}
 	}
 	now := r.now()
+	wall := time.Now()
+	scanEvery := orDefault(r.ScanEvery, DefaultScanEvery)
+	garbageAge := orDefault(r.GarbageAge, DefaultGarbageAge)
+	fresh := func(s *schedule) bool {
+		v := time.Unix(0, s.verified)
+		return !wall.Before(v) && wall.Sub(v) <= scanEvery
+	}
+	if !flush {
+		// Nothing renamed into or out of env/ since the last scan, and
+		// its earliest due time not come: nothing is due.
+		h, ok := readScheduleHeader(r.schedulePath())
+		if ok && h.envMtime != 0 && h.envMtime == r.envMtime() && (h.next == 0 || now.UnixNano() < h.next) &&
+			fresh(&h) && now.Sub(time.Unix(0, h.cleaned)) <= garbageAge/8 {
+			st.Queued, st.Skipped = int(h.count), true
+			if h.next != 0 {
+				st.Next = time.Unix(0, h.next)
+			}
+			r.log().Debug("scan skipped: env/ unchanged, nothing due", "messages", h.count)
+			return nil, st, nil
+		}
+	}
 	sch := r.readSchedule()
 	dirty := false
-	if age := orDefault(r.GarbageAge, DefaultGarbageAge); now.Sub(time.Unix(0, sch.cleaned)) > age/8 {
+	if now.Sub(time.Unix(0, sch.cleaned)) > garbageAge/8 {
 		sch.cleaned, dirty = now.UnixNano(), true
-		if n, err := r.Spool.Clean(age); err != nil {
+		if n, err := r.Spool.Clean(garbageAge); err != nil {
 			r.log().Warn("cleaning the spool", "err", err)
 		} else if n > 0 {
 			r.log().Info("removed crash leftovers", "files", n)
 		}
 	}
-	wall := time.Now()
-	verified := time.Unix(0, sch.verified)
-	full := sch.ents == nil || wall.Before(verified) || wall.Sub(verified) > orDefault(r.ScanEvery, DefaultScanEvery)
+	full := sch.ents == nil || !fresh(&sch)
 	var known func(string, uint64) (time.Time, bool)
 	if !full {
 		known = func(id string, ino uint64) (time.Time, bool) {
@@ -205,14 +225,35 @@ func (r *Runner) scan(flush bool) ([]string, Stats, error) {
 			return time.Unix(0, e.due), true
 		}
 	}
+	m0 := r.envMtime()
 	ents, stats, err := r.Spool.ScanKnown(known)
 	if err != nil {
 		return nil, st, err
 	}
+	st.Queued, st.Stat = len(ents), stats
+	r.log().Debug("scanned", "messages", len(ents), "stat", stats, "full", full)
+	var work []string
+	var first time.Time // the earliest due time of all
+	for _, e := range ents {
+		first = earliest(first, e.Due)
+		if flush || !e.Due.After(now) {
+			work = append(work, e.ID)
+		} else if st.Next.IsZero() || e.Due.Before(st.Next) {
+			st.Next = e.Due
+		}
+	}
+	var envMtime, next int64
+	if m0 != 0 && time.Unix(0, m0).Before(wall.Add(-envSlack)) {
+		envMtime = m0
+	}
+	if !first.IsZero() {
+		next = first.UnixNano()
+	}
 	// Every envelope matched the index and none left: the index is still
 	// exact, and rewriting it would only cost time.
-	if full || dirty || stats > 0 || len(ents) != len(sch.ents) {
-		ns := schedule{cleaned: sch.cleaned, verified: sch.verified, scanned: wall.UnixNano(), ents: make(map[string]stamp, len(ents))}
+	if full || dirty || stats > 0 || len(ents) != len(sch.ents) || envMtime != sch.envMtime || next != sch.next {
+		ns := schedule{cleaned: sch.cleaned, verified: sch.verified, scanned: wall.UnixNano(),
+			envMtime: envMtime, next: next, ents: make(map[string]stamp, len(ents))}
 		if full {
 			ns.verified = wall.UnixNano()
 		}
@@ -222,16 +263,6 @@ func (r *Runner) scan(flush bool) ([]string, Stats, error) {
 			}
 		}
 		r.writeSchedule(ns)
-	}
-	st.Queued, st.Stat = len(ents), stats
-	r.log().Debug("scanned", "messages", len(ents), "stat", stats, "full", full)
-	var work []string
-	for _, e := range ents {
-		if flush || !e.Due.After(now) {
-			work = append(work, e.ID)
-		} else if st.Next.IsZero() || e.Due.Before(st.Next) {
-			st.Next = e.Due
-		}
 	}
 	// Ids sort like their arrival times: oldest mail first.
 	sort.Strings(work)

@@ -42,8 +42,21 @@ type schedule struct {
 	cleaned  int64 // ns, runner clock: when crash leftovers were last removed
 	verified int64 // ns, wall clock: the last scan that stat'ed every envelope
 	scanned  int64 // ns, wall clock: when the scan recorded here began
+	// envMtime is the modification time of env/ before that scan read
+	// it, recorded only when it was already 2 s old then (0 otherwise),
+	// so that any later change to env/ has another time even on a file
+	// system with coarse timestamps. next is the earliest due time of
+	// all entries (0: none). While env/ keeps that time and next has not
+	// come, nothing can be due, and a pass need not even read env/.
+	envMtime int64
+	next     int64
+	count    int64 // entries, from the header (ents may be nil)
 	ents     map[string]stamp
 }
+
+// envSlack is how old env/'s modification time must be before a scan to
+// be recorded (see envMtime).
+const envSlack = 2 * time.Second
 
 type stamp struct {
 	ino uint64
@@ -97,71 +110,102 @@ func (r *Runner) readSchedule() schedule {
 	return s
 }
 
-// parseSchedule reads the index format of formatSchedule. On an error it
-// still returns the header fields it read (cleaned is worth keeping).
-func parseSchedule(b []byte) (schedule, error) {
-	var s schedule
-	end := bytes.LastIndex(b, []byte("\nend "))
-	if end < 0 || b[len(b)-1] != '\n' {
-		return s, errors.New("queue: schedule index: no end line (truncated?)")
-	}
-	sum, err := strconv.ParseUint(string(b[end+5:len(b)-1]), 16, 32)
-	if err != nil {
-		return s, fmt.Errorf("queue: schedule index: end line: %w", err)
-	}
-	if uint32(sum) != crc32.ChecksumIEEE(b[:end+1]) {
-		return s, errors.New("queue: schedule index: checksum mismatch")
-	}
-	// One string for the whole index, which the ids are cut from: one
-	// allocation instead of one per entry.
-	body := string(b[:end+1])
-	line := func() string {
-		i := strings.IndexByte(body, '\n')
-		l := body[:i]
-		body = body[i+1:]
-		return l
-	}
-	if line() != scheduleMagic {
-		return s, errors.New("queue: schedule index: not " + scheduleMagic)
-	}
-	var n int64
-	for _, f := range []struct {
+// headerFields are the header lines after the magic, in order.
+func headerFields(s *schedule) []struct {
+	name string
+	v    *int64
+} {
+	return []struct {
 		name string
 		v    *int64
-	}{{"cleaned", &s.cleaned}, {"verified", &s.verified}, {"scanned", &s.scanned}, {"entries", &n}} {
-		if len(body) == 0 {
-			return s, fmt.Errorf("queue: schedule index: %s missing", f.name)
+	}{{"cleaned", &s.cleaned}, {"verified", &s.verified}, {"scanned", &s.scanned},
+		{"env-mtime", &s.envMtime}, {"next", &s.next}, {"entries", &s.count}}
+}
+
+// parseHeader reads the header of an index, up to and including its
+// "head" line (a CRC-32 of the header before it, so that a pass may trust
+// the header without reading the entries), and returns the rest.
+func parseHeader(text string) (schedule, string, error) {
+	var s schedule
+	rest := text
+	line := func() (string, bool) {
+		i := strings.IndexByte(rest, '\n')
+		if i < 0 {
+			return "", false
 		}
-		k, v, _ := strings.Cut(line(), " ")
-		if k != f.name {
-			return s, fmt.Errorf("queue: schedule index: want %s, got %q", f.name, k)
+		l := rest[:i]
+		rest = rest[i+1:]
+		return l, true
+	}
+	if l, _ := line(); l != scheduleMagic {
+		return s, "", errors.New("queue: schedule index: not " + scheduleMagic)
+	}
+	for _, f := range headerFields(&s) {
+		l, ok := line()
+		k, v, _ := strings.Cut(l, " ")
+		if !ok || k != f.name {
+			return s, "", fmt.Errorf("queue: schedule index: want %s, got %q", f.name, l)
 		}
 		x, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || x < 0 {
-			return s, fmt.Errorf("queue: schedule index: %s %q", f.name, v)
+			return s, "", fmt.Errorf("queue: schedule index: %s %q", f.name, v)
 		}
 		*f.v = x
 	}
-	if n > int64(len(body)/10+1) {
-		return s, fmt.Errorf("queue: schedule index: %d entries cannot fit", n)
+	head := text[:len(text)-len(rest)]
+	l, ok := line()
+	k, v, _ := strings.Cut(l, " ")
+	if !ok || k != "head" {
+		return s, "", fmt.Errorf("queue: schedule index: want head, got %q", l)
 	}
-	ents := make(map[string]stamp, n)
+	if sum, err := strconv.ParseUint(v, 16, 32); err != nil || uint32(sum) != crc32.ChecksumIEEE([]byte(head)) {
+		return s, "", errors.New("queue: schedule index: header checksum mismatch")
+	}
+	return s, rest, nil
+}
+
+// parseSchedule reads the index format of formatSchedule. On an error it
+// still returns the header fields it read (cleaned is worth keeping).
+func parseSchedule(b []byte) (schedule, error) {
+	end := bytes.LastIndex(b, []byte("\nend "))
+	if end < 0 || b[len(b)-1] != '\n' {
+		return schedule{}, errors.New("queue: schedule index: no end line (truncated?)")
+	}
+	sum, err := strconv.ParseUint(string(b[end+5:len(b)-1]), 16, 32)
+	if err != nil {
+		return schedule{}, fmt.Errorf("queue: schedule index: end line: %w", err)
+	}
+	if uint32(sum) != crc32.ChecksumIEEE(b[:end+1]) {
+		return schedule{}, errors.New("queue: schedule index: checksum mismatch")
+	}
+	// One string for the whole index, which the ids are cut from: one
+	// allocation instead of one per entry.
+	s, body, err := parseHeader(string(b[:end+1]))
+	if err != nil {
+		return s, err
+	}
+	if s.count > int64(len(body)/10+1) {
+		return s, fmt.Errorf("queue: schedule index: %d entries cannot fit", s.count)
+	}
+	ents := make(map[string]stamp, s.count)
 	for len(body) > 0 {
-		l := line()
+		i := strings.IndexByte(body, '\n')
+		l := body[:i]
+		body = body[i+1:]
 		id, rest, ok1 := strings.Cut(l, " ")
 		ino, due, ok2 := strings.Cut(rest, " ")
 		if !ok1 || !ok2 || !spool.ValidID(id) {
 			return s, fmt.Errorf("queue: schedule index: bad entry %q", l)
 		}
-		i, err1 := strconv.ParseUint(ino, 10, 64)
+		i1, err1 := strconv.ParseUint(ino, 10, 64)
 		d, err2 := strconv.ParseInt(due, 10, 64)
-		if err1 != nil || err2 != nil || i == 0 || d <= 0 {
+		if err1 != nil || err2 != nil || i1 == 0 || d <= 0 {
 			return s, fmt.Errorf("queue: schedule index: bad entry %q", l)
 		}
-		ents[id] = stamp{ino: i, due: d}
+		ents[id] = stamp{ino: i1, due: d}
 	}
-	if int64(len(ents)) != n {
-		return s, fmt.Errorf("queue: schedule index: %d entries, header says %d", len(ents), n)
+	if int64(len(ents)) != s.count {
+		return s, fmt.Errorf("queue: schedule index: %d entries, header says %d", len(ents), s.count)
 	}
 	s.ents = ents
 	return s, nil
@@ -171,15 +215,18 @@ func parseSchedule(b []byte) (schedule, error) {
 // per envelope (DUE in Unix nanoseconds), and an end line with the CRC-32
 // of everything before it (man/letterbox-spool.5).
 func formatSchedule(s *schedule) []byte {
-	b := make([]byte, 0, 128+len(s.ents)*48)
-	b = append(b, scheduleMagic+"\ncleaned "...)
-	b = strconv.AppendInt(b, s.cleaned, 10)
-	b = append(b, "\nverified "...)
-	b = strconv.AppendInt(b, s.verified, 10)
-	b = append(b, "\nscanned "...)
-	b = strconv.AppendInt(b, s.scanned, 10)
-	b = append(b, "\nentries "...)
-	b = strconv.AppendInt(b, int64(len(s.ents)), 10)
+	s.count = int64(len(s.ents))
+	b := make([]byte, 0, 256+len(s.ents)*48)
+	b = append(b, scheduleMagic+"\n"...)
+	for _, f := range headerFields(s) {
+		b = append(b, f.name...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, *f.v, 10)
+		b = append(b, '\n')
+	}
+	head := crc32.ChecksumIEEE(b)
+	b = append(b, "head "...)
+	b = strconv.AppendUint(b, uint64(head), 16)
 	b = append(b, '\n')
 	for id, e := range s.ents {
 		b = append(b, id...)
@@ -233,28 +280,24 @@ func (r *Runner) writeSchedule(s schedule) {
 	}
 }
 
-// readScheduleHeader reads the header fields of the index at path.
+// readScheduleHeader reads the header of the index at path.
 func readScheduleHeader(path string) (schedule, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return schedule{}, false
 	}
 	defer f.Close()
-	buf := make([]byte, 256)
+	buf := make([]byte, 512)
 	n, _ := io.ReadFull(f, buf)
-	buf = buf[:n]
-	var s schedule
-	lines := bytes.SplitN(buf, []byte{'\n'}, 5)
-	if len(lines) < 5 || string(lines[0]) != scheduleMagic {
-		return s, false
+	s, _, err := parseHeader(string(buf[:n]))
+	return s, err == nil
+}
+
+// envMtime returns the modification time of env/ (0: unknown).
+func (r *Runner) envMtime() int64 {
+	var st syscall.Stat_t
+	if syscall.Stat(filepath.Join(r.Spool.Dir, "env"), &st) != nil {
+		return 0
 	}
-	for i, v := range []*int64{&s.cleaned, &s.verified, &s.scanned} {
-		_, val, _ := bytes.Cut(lines[i+1], []byte{' '})
-		x, err := strconv.ParseInt(string(val), 10, 64)
-		if err != nil {
-			return s, false
-		}
-		*v = x
-	}
-	return s, true
+	return st.Mtim.Nano()
 }

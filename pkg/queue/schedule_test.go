@@ -2,11 +2,13 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,10 +117,14 @@ func TestScheduleIndexDamaged(t *testing.T) {
 		"bit flip":  func(b []byte) []byte { b = bytes.Clone(b); b[len(b)/2] ^= 1; return b },
 		"empty":     func([]byte) []byte { return nil },
 		"version":   func(b []byte) []byte { return bytes.Replace(b, []byte("schedule 2"), []byte("schedule 9"), 1) },
+		// Checksums recomputed below for these: only the content is wrong.
 		"bad entry": func(b []byte) []byte {
-			return bytes.Replace(b, []byte("\nentries 3\n"), []byte("\nentries 3\nX 1 1\n"), 1)
+			i := bytes.Index(b, []byte("\nhead ")) + 1
+			j := i + bytes.IndexByte(b[i:], '\n') + 1
+			return append(append(bytes.Clone(b[:j]), "X 1 1\n"...), b[j:]...)
 		},
 		"count":      func(b []byte) []byte { return bytes.Replace(b, []byte("\nentries 3\n"), []byte("\nentries 4\n"), 1) },
+		"header":     func(b []byte) []byte { return bytes.Replace(b, []byte("\nentries 3\n"), []byte("\nentries 4\n"), 1) },
 		"directory?": func([]byte) []byte { return []byte("garbage\n") },
 	}
 	for name, damage := range damages {
@@ -129,10 +135,13 @@ func TestScheduleIndexDamaged(t *testing.T) {
 			delete(b.fail, "bob@example.test")
 			idx := filepath.Join(r.Spool.Dir, "schedule")
 			text := damage(formatSchedule(&s))
-			if name == "count" || name == "bad entry" {
-				// The checksum recomputed: only the content is wrong.
+			switch name {
+			case "count", "bad entry", "version":
+				text = resum(text)
+			case "header":
+				// Only the end checksum recomputed.
 				body := text[:bytes.LastIndex(text, []byte("end "))]
-				text = append(body, []byte("end "+crcHex(body)+"\n")...)
+				text = append(body, "end "+crcHex(body)+"\n"...)
 			}
 			if err := os.WriteFile(idx, text, 0o600); err != nil {
 				t.Fatal(err)
@@ -146,6 +155,12 @@ func TestScheduleIndexDamaged(t *testing.T) {
 					t.Fatalf("intact index not used: %+v", st)
 				}
 				return
+			}
+			why := map[string]string{"truncated": "no end line", "no end": "no end line", "bit flip": "checksum mismatch",
+				"empty": "no end line", "version": "not letterbox-schedule 2", "bad entry": "bad entry",
+				"count": "header says 4", "header": "header checksum mismatch", "directory?": "no end line"}[name]
+			if !strings.Contains(logs.String(), why) {
+				t.Fatalf("damage %s not refused for %q:\n%s", name, why, logs)
 			}
 			if st.Stat != 3 || st.Messages != 1 || st.Delivered != 1 {
 				t.Fatalf("damaged index (%s): %+v\n%s", name, st, logs)
@@ -218,3 +233,70 @@ func TestScheduleFormatRoundTrip(t *testing.T) {
 }
 
 func crcHex(b []byte) string { return fmt.Sprintf("%x", crc32.ChecksumIEEE(b)) }
+
+// resum recomputes both checksums of an index text.
+func resum(text []byte) []byte {
+	i := bytes.Index(text, []byte("\nhead ")) + 1
+	j := i + bytes.IndexByte(text[i:], '\n') + 1
+	head := text[:i]
+	out := append(bytes.Clone(head), "head "+crcHex(head)+"\n"...)
+	body := append(out, text[j:bytes.LastIndex(text, []byte("end "))]...)
+	return append(body, "end "+crcHex(body)+"\n"...)
+}
+
+// ageEnv sets env/'s modification time an hour back, as if nothing had
+// been renamed into it for that long.
+func ageEnv(t *testing.T, r *Runner) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(r.Spool.Dir, "env"), old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestScheduleIdleSkip: while env/ is unchanged and the earliest due time
+// has not come, a pass does not even read env/; any change, or that time
+// coming, ends it.
+func TestScheduleIdleSkip(t *testing.T) {
+	r, b, c, _ := newRunner(t)
+	deferred(t, r, b, 3)
+	if st := pass(t, r); st.Skipped {
+		t.Fatalf("skipped although env/ changed less than 2 s ago: %+v", st)
+	}
+	ageEnv(t, r)
+	if st := pass(t, r); st.Skipped || st.Stat != 0 { // records env/'s time
+		t.Fatalf("pass recording env/'s time: %+v", st)
+	}
+	c.add(10 * time.Second)
+	st := pass(t, r)
+	if !st.Skipped || st.Queued != 3 || !st.Next.Equal(start.Add(time.Minute)) {
+		t.Fatalf("idle pass not skipped: %+v", st)
+	}
+	// New mail renames into env/: the next pass reads it.
+	submit(t, r, "alice@example.test", start, "carol@example.test")
+	if st := pass(t, r); st.Skipped || st.Stat != 1 || st.Delivered != 1 {
+		t.Fatalf("after new mail: %+v", st)
+	}
+	ageEnv(t, r)
+	pass(t, r)
+	if st := pass(t, r); !st.Skipped {
+		t.Fatalf("idle again: %+v", st)
+	}
+	// The earliest due time coming ends it too.
+	delete(b.fail, "bob@example.test")
+	c.add(time.Minute)
+	if st := pass(t, r); st.Skipped || st.Delivered != 3 {
+		t.Fatalf("due time reached: %+v", st)
+	}
+	// And a flush never skips.
+	submit(t, r, "alice@example.test", start, "bob@example.test")
+	b.fail["bob@example.test"] = errFull
+	pass(t, r)
+	ageEnv(t, r)
+	pass(t, r)
+	delete(b.fail, "bob@example.test")
+	st, err := r.Pass(context.Background(), true)
+	if err != nil || st.Skipped || st.Delivered != 1 {
+		t.Fatalf("flush: %+v %v", st, err)
+	}
+}
