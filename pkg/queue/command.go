@@ -198,7 +198,8 @@ func runPass(c *cli.Context, flush bool) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	st, err := r.Pass(ctx, flush)
-	cm.Log.Info("pass done", "messages", st.Messages, "delivered", st.Delivered, "deferred", st.Deferred, "bounced", st.Bounced, "notices", st.Notices)
+	cm.Log.Info("pass done", "messages", st.Messages, "delivered", st.Delivered, "deferred", st.Deferred, "bounced", st.Bounced, "notices", st.Notices,
+		"queued", st.Queued, "stat", st.Stat, "skipped", st.Skipped)
 	if err != nil {
 		return sysexits.New(sysexits.TempFail, err)
 	}
