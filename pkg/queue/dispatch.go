@@ -115,6 +115,18 @@ func (r *Runner) newDispatcher(ctx context.Context, flush bool) *dispatcher {
 		groups: map[string]*group{}, known: map[string]bool{}, worked: make(chan struct{}, 1)}
 }
 
+// addAll adds ids a slice at a time, so that the first messages are
+// being worked while the envelopes of the later ones are read to group
+// them (a flush of a large queue).
+func (d *dispatcher) addAll(ids []string) {
+	const batch = 256
+	for len(ids) > 0 && d.ctx.Err() == nil {
+		n := min(len(ids), batch)
+		d.add(ids[:n]...)
+		ids = ids[n:]
+	}
+}
+
 // add queues the messages ids that are not queued or running already, and
 // starts what the limits allow.
 func (d *dispatcher) add(ids ...string) {

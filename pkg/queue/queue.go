@@ -153,7 +153,7 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 		return st, err
 	}
 	d := r.newDispatcher(ctx, flush)
-	d.add(work...)
+	d.addAll(work)
 	d.wait()
 	done, next := d.take()
 	done.Queued, done.Stat, done.Skipped = st.Queued, st.Stat, st.Skipped
@@ -671,7 +671,7 @@ func (r *Runner) Daemon(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			r.log().Error("pass failed", "err", err)
 		}
-		d.add(work...)
+		d.addAll(work)
 		at := time.Now().Add(interval)
 		if !st.Next.IsZero() && st.Next.Before(at) {
 			at = st.Next
