@@ -5,10 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"letterbox/pkg/spool"
 )
 
 // TestQueueSchedDeadDestination: a cron pass with --concurrency 4 and 8
@@ -97,5 +100,65 @@ func TestQueueSchedDeadDestination(t *testing.T) {
 	must(t, err)
 	if len(envs) != 8 {
 		t.Fatalf("%d messages queued after the pass; want the 8 for the dead domain", len(envs))
+	}
+}
+
+// TestQueueSchedIndexKill: queue-runner killed with SIGKILL at moments
+// spread over its pass (its scan, its index write) never leaves a schedule
+// index that a later pass has to refuse: the index is replaced by rename,
+// so it is the old one or the new one. And the pass after each kill still
+// sees every message.
+func TestQueueSchedIndexKill(t *testing.T) {
+	e := newEnv(t)
+	const n = 3000
+	sp, err := spool.Open(e.Spool)
+	must(t, err)
+	next := time.Now().Add(time.Hour)
+	for i := 0; i < n; i++ {
+		// Written directly, without Submit's fsyncs: this test is about
+		// the index, and a durable submission each would take minutes.
+		id := spool.NewID()
+		env := &spool.Envelope{ID: id, From: "alice@example.test", Arrived: time.Now(), Size: 10,
+			Recipients: []*spool.Recipient{{Address: fmt.Sprintf("u%d@remote.test", i), State: spool.Pending, Attempts: 1, NextAttempt: next}}}
+		must(t, os.WriteFile(filepath.Join(sp.Dir, "data", id), []byte(qMsg(i)), 0o600))
+		p := filepath.Join(sp.Dir, "env", id)
+		must(t, os.WriteFile(p, []byte(env.Format()), 0o600))
+		must(t, os.Chtimes(p, next, next))
+	}
+	index := filepath.Join(e.Spool, "schedule")
+	// How long a full pass takes here, to spread the kills over it (the
+	// first run may include building the commands).
+	qRun(t, e)
+	os.Remove(index)
+	t0 := time.Now()
+	qRun(t, e)
+	full := time.Since(t0)
+	for i := 0; i < 12; i++ {
+		if i%2 == 0 {
+			os.Remove(index) // the next pass stats everything and writes it whole
+		} else {
+			// A changed envelope: the pass rewrites the index.
+			ents, _ := os.ReadDir(filepath.Join(e.Spool, "env"))
+			p := filepath.Join(e.Spool, "env", ents[i].Name())
+			b, err := os.ReadFile(p)
+			must(t, err)
+			tmp := filepath.Join(e.Spool, "tmp", "rewrite")
+			must(t, os.WriteFile(tmp, b, 0o600))
+			must(t, os.Chtimes(tmp, next, next))
+			must(t, os.Rename(tmp, p))
+		}
+		c := e.cmd("queue-runner")
+		must(t, c.Start())
+		time.Sleep(full * time.Duration(i+1) / 12)
+		c.Process.Kill()
+		c.Wait()
+
+		_, errs, code := e.run("", "queue-runner")
+		if code != 0 || strings.Contains(errs, "schedule index ignored") {
+			t.Fatalf("kill %d (after %v): pass after it: exit %d\n%s", i, full*time.Duration(i+1)/12, code, errs)
+		}
+		if !strings.Contains(errs, fmt.Sprintf("queued=%d", n)) {
+			t.Fatalf("kill %d: the pass after it did not see the %d messages:\n%s", i, n, errs)
+		}
 	}
 }
