@@ -329,7 +329,7 @@ func TestQueueCrash(t *testing.T) {
 		// Kill once the runner has delivered a few more messages: it
 		// is then in the middle of its work, whatever the machine's speed.
 		target := qCount(t, box) + 1 + rng.Intn(4)
-		c := e.cmd("queue-runner", "--log-level", "error")
+		c := e.cmd("queue-runner", "--log-level", "error", "--concurrency", "4")
 		must(t, c.Start())
 		done := make(chan struct{})
 		go func() { c.Wait(); close(done) }()
@@ -379,8 +379,8 @@ func TestQueueCrash(t *testing.T) {
 	}
 	t.Logf("%d kills, %d duplicates", kills, dups)
 	// A kill between a delivery and the envelope update repeats that
-	// delivery; a pass works up to queue.DefaultWorkers (4) messages at
-	// once, so a kill can repeat at most that many.
+	// delivery; with --concurrency 4 a pass works up to 4 local messages
+	// at once, so a kill can repeat at most that many.
 	if dups > 4*kills {
 		t.Fatalf("%d duplicates for %d kills: at most 4 per kill", dups, kills)
 	}
