@@ -90,7 +90,6 @@ type headerFixer struct {
 	out     []byte // ready to be returned
 	err     error  // from r, returned once out is drained
 	started bool   // at least one field seen (a continuation needs one)
-	buf     []byte
 }
 
 func newHeaderFixer(r io.Reader, hostname string, now func() time.Time) *headerFixer {
@@ -108,11 +107,9 @@ func (h *headerFixer) Read(p []byte) (int, error) {
 		if h.inBody {
 			return h.r.Read(p)
 		}
-		if len(h.buf) < len(p) {
-			h.buf = make([]byte, len(p))
-		}
-		n, err := h.r.Read(h.buf[:len(p)])
-		h.scan(h.buf[:n])
+		// p is free to read into: scan copies what it keeps.
+		n, err := h.r.Read(p)
+		h.scan(p[:n])
 		if err == io.EOF {
 			h.finish()
 		}
