@@ -1,0 +1,63 @@
+package config
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// heavyForDeliver are packages deliver must not link: each costs start-up
+// time at every message (urfave/cli alone tripled deliver's time per
+// message), and deliver needs none of them. The password hashing belongs
+// to pkg/users/passwd, which deliver does not import.
+var heavyForDeliver = []string{
+	"github.com/urfave/cli",
+	"github.com/cpuguy83/go-md2man",
+	"github.com/russross/blackfriday",
+	"gopkg.in/yaml",
+	"net",
+	"net/http",
+	"crypto/tls",
+	"crypto/x509",
+	"regexp",
+	"golang.org/x/crypto",
+	"letterbox/pkg/users/passwd",
+	"letterbox/pkg/config/cliapp",
+}
+
+// TestDeliverDeps fails when cmd/deliver, or anything it imports, links
+// one of heavyForDeliver.
+func TestDeliverDeps(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatalf("go not in PATH: %v", err)
+	}
+	out, err := exec.Command("go", "list", "-deps", "letterbox/cmd/deliver").Output()
+	if err != nil {
+		t.Fatalf("go list -deps letterbox/cmd/deliver: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 || deps[len(deps)-1] != "letterbox/cmd/deliver" {
+		t.Fatalf("go list gave an unexpected answer: %q", out)
+	}
+	for _, d := range deps {
+		for _, h := range heavyForDeliver {
+			if d == h || strings.HasPrefix(d, h+"/") {
+				t.Errorf("cmd/deliver links %s (via %s): it must start fast; see pkg/config's lean parser", h, d)
+			}
+		}
+	}
+}
+
+// TestConfigIsLean: pkg/config itself stays free of urfave/cli, which is
+// in pkg/config/cliapp.
+func TestConfigIsLean(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "letterbox/pkg/config").Output()
+	if err != nil {
+		t.Fatalf("go list -deps letterbox/pkg/config: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, "github.com/urfave/cli") || d == "net/http" {
+			t.Errorf("pkg/config links %s", d)
+		}
+	}
+}
