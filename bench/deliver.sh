@@ -2,8 +2,11 @@
 # deliver(8) beside the other local delivery agents: time per message for
 # N runs (default 1000) of a 10 KB message into a Maildir, run in
 # interleaved rounds so machine noise hits every program alike. /bin/true
-# fed the same message is the floor (fork+exec of the shell loop).
-# Usage: bench/deliver.sh [RUNS]   (needs bin/deliver: make bin)
+# fed the same message is the floor (fork+exec of the shell loop); a Go
+# program that only reads stdin to EOF, built here, is the Go floor: what
+# the Go runtime's own start costs before deliver does anything.
+# Usage: bench/deliver.sh [RUNS]   (needs bin/deliver: make bin; go for the
+# Go floor)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-1000}
@@ -24,6 +27,30 @@ chmod 755 "$W"
 names=() ; cmds=()
 add() { names+=("$1"); cmds+=("$2"); }
 add "/bin/true (floor)" "/bin/true"
+if command -v go >/dev/null; then
+  mkdir -p "$W/gofloor"
+  cat > "$W/gofloor/main.go" <<'GO'
+// Reads stdin to EOF and exits: the Go runtime's start and exit, nothing else.
+package main
+
+import "os"
+
+func main() {
+	var b [32 << 10]byte
+	for {
+		if n, err := os.Stdin.Read(b[:]); n == 0 || err != nil {
+			return
+		}
+	}
+}
+GO
+  printf 'module gofloor\n\ngo 1.22\n' > "$W/gofloor/go.mod"
+  if (cd "$W/gofloor" && GOFLAGS= go build -trimpath -o "$W/gofloor/gofloor" . ) 2>"$W/err"; then
+    add "Go hello world (floor)" "$W/gofloor/gofloor"
+  else
+    echo "Go floor not built:" >&2; cat "$W/err" >&2
+  fi
+fi
 add "deliver" "$DELIVER --log-level error -f bench@example.test --maildir $W/deliver"
 if command -v procmail >/dev/null; then
   printf 'LOGFILE=/dev/null\nDEFAULT=%s/procmail/\n' "$W" > "$W/procmailrc"
@@ -82,6 +109,7 @@ n=$((PER * ROUNDS))
 ms() { awk -v t="$1" -v n="$n" 'BEGIN { printf "%.3f", t / n / 1e6 }'; }
 d=${total[deliver]}
 p=${total[procmail]:-0}
+g=${total["Go hello world (floor)"]:-0}
 printf '%s runs each, 10 KB message into a Maildir (%s, load %s)\n' "$n" "$(uname -sr)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-28s %12s %12s %12s %14s\n' program ms/message "÷ deliver" "÷ procmail" "CPU ms/message"
 for nm in "${names[@]}"; do
@@ -93,6 +121,11 @@ done
 if [ "$p" -gt 0 ]; then
   awk -v d="$d" -v p="$p" 'BEGIN { printf "deliver / procmail = %.2f (target <= 0.75)\n", d / p }'
   awk -v d="${cpu[deliver]}" -v p="${cpu[procmail]}" 'BEGIN { if (p > 0) printf "CPU: deliver / procmail = %.2f\n", d / p }'
+fi
+if [ "$g" -gt 0 ]; then
+  awk -v d="$d" -v g="$g" 'BEGIN { printf "deliver / Go floor = %.2f\n", d / g }'
+  awk -v d="${cpu[deliver]}" -v g="${cpu["Go hello world (floor)"]}" 'BEGIN { if (g > 0) printf "CPU: deliver / Go floor = %.2f\n", d / g }'
+  [ "$p" -gt 0 ] && awk -v g="$g" -v p="$p" 'BEGIN { printf "Go floor / procmail = %.2f (no Go program can go below this)\n", g / p }'
 fi
 for dir in deliver procmail maildrop dovecot/Maildir; do
   [ -d "$W/$dir/new" ] && printf '%s: %s messages in new/\n' "$dir" "$(ls "$W/$dir/new" | wc -l)"
