@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -81,8 +80,28 @@ func Prepare(sender, deliveredTo string, msg io.Reader) (io.Reader, error) {
 // forwarding).
 func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Reader, error) {
 	br := bufio.NewReaderSize(msg, 64<<10)
+	// Usually the whole header is in the first buffer: it is checked where
+	// it lies, and the message goes on from the reader without a copy.
+	buf, err := br.Peek(br.Size())
+	if err != nil && err != io.EOF {
+		return nil, &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, err)}
+	}
+	whole := err == io.EOF
+	eol, ok, err := scanHeader(buf, whole, deliveredTo)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		var rest io.Reader = br
+		if whole {
+			// The whole message is in buf (br is not read again): spare
+			// the read that would find the end a second time.
+			rest = bytes.NewReader(buf)
+		}
+		return io.MultiReader(strings.NewReader(traceHeaders(sender, deliveredTo, eol, returnPath)), rest), nil
+	}
+	// A header longer than the buffer: read it line by line into memory.
 	var head bytes.Buffer
-	eol := ""
 	count := 0
 	for head.Len() < maxHeaderScan {
 		line, err := br.ReadSlice('\n')
@@ -91,10 +110,7 @@ func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Rea
 			continue
 		}
 		if eol == "" {
-			eol = "\n"
-			if bytes.HasSuffix(line, []byte("\r\n")) {
-				eol = "\r\n"
-			}
+			eol = lineEnd(line)
 		}
 		head.Write(line)
 		if err == io.EOF {
@@ -107,25 +123,80 @@ func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Rea
 		if len(trimmed) == 0 {
 			break // end of header
 		}
-		if name, value, ok := bytes.Cut(trimmed, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Delivered-To")) {
-			count++
-			v := strings.Trim(strings.TrimSpace(string(value)), "<>")
-			if deliveredTo != "" && strings.EqualFold(v, deliveredTo) {
-				return nil, &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: message already delivered to %s", ErrLoop, deliveredTo)}
-			}
-			if count > MaxDeliveredTo {
-				return nil, &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: more than %d Delivered-To headers", ErrLoop, MaxDeliveredTo)}
-			}
+		if err := checkLine(trimmed, deliveredTo, &count); err != nil {
+			return nil, err
 		}
 	}
 	if eol == "" {
 		eol = "\n"
 	}
+	return io.MultiReader(strings.NewReader(traceHeaders(sender, deliveredTo, eol, returnPath)), &head, br), nil
+}
+
+// scanHeader checks the header lines at the start of buf for a loop. ok is
+// false when buf ends before the header does and complete is false (more of
+// the message follows). A last line without its line feed is not examined.
+func scanHeader(buf []byte, complete bool, deliveredTo string) (eol string, ok bool, err error) {
+	count := 0
+	for {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			if !complete {
+				return "", false, nil
+			}
+			if eol == "" {
+				eol = "\n"
+			}
+			return eol, true, nil
+		}
+		line := buf[:i+1]
+		buf = buf[i+1:]
+		if eol == "" {
+			eol = lineEnd(line)
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			return eol, true, nil
+		}
+		if err := checkLine(trimmed, deliveredTo, &count); err != nil {
+			return "", false, err
+		}
+	}
+}
+
+// lineEnd is the message's line end style, from its first line.
+func lineEnd(line []byte) string {
+	if bytes.HasSuffix(line, []byte("\r\n")) {
+		return "\r\n"
+	}
+	return "\n"
+}
+
+// checkLine counts a Delivered-To header line and reports a loop: our own
+// address in it, or more than MaxDeliveredTo of them.
+func checkLine(line []byte, deliveredTo string, count *int) error {
+	name, value, ok := bytes.Cut(line, []byte(":"))
+	if !ok || !bytes.EqualFold(bytes.TrimSpace(name), []byte("Delivered-To")) {
+		return nil
+	}
+	*count++
+	v := strings.Trim(strings.TrimSpace(string(value)), "<>")
+	if deliveredTo != "" && strings.EqualFold(v, deliveredTo) {
+		return &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: message already delivered to %s", ErrLoop, deliveredTo)}
+	}
+	if *count > MaxDeliveredTo {
+		return &Error{Status: "5.4.6", Err: fmt.Errorf("delivery: %w: more than %d Delivered-To headers", ErrLoop, MaxDeliveredTo)}
+	}
+	return nil
+}
+
+// traceHeaders is Headers, without Return-Path when returnPath is false.
+func traceHeaders(sender, deliveredTo, eol string, returnPath bool) string {
 	h := Headers(sender, deliveredTo, eol)
 	if !returnPath {
 		h = strings.TrimPrefix(h, Headers(sender, "", eol))
 	}
-	return io.MultiReader(strings.NewReader(h), &head, br), nil
+	return h
 }
 
 // Deliver writes the message read from msg to d for envelope sender.
@@ -150,15 +221,17 @@ func DeliverContext(ctx context.Context, d route.Destination, sender string, msg
 	return &Error{Status: "5.3.5", Err: fmt.Errorf("delivery: %s: not a local destination (kind %d)", d.Address, d.Kind)}
 }
 
-// inputErr marks read errors of the message so they are not blamed on the
-// mailbox.
+// inputReader marks read errors of the message so they are not blamed on
+// the mailbox, and counts what was read.
 type inputReader struct {
 	r   io.Reader
+	n   int64
 	err error
 }
 
 func (i *inputReader) Read(p []byte) (int, error) {
 	n, err := i.r.Read(p)
+	i.n += int64(n)
 	if err != nil && err != io.EOF {
 		i.err = err
 	}
@@ -170,35 +243,35 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		return &Error{Status: "5.3.5", Err: errors.New("delivery: Maildir destination without a path")}
 	}
 	dir := d.Path
-	var err error
 	if d.Folder != "" {
-		dir, err = maildir.FolderPath(d.Path, d.Folder)
+		var err error
+		if dir, err = maildir.FolderPath(d.Path, d.Folder); err != nil {
+			return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
+		}
 	}
-	if err == nil && !isDir(filepath.Join(dir, "tmp")) {
-		// Only a missing Maildir pays for creating one; the usual case
-		// costs one stat.
+	in := &inputReader{r: r}
+	_, err := maildir.Deliver(dir, in)
+	if err != nil && in.n == 0 && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) {
+		// Only a missing Maildir pays for creating one; the usual case costs
+		// no system call for checking. Nothing was read yet, so the message
+		// is whole for the second try.
 		if d.Folder != "" {
 			_, err = maildir.CreateFolder(d.Path, d.Folder)
 		} else {
 			err = maildir.Create(d.Path)
 		}
+		if err != nil {
+			return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
+		}
+		_, err = maildir.Deliver(dir, in)
 	}
 	if err != nil {
-		return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
-	}
-	in := &inputReader{r: r}
-	if _, err := maildir.Deliver(dir, in); err != nil {
 		if in.err != nil {
 			return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %w: %w", ErrInput, in.err)}
 		}
 		return classify(fmt.Errorf("delivery: %w", err))
 	}
 	return nil
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }
 
 func toMbox(d route.Destination, sender string, r io.Reader) error {

@@ -44,12 +44,64 @@ func TestPrepareHeaders(t *testing.T) {
 	}
 }
 
+// TestPrepareLongHeader: a header longer than the read buffer, with lines
+// longer than it too, comes through unchanged; so does a message with no
+// body, or whose last line has no line feed.
+func TestPrepareLongHeader(t *testing.T) {
+	for _, msg := range []string{
+		strings.Repeat("X-Long: "+strings.Repeat("y", 990)+"\r\n", 100) + "\r\nbody\r\n",
+		"X-Huge: " + strings.Repeat("z", 100<<10) + "\nSubject: s\n\nbody",
+		strings.Repeat("X-H: v\n", 20000),
+		"Subject: s",
+		"",
+	} {
+		eol := "\n"
+		if strings.HasPrefix(msg, "X-Long") {
+			eol = "\r\n"
+		}
+		want := "Return-Path: <a@b>" + eol + "Delivered-To: u@x" + eol + msg
+		if got := prepared(t, "a@b", "u@x", msg); got != want {
+			t.Errorf("%.30q (%d bytes): got %d bytes %.60q", msg, len(msg), len(got), got)
+		}
+	}
+	// A Delivered-To in the last line, unterminated, is not examined (it
+	// isn't a complete header line).
+	if got := prepared(t, "a@b", "u@x", "Subject: s\nDelivered-To: u@x"); !strings.HasSuffix(got, "Delivered-To: u@x") {
+		t.Errorf("unterminated last line: %q", got)
+	}
+}
+
+// errReader returns data, then err.
+type errReader struct {
+	data string
+	err  error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	if e.data == "" {
+		return 0, e.err
+	}
+	n := copy(p, e.data)
+	e.data = e.data[n:]
+	return n, nil
+}
+
+func TestPrepareReadError(t *testing.T) {
+	_, err := Prepare("a@b", "u@x", &errReader{data: "Subject: s\n", err: syscall.EIO})
+	if !errors.Is(err, ErrInput) || ExitCode(err) != sysexits.IOErr {
+		t.Errorf("read error: %v (exit %d)", err, ExitCode(err))
+	}
+}
+
 func TestPrepareLoop(t *testing.T) {
 	for _, msg := range []string{
 		"Subject: s\nDelivered-To: u@x\n\nbody\n",
 		"delivered-to:   U@X \r\n\r\n",
 		"Delivered-To: <u@x>\n\n",
 		strings.Repeat("Delivered-To: hop@x\n", MaxDeliveredTo+1) + "\n",
+		// Headers longer than the first buffer take the line-by-line path.
+		strings.Repeat("X-Long: "+strings.Repeat("y", 990)+"\n", 100) + "Delivered-To: u@x\n\nbody\n",
+		"X-Huge: " + strings.Repeat("z", 100<<10) + "\nDelivered-To: u@x\n\n",
 	} {
 		_, err := Prepare("a@b", "u@x", strings.NewReader(msg))
 		var de *Error
