@@ -3,6 +3,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"letterbox/pkg/maildir"
 )
@@ -234,5 +236,113 @@ for key in sorted(md.keys(), key=lambda k: md[k]["Subject"]):
 	want := "msg 1 <alice@example.org> new -\nmsg 2 <alice@example.org> cur RS\n"
 	if out != want {
 		t.Fatalf("python mailbox.Maildir:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// mutt reads an mbox that deliver wrote: it sees three messages, parses the
+// raw UTF-8 subject, and the body line "From " (quoted by deliver) did not
+// split a message. mutt runs read-only (-R) under script(1) for its
+// terminal, with every key pushed from its muttrc before it reads any, so
+// nothing depends on timing; it copies the messages into Maildirs, whose
+// files hold each message as mutt parsed it.
+func TestInteropDeliverMuttMbox(t *testing.T) {
+	needPeer(t, "mutt", "script")
+	e := newEnv(t)
+	dir := t.TempDir()
+	mb := filepath.Join(dir, "inbox")
+	// seen is the body as mutt reads it. mutt reads mbox as mboxo: it
+	// does not take off the '>' that deliver's mboxrd quoting puts
+	// before "From " and ">From ", so those lines come back with one
+	// more '>' — but inside their message, not splitting it.
+	msgs := []struct{ subject, body, seen string }{
+		{"plain one", "first body\n", "first body\n"},
+		// Unquoted, this line would start a fourth message for mutt.
+		{"quoting", "From bob@example.org Mon Nov 23 10:00:00 2026\n>From already quoted\n.dot\n", ">From bob@example.org Mon Nov 23 10:00:00 2026\n>>From already quoted\n.dot\n"},
+		{"Grüße aus Köln", "naïve body\n", "naïve body\n"},
+	}
+	for _, m := range msgs {
+		in := "From: alice@example.org\nTo: u@example.test\nSubject: " + m.subject + "\n\n" + m.body
+		if _, errs, code := e.run(in, "deliver", "-f", "alice@example.org", "--mbox", mb); code != 0 {
+			t.Fatalf("deliver: exit %d %s", code, errs)
+		}
+	}
+	before, err := os.ReadFile(mb)
+	must(t, err)
+
+	all, utf := filepath.Join(dir, "all"), filepath.Join(dir, "utf")
+	muttrc := filepath.Join(dir, "muttrc")
+	// Every path mutt would check or offer to create at startup exists
+	// or is set: a prompt would eat the pushed keys.
+	must(t, os.WriteFile(muttrc, []byte(`set folder="`+dir+`"
+set spoolfile="`+mb+`"
+set mbox="`+dir+`/mbox"
+set postponed="`+dir+`/postponed"
+set mbox_type=Maildir
+set charset="utf-8"
+set confirmcreate=no
+set confirmappend=no
+set move=no
+set quit=yes
+set wait_key=no
+set sleep_time=0
+set header_cache=""
+set record=""
+set sort=mailbox-order
+push "<tag-pattern>~A<enter><tag-prefix><copy-message>`+all+`<enter><untag-pattern>~A<enter><tag-pattern>~s Köln<enter><tag-prefix><copy-message>`+utf+`<enter><quit>"
+`), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "script", "-qec", "mutt -n -R -F "+muttrc+" -f "+mb, "/dev/null")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "TERM=xterm", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "LINES=24", "COLUMNS=80", "MAIL="+mb)
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mutt: %v\n%q", err, out)
+	}
+
+	// read returns the messages mutt copied into a Maildir, by subject,
+	// with the headers mutt adds when copying from an mbox taken out.
+	read := func(md string) map[string]string {
+		t.Helper()
+		got := map[string]string{}
+		for _, sub := range []string{"new", "cur"} {
+			files, _ := filepath.Glob(filepath.Join(md, sub, "*"))
+			for _, f := range files {
+				b, err := os.ReadFile(f)
+				must(t, err)
+				head, body, ok := strings.Cut(string(b), "\n\n")
+				if !ok {
+					t.Fatalf("%s: no header/body separator:\n%s", f, b)
+				}
+				var subject string
+				for _, l := range strings.Split(head, "\n") {
+					if s, ok := strings.CutPrefix(l, "Subject: "); ok {
+						subject = s
+					}
+				}
+				if _, dup := got[subject]; dup {
+					t.Fatalf("two messages with subject %q in %s", subject, md)
+				}
+				got[subject] = body
+			}
+		}
+		return got
+	}
+	got := read(all)
+	if len(got) != len(msgs) {
+		t.Fatalf("mutt saw %d messages, want %d: %q\nmbox:\n%s\nmutt:\n%q", len(got), len(msgs), got, before, out)
+	}
+	for _, m := range msgs {
+		if got[m.subject] != m.seen {
+			t.Errorf("message %q as mutt read it:\n%q\nwant\n%q", m.subject, got[m.subject], m.seen)
+		}
+	}
+	if u := read(utf); len(u) != 1 || u["Grüße aus Köln"] != "naïve body\n" {
+		t.Errorf("mutt's ~s Köln matched %q, want only the UTF-8 subject", u)
+	}
+	after, err := os.ReadFile(mb)
+	must(t, err)
+	if string(after) != string(before) {
+		t.Error("mutt -R changed the mbox")
 	}
 }
