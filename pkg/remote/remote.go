@@ -763,6 +763,11 @@ func (c *Client) transact(ctx context.Context, cn *conn, m *message, probe bool)
 			}
 			// A failed write may still leave the peer's reply (a 421)
 			// to read; only when there is none is the error the write's.
+			// That reply is already on its way, so it is not waited
+			// for long.
+			if werr != nil {
+				timeout = min(timeout, 2*time.Second)
+			}
 			r, err := cn.read(timeout)
 			var e *hostError
 			switch {
