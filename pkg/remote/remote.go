@@ -285,6 +285,14 @@ func (c *Client) destination(domain string) destination {
 	return destination{key: "mx " + domain, policy: c.cfg.TLSPolicy}
 }
 
+// DestinationKey names where mail for domain goes: the same key for two
+// domains sent through one route (a smarthost), so that the queue's
+// scheduler caps them together, as this Client's per-destination limit
+// does.
+func (c *Client) DestinationKey(domain string) string {
+	return c.destination(strings.TrimSuffix(strings.ToLower(domain), ".")).key
+}
+
 // acquire takes a per-destination then a total slot; release gives both back.
 func (c *Client) acquire(ctx context.Context, key string) (release func(), err error) {
 	c.mu.Lock()
