@@ -242,7 +242,7 @@ func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
 	}
 	s.once.Do(s.startCommitter)
 	tmpData := s.path(tmpDir, id+".data")
-	n, err := createFile(tmpData, 0o600, data, !s.batchSync)
+	n, err := createFile(tmpData, 0o600, data, time.Time{}, !s.batchSync)
 	if err == nil {
 		err = rename(tmpData, s.path(dataDir, id))
 	}
@@ -268,26 +268,7 @@ func (s *Spool) Submit(env *Envelope, data io.Reader) (string, error) {
 // each, without reading them (Postfix does the same in its deferred queue)
 // — and, if sync, fsyncs it.
 func (s *Spool) writeEnvelope(path string, env *Envelope, sync bool) error {
-	if _, err := createFile(path, 0o600, strings.NewReader(env.Format()), false); err != nil {
-		return err
-	}
-	due := env.Due()
-	if err := os.Chtimes(path, due, due); err != nil {
-		return err
-	}
-	if !sync {
-		return nil
-	}
-	// Reopened for the fsync, which then covers the mtime too: only the
-	// non-Linux path and replaceEnvelope take it.
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	_, err := createFile(path, 0o600, strings.NewReader(env.Format()), env.Due(), sync)
 	return err
 }
 
