@@ -123,13 +123,17 @@ func isReceived(p []byte) bool {
 }
 
 // dotReader reads DATA content up to the terminating "CRLF.CRLF", removing
-// the dot stuffing (RFC 5321 § 4.5.2). Only a line that is exactly ".\r\n"
-// ends the data: ".\n" is a line with a bare LF (which the checker rejects),
-// so a smuggled "\n.\n" never ends the message early and the dialog stays in
-// step with what a strict peer would see.
+// the dot stuffing (RFC 5321 § 4.5.2). Lines are what CRLF ends: only a line
+// that is exactly ".\r\n" and follows a CRLF (or opens the data) ends the
+// message, and only such a line loses a leading dot. A dot after a bare LF
+// or a bare CR is data: "\n.\r\n", "\n.\n", "\r.\r\n" and the other
+// variants of the SMTP smuggling research (December 2023) never end the
+// message early, so the bytes after them are never read as commands, and the
+// checker then rejects the bare LF or CR once the real end has been read.
 type dotReader struct {
 	r       *bufio.Reader
-	midLine bool // the previous read ended inside a long line
+	midLine bool // the next byte does not begin a line (zero value: it does)
+	prevCR  bool // the last byte read was a CR (CRLF split across two reads)
 	pending []byte
 	done    bool
 	err     error // sticky read error from the connection
@@ -180,9 +184,14 @@ func (d *dotReader) next() error {
 			}
 		}
 		atStart := !d.midLine
-		d.midLine = len(line) > 0 && line[len(line)-1] != '\n'
-		if atStart && len(line) > 0 && line[0] == '.' {
-			if len(line) == 3 && line[1] == '\r' && line[2] == '\n' {
+		// A piece ends a line only with CRLF; its CR may have ended the
+		// piece before (a line longer than the buffer).
+		n := len(line)
+		endsCRLF := n > 0 && line[n-1] == '\n' && (n >= 2 && line[n-2] == '\r' || n == 1 && d.prevCR)
+		d.midLine = !endsCRLF
+		d.prevCR = n > 0 && line[n-1] == '\r'
+		if atStart && n > 0 && line[0] == '.' {
+			if n == 3 && line[1] == '\r' && line[2] == '\n' {
 				d.done = true
 				return io.EOF
 			}

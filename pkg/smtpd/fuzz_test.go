@@ -54,17 +54,19 @@ func FuzzParsePath(f *testing.F) {
 	})
 }
 
-// refDot is the reference for dotReader: the data before the first line that
-// is exactly ".\r\n", unstuffed, and the rest of the input after it.
+// refDot is the reference for dotReader, RFC 5321 § 4.5.2 read literally:
+// lines end with CRLF and nothing else; the data ends at the first line that
+// is exactly ".\r\n", and every other line loses a leading dot. It returns
+// the unstuffed data and the rest of the input after the end.
 func refDot(in []byte) (data, rest []byte, ok bool) {
 	var out []byte
 	for len(in) > 0 {
-		i := bytes.IndexByte(in, '\n')
+		i := bytes.Index(in, []byte("\r\n"))
 		if i < 0 {
 			return nil, nil, false
 		}
-		line := in[:i+1]
-		in = in[i+1:]
+		line := in[:i+2]
+		in = in[i+2:]
 		if string(line) == ".\r\n" {
 			return out, in, true
 		}

@@ -190,6 +190,8 @@ func TestSessionDataRejections(t *testing.T) {
 		{"bare LF", "a: b\r\n\r\nx\ny\r\n", "550 5.6.11"},
 		{"bare CR", "a: b\r\n\r\nx\ry\r\n", "550 5.6.11"},
 		{"smuggle", "a: b\r\n\r\nx\r\n.\nMAIL FROM:<x@y>\r\n", "550 5.6.11"},
+		{"smuggle LF dot CRLF", "a: b\r\n\r\nx\n.\r\nMAIL FROM:<x@y>\r\n", "550 5.6.11"},
+		{"smuggle CR dot CRLF", "a: b\r\n\r\nx\r.\r\nMAIL FROM:<x@y>\r\n", "550 5.6.11"},
 		{"NUL", "a: b\r\n\r\nx\x00y\r\n", "554 5.6.0"},
 		{"long line", "a: b\r\n\r\n" + strings.Repeat("x", 999) + "\r\n", "500 5.5.2"},
 		{"too big", "a: b\r\n\r\n" + strings.Repeat(strings.Repeat("x", 70)+"\r\n", 40), "552 5.3.4"},
