@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+
+	"letterbox/pkg/privsep"
 )
 
 // Listener is a listening socket and the protocol mode it serves ("smtp",
@@ -286,40 +287,12 @@ func DropPrivileges(name string) error {
 	if name == "" {
 		return nil
 	}
-	u, err := user.Lookup(name)
+	c, err := privsep.LookupUser(name)
 	if err != nil {
 		return fmt.Errorf("listen: --user %s: %w", name, err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if os.Geteuid() != 0 {
-		if os.Geteuid() == uid {
-			return nil
-		}
-		return fmt.Errorf("listen: --user %s: not running as root", name)
-	}
-	var gids []int
-	if ids, err := u.GroupIds(); err == nil {
-		for _, s := range ids {
-			if g, err := strconv.Atoi(s); err == nil {
-				gids = append(gids, g)
-			}
-		}
-	}
-	if len(gids) == 0 {
-		gids = []int{gid}
-	}
-	if err := syscall.Setgroups(gids); err != nil {
-		return fmt.Errorf("listen: setgroups: %w", err)
-	}
-	if err := syscall.Setgid(gid); err != nil {
-		return fmt.Errorf("listen: setgid %d: %w", gid, err)
-	}
-	if err := syscall.Setuid(uid); err != nil {
-		return fmt.Errorf("listen: setuid %d: %w", uid, err)
-	}
-	if os.Geteuid() != uid {
-		return fmt.Errorf("listen: still uid %d after setuid %d", os.Geteuid(), uid)
+	if err := c.Switch(); err != nil {
+		return fmt.Errorf("listen: --user %s: %w", name, err)
 	}
 	return nil
 }
