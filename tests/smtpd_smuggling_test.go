@@ -2,7 +2,11 @@ package tests
 
 import (
 	"bufio"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -93,5 +97,106 @@ func TestSendmailBsSmuggling(t *testing.T) {
 	}
 	if msgs := smtpdSpool(t, e); len(msgs) != 0 {
 		t.Fatalf("%d messages queued, want none: %+v", len(msgs), msgs)
+	}
+}
+
+// TestSmtpdSmugglingNormalize: with bare-newline = normalize a bare LF is a
+// line end, but still never part of the end of DATA: each false end gives
+// exactly one transaction, accepted with the smuggled commands as its text
+// (or refused for a bare CR), and no message has the smuggler's envelope.
+func TestSmtpdSmugglingNormalize(t *testing.T) {
+	e := smtpdEnv(t, `bare-newline = "normalize"`)
+	s := e.start("smtpd", "")
+	accepted := 0
+	for _, fe := range falseEnds() {
+		d := dial(t, s.Addr)
+		d.expect("220 ")
+		d.send("EHLO relay.test")
+		d.expect("250 ")
+		d.send("MAIL FROM:<a@remote.test>")
+		d.expect("250 ")
+		d.send("RCPT TO:<joe@example.test>")
+		d.expect("250 ")
+		d.send("DATA")
+		d.expect("354 ")
+		d.raw("Subject: first\r\n\r\nfirst" + fe + smuggle + "QUIT\r\n")
+		got := readReplies(t, d.r)
+		want := "250 2.0.0 "
+		if strings.Contains(strings.ReplaceAll(fe, "\r\n", ""), "\r") {
+			want = "550 5.6.11 "
+		} else {
+			accepted++
+		}
+		if len(got) != 2 || !strings.HasPrefix(got[0], want) || !strings.HasPrefix(got[1], "221 ") {
+			t.Errorf("false end %q: replies %q, want one %s… and the 221", fe, got, want)
+		}
+	}
+	msgs := smtpdSpool(t, e)
+	if len(msgs) != accepted {
+		t.Fatalf("%d messages queued, want %d", len(msgs), accepted)
+	}
+	for _, m := range msgs {
+		if m.From != "a@remote.test" || !strings.Contains(m.Data, "\r\nMAIL FROM:<evil@remote.test>\r\n") || !strings.HasSuffix(m.Data, "\r\nevil\r\n") {
+			t.Errorf("message %+v: want the smuggled commands as text of a@remote.test's message", m)
+		}
+		if strings.Count(m.Data, "\n") != strings.Count(m.Data, "\r\n") {
+			t.Errorf("message %s: bare LF stored: %q", m.ID, m.Data)
+		}
+	}
+}
+
+// TestSmtpdBareNewline: curl sends the file it uploads as it is, LF line
+// ends included. The default refuses it (550 5.6.11); normalize stores it
+// with CRLF, unstuffing a dot after a bare LF as Postfix does (a client
+// must stuff such lines like any other); BDAT is normalized too.
+func TestSmtpdBareNewline(t *testing.T) {
+	for _, mode := range []string{"reject", "normalize"} {
+		e := smtpdEnv(t, fmt.Sprintf("bare-newline = %q", mode))
+		s := e.start("smtpd", "")
+		f := filepath.Join(e.Dir, "msg.txt")
+		must(t, os.WriteFile(f, []byte("From: bob@remote.test\nSubject: lf\n\nline one\n..dot line\n"), 0o600))
+		out, err := exec.Command("curl", "-sS", "smtp://"+s.Addr+"/client.test", "--mail-from", "bob@remote.test",
+			"--mail-rcpt", "joe@example.test", "-T", f).CombinedOutput()
+		if mode == "reject" {
+			// curl reports a refusal after the data as (8) "Weird server
+			// reply"; the server's log says which rule refused it.
+			if err == nil || !strings.Contains(s.Log(), "Bare LF in message data") {
+				t.Fatalf("reject: curl %v %s", err, out)
+			}
+			if n := len(smtpdSpool(t, e)); n != 0 {
+				t.Fatalf("reject: %d messages queued", n)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("normalize: curl: %v\n%s", err, out)
+		}
+		msgs := smtpdWaitSpool(t, e, 1)
+		// curl ends data that does not end with CRLF with CRLF . CRLF,
+		// which adds an empty line after the last bare LF.
+		if !strings.HasSuffix(msgs[0].Data, "\r\nFrom: bob@remote.test\r\nSubject: lf\r\n\r\nline one\r\n.dot line\r\n\r\n") {
+			t.Fatalf("normalize: stored %q", msgs[0].Data)
+		}
+		d := dial(t, s.Addr)
+		d.expect("220 ")
+		d.send("EHLO x")
+		d.expect("250 ")
+		d.send("MAIL FROM:<bob@remote.test>")
+		d.expect("250 ")
+		d.send("RCPT TO:<joe@example.test>")
+		d.expect("250 ")
+		chunk1, chunk2 := "Subject: bdat\r", "\nbody\nend\r\n"
+		d.raw(fmt.Sprintf("BDAT %d\r\n%s", len(chunk1), chunk1))
+		d.expect("250 ")
+		d.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk2), chunk2))
+		d.expect("250 2.0.0")
+		msgs = smtpdWaitSpool(t, e, 2)
+		found := false
+		for _, m := range msgs {
+			found = found || strings.HasSuffix(m.Data, "\r\nSubject: bdat\r\nbody\r\nend\r\n")
+		}
+		if !found {
+			t.Fatalf("normalize: BDAT message not stored with CRLF: %+v", msgs)
+		}
 	}
 }

@@ -124,9 +124,6 @@ with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:
 }
 
 func TestSmtpdCurl(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
-	}
 	e := smtpdEnv(t)
 	s := e.start("smtpd", "")
 	f := filepath.Join(e.Dir, "msg.txt")

@@ -12,7 +12,7 @@ var otherKeys = []string{
 	"listen", "user", "relay-networks", "max-message-size", "max-recipients",
 	"max-errors", "command-timeout", "data-timeout", "allow-insecure-auth",
 	"max-auth-failures", "max-received", "greeting",
-	"mode", "auth-failure-delay",
+	"mode", "auth-failure-delay", "bare-newline",
 	// queue-runner
 	"daemon", "dns", "route", "smtp-port", "retry-after", "max-retry-interval",
 	"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",

@@ -130,13 +130,20 @@ func isReceived(p []byte) bool {
 // variants of the SMTP smuggling research (December 2023) never end the
 // message early, so the bytes after them are never read as commands, and the
 // checker then rejects the bare LF or CR once the real end has been read.
+//
+// With normalize (bare-newline = normalize, Postfix 3.9's meaning) a bare LF
+// ends a line too: it is passed on as CRLF and a dot after it is unstuffed,
+// but a dot line after it still does not end the data.
 type dotReader struct {
-	r       *bufio.Reader
-	midLine bool // the next byte does not begin a line (zero value: it does)
-	prevCR  bool // the last byte read was a CR (CRLF split across two reads)
-	pending []byte
-	done    bool
-	err     error // sticky read error from the connection
+	r         *bufio.Reader
+	normalize bool
+	midLine   bool // the next byte does not begin a line (zero value: it does)
+	afterLF   bool // the previous line ended with a bare LF (normalize only)
+	prevCR    bool // the last byte read was a CR (CRLF split across two reads)
+	pending   []byte
+	crlf      []byte // normalize: a bare-LF line rewritten with CRLF
+	done      bool
+	err       error // sticky read error from the connection
 }
 
 // Read returns as many lines as fit in p and are already buffered: one line
@@ -183,19 +190,26 @@ func (d *dotReader) next() error {
 				return err
 			}
 		}
-		atStart := !d.midLine
+		atStart, afterLF := !d.midLine, d.afterLF
 		// A piece ends a line only with CRLF; its CR may have ended the
 		// piece before (a line longer than the buffer).
 		n := len(line)
-		endsCRLF := n > 0 && line[n-1] == '\n' && (n >= 2 && line[n-2] == '\r' || n == 1 && d.prevCR)
-		d.midLine = !endsCRLF
+		endsLF := n > 0 && line[n-1] == '\n'
+		endsCRLF := endsLF && (n >= 2 && line[n-2] == '\r' || n == 1 && d.prevCR)
+		bareLF := endsLF && !endsCRLF && d.normalize
+		d.midLine = !endsCRLF && !bareLF
+		d.afterLF = bareLF
 		d.prevCR = n > 0 && line[n-1] == '\r'
 		if atStart && n > 0 && line[0] == '.' {
-			if n == 3 && line[1] == '\r' && line[2] == '\n' {
+			if n == 3 && line[1] == '\r' && line[2] == '\n' && !afterLF {
 				d.done = true
 				return io.EOF
 			}
 			line = line[1:]
+		}
+		if bareLF {
+			d.crlf = append(append(d.crlf[:0], line[:len(line)-1]...), '\r', '\n')
+			line = d.crlf
 		}
 		d.pending = line
 	}
@@ -229,4 +243,35 @@ func (cr *checkedReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// lfNormalizer turns every bare LF of a chunked (BDAT) message into CRLF
+// for bare-newline = normalize; a CR that ended the previous chunk counts.
+type lfNormalizer struct {
+	prevCR bool
+	out    []byte
+}
+
+// normalize returns p with bare LFs made CRLF (p itself when it has none).
+func (z *lfNormalizer) normalize(p []byte) []byte {
+	prev := z.prevCR
+	if len(p) > 0 {
+		z.prevCR = p[len(p)-1] == '\r'
+	}
+	bare := func(i int) bool { return p[i] == '\n' && !(i > 0 && p[i-1] == '\r' || i == 0 && prev) }
+	i := 0
+	for i < len(p) && !bare(i) {
+		i++
+	}
+	if i == len(p) {
+		return p
+	}
+	z.out = append(z.out[:0], p[:i]...)
+	for ; i < len(p); i++ {
+		if bare(i) {
+			z.out = append(z.out, '\r')
+		}
+		z.out = append(z.out, p[i])
+	}
+	return z.out
 }

@@ -78,9 +78,35 @@ func refDot(in []byte) (data, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
+// refNormalize is what bare-newline = normalize makes of the data that
+// refDot found: lines end at every LF, a bare LF is stored as CRLF, and a
+// leading dot is removed from every line (only the end is tied to CRLF).
+func refNormalize(in []byte) []byte {
+	var out []byte
+	for len(in) > 0 {
+		i := bytes.IndexByte(in, '\n')
+		line := in
+		if i >= 0 {
+			line, in = in[:i+1], in[i+1:]
+		} else {
+			in = nil
+		}
+		if line[0] == '.' {
+			line = line[1:]
+		}
+		if n := len(line); n > 0 && line[n-1] == '\n' && (n == 1 || line[n-2] != '\r') {
+			out = append(append(out, line[:n-1]...), '\r', '\n')
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
+}
+
 // FuzzDotReader: the data ends exactly where the reference says, whatever
-// bare CRs and LFs surround it, so the dialog stays in step; and when the
-// checker accepts, the result has only CRLF line ends and no NUL.
+// bare CRs and LFs surround it and in both bare-newline modes, so the
+// dialog stays in step; and when the checker accepts, the result has only
+// CRLF line ends and no NUL.
 func FuzzDotReader(f *testing.F) {
 	files, _ := filepath.Glob("../../testdata/smtpd/data/*")
 	for _, p := range files {
@@ -88,14 +114,15 @@ func FuzzDotReader(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b, 16)
+		f.Add(b, 16, false)
+		f.Add(b, 16, true)
 	}
-	f.Fuzz(func(t *testing.T, in []byte, bufSize int) {
+	f.Fuzz(func(t *testing.T, in []byte, bufSize int, normalize bool) {
 		if bufSize < 16 || bufSize > 4096 {
 			bufSize = 16
 		}
 		br := bufio.NewReaderSize(bytes.NewReader(in), bufSize)
-		dr := &dotReader{r: br}
+		dr := &dotReader{r: br, normalize: normalize}
 		chk := newChecker(1<<20, maxTextLine, 3)
 		got, err := io.ReadAll(&checkedReader{r: dr, c: chk})
 		derr := dr.drain()
@@ -113,6 +140,10 @@ func FuzzDotReader(f *testing.F) {
 		if !bytes.Equal(left, rest) {
 			t.Fatalf("%q: left %q, want %q", in, left, rest)
 		}
+		if normalize {
+			// The data before the end, as a normalizing server stores it.
+			want = refNormalize(in[:len(in)-len(rest)-3])
+		}
 		if err == nil {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%q: data %q, want %q", in, got, want)
@@ -120,6 +151,29 @@ func FuzzDotReader(f *testing.F) {
 			if bytes.IndexByte(got, 0) >= 0 || bytes.Count(got, []byte("\n")) != bytes.Count(got, []byte("\r\n")) || bytes.Count(got, []byte("\r")) != bytes.Count(got, []byte("\r\n")) {
 				t.Fatalf("%q: checker let %q through", in, got)
 			}
+		}
+	})
+}
+
+// FuzzLFNormalizer: BDAT's normalizer gives the same bytes however the
+// chunks are cut.
+func FuzzLFNormalizer(f *testing.F) {
+	f.Add([]byte("a\nb\r\nc\rd\n"), 1)
+	f.Add([]byte("\r\n\n\r"), 2)
+	f.Fuzz(func(t *testing.T, in []byte, cut int) {
+		var whole lfNormalizer
+		want := append([]byte(nil), whole.normalize(in)...)
+		if cut < 0 || cut > len(in) {
+			cut = len(in) / 2
+		}
+		var z lfNormalizer
+		got := append([]byte(nil), z.normalize(in[:cut])...)
+		got = append(got, z.normalize(in[cut:])...)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q cut at %d: %q, want %q", in, cut, got, want)
+		}
+		if bytes.Count(want, []byte("\n")) != bytes.Count(want, []byte("\r\n")) {
+			t.Fatalf("%q: bare LF left in %q", in, want)
 		}
 	})
 }

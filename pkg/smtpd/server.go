@@ -90,6 +90,7 @@ type Config struct {
 	CommandTimeout    time.Duration          // waiting for a command
 	DataTimeout       time.Duration          // waiting for data inside DATA/BDAT
 	AllowInsecureAuth bool                   // AUTH without TLS from non-loopback peers
+	BareNewline       string                 // BareNewlineReject (default) or BareNewlineNormalize
 	RelayNetworks     []*net.IPNet           // peers that may relay
 	RelayClient       bool                   // RELAYCLIENT: every peer may relay
 	TLS               *tls.Config            // STARTTLS and submissions; nil = none
@@ -97,6 +98,15 @@ type Config struct {
 	Log               *slog.Logger           // never nil after Defaults
 	ReverseLookup     func(ip string) string // PTR name for Received; nil = net lookup
 }
+
+// The values of the bare-newline key, with Postfix 3.9's meanings for its
+// smtpd_forbid_bare_newline: a bare LF in message data is refused with 550
+// 5.6.11, or taken as a line end and stored as CRLF. Either way DATA ends
+// only at CRLF . CRLF, and a bare CR is refused.
+const (
+	BareNewlineReject    = "reject"
+	BareNewlineNormalize = "normalize"
+)
 
 // Defaults fills in the documented defaults for zero fields.
 func (c *Config) Defaults() {
@@ -111,6 +121,9 @@ func (c *Config) Defaults() {
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = 35 << 20
+	}
+	if c.BareNewline == "" {
+		c.BareNewline = BareNewlineReject
 	}
 	if c.MaxRecipients == 0 {
 		c.MaxRecipients = 100

@@ -83,6 +83,7 @@ type session struct {
 type bdatState struct {
 	pw   *io.PipeWriter
 	chk  *checker
+	lf   lfNormalizer // bare-newline = normalize
 	done chan submitResult
 	env  *spool.Envelope
 }
@@ -651,7 +652,7 @@ func (s *session) data(arg string) {
 	s.flush()
 	env := s.newEnvelope()
 	s.setState(stateData)
-	dr := &dotReader{r: s.br}
+	dr := &dotReader{r: s.br, normalize: s.srv.BareNewline == BareNewlineNormalize}
 	chk := newChecker(s.srv.MaxMessageSize, maxTextLine, s.srv.MaxReceived)
 	body := io.MultiReader(strings.NewReader(s.received(env.ID)), s.ownMessage(&checkedReader{r: dr, c: chk}))
 	id, err := s.srv.Queue.Submit(env, body)
@@ -780,13 +781,17 @@ func (s *session) bdatCmd(arg string) {
 	for {
 		n, err := chunk.Read(buf)
 		if n > 0 && b.chk.err == nil {
-			b.chk.write(buf[:n])
+			data := buf[:n]
+			if s.srv.BareNewline == BareNewlineNormalize {
+				data = b.lf.normalize(data)
+			}
+			b.chk.write(data)
 			if b.chk.err != nil {
 				b.pw.CloseWithError(b.chk.err)
 			} else {
 				// An error here means Submit gave up early; its own
 				// error is reported below.
-				b.pw.Write(buf[:n])
+				b.pw.Write(data)
 			}
 		}
 		if err == io.EOF {

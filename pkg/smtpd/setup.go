@@ -39,6 +39,7 @@ func Flags() []cli.Flag {
 		&cli.DurationFlag{Name: "data-timeout", Usage: "wait this long for message data", Value: 10 * time.Minute},
 		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow AUTH without TLS from non-loopback clients"},
 		&cli.StringFlag{Name: "greeting", Usage: "extra `TEXT` in the 220 banner"},
+		&cli.StringFlag{Name: "bare-newline", Usage: "a bare LF in message data: `reject` (550 5.6.11) or normalize (taken as CRLF)", Value: BareNewlineReject},
 	}
 }
 
@@ -108,6 +109,12 @@ func (s *Server) ApplyFlags(c *cli.Context) error {
 	s.DataTimeout = c.Duration("data-timeout")
 	s.AllowInsecureAuth = c.Bool("allow-insecure-auth")
 	s.Greeting = c.String("greeting")
+	switch bn := c.String("bare-newline"); bn {
+	case BareNewlineReject, BareNewlineNormalize:
+		s.BareNewline = bn
+	default:
+		return fmt.Errorf("smtpd: bare-newline %q: want %s or %s", bn, BareNewlineReject, BareNewlineNormalize)
+	}
 	s.Defaults()
 	return nil
 }
