@@ -102,24 +102,32 @@ type Common struct {
 	Users      string
 	Aliases    string
 	Postmaster string
-	TLSCert    string
-	TLSKey     string
-	Log        *slog.Logger
+	// MailUser owns the virtual mailboxes (those under MailRoot without a
+	// uid or home in the users file); "" means this process.
+	MailUser string
+	// DefaultPrivs is whom the aliases' pipe and file targets run as when
+	// the file naming them belongs to root (Postfix's default_privs).
+	DefaultPrivs string
+	TLSCert      string
+	TLSKey       string
+	Log          *slog.Logger
 }
 
 // Load reads the shared keys from v and sets up the logger, which writes
 // to w (stderr when nil) with cmd=command on every line.
 func Load(v Values, command string, w io.Writer) (*Common, error) {
 	cm := &Common{
-		Hostname:   v.String("hostname"),
-		Domains:    append([]string(nil), v.StringSlice("domains")...),
-		Spool:      v.String("spool"),
-		MailRoot:   v.String("mail-root"),
-		Users:      v.String("users"),
-		Aliases:    v.String("aliases"),
-		Postmaster: v.String("postmaster"),
-		TLSCert:    v.String("tls-cert"),
-		TLSKey:     v.String("tls-key"),
+		Hostname:     v.String("hostname"),
+		Domains:      append([]string(nil), v.StringSlice("domains")...),
+		Spool:        v.String("spool"),
+		MailRoot:     v.String("mail-root"),
+		Users:        v.String("users"),
+		Aliases:      v.String("aliases"),
+		Postmaster:   v.String("postmaster"),
+		MailUser:     v.String("mail-user"),
+		DefaultPrivs: v.String("default-privs"),
+		TLSCert:      v.String("tls-cert"),
+		TLSKey:       v.String("tls-key"),
 	}
 	if cm.Hostname == "" {
 		return nil, errors.New("config: hostname is empty")

@@ -102,6 +102,8 @@ func CommonFlags() []Flag {
 		{Name: "users", Default: "/etc/letterbox/users", Usage: "users `FILE` (Dovecot passwd-file format)"},
 		{Name: "aliases", Default: "/etc/letterbox/aliases", Usage: "aliases `FILE` (aliases(5) syntax)"},
 		{Name: "postmaster", Usage: "`ADDRESS` receiving postmaster mail when the aliases have no postmaster entry"},
+		{Name: "mail-user", Usage: "`USER` owning the virtual mailboxes under mail-root (deliveries and sessions run as it; default: this process)"},
+		{Name: "default-privs", Default: "nobody", Usage: "`USER` that |command and /file targets of a root-owned aliases or :include: file run as (never root)"},
 		{Name: "tls-cert", Usage: "TLS certificate `FILE` (PEM)"},
 		{Name: "tls-key", Usage: "TLS private key `FILE` (PEM)"},
 		{Name: "log-level", Default: "info", Usage: "debug, info, warn or error"},
