@@ -7,7 +7,8 @@
 //     from LISTEN_FDNAMES;
 //  3. --listen [MODE=]ADDR: listen ourselves.
 //
-// It also drops privileges after binding (--user) and loads TLS certificates.
+// It also loads TLS certificates and then drops privileges (--user), after
+// binding and after reading what only root may read.
 package listen
 
 import (
@@ -312,32 +313,58 @@ func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
+// Options say how a server was launched (DESIGN.md § Launching the
+// servers) and what it must read before it gives up root.
+type Options struct {
+	Listen      []string // --listen specs, "[MODE=]ADDR"
+	DefaultMode string   // mode of a spec without MODE= and of an unnamed passed socket
+	StdioMode   string   // --mode: the mode of the stdin/stdout session
+	Modes       []string // the modes this server serves
+	User        string   // --user: drop to it after binding ("" = stay)
+	// TLSCert and TLSKey are read before the drop to User, so a key only
+	// root may read (0600 root, as it should be) works with --user.
+	TLSCert, TLSKey string
+}
+
+// Launch is what a server gets from Open.
+type Launch struct {
+	Listeners []Listener
+	Stdio     bool        // one session on stdin/stdout (its one Listener)
+	TLS       *tls.Config // nil without tls-cert and tls-key
+}
+
 // Open gives a server its sockets in whichever launch mode it was started:
 // the --listen specs, else the systemd-passed sockets, else one connection
-// on stdin/stdout served in stdioMode (stdio reports that case). It then
-// drops privileges to user (none when empty), after every bind.
-func Open(specs []string, defaultMode, stdioMode string, modes []string, user string) (ls []Listener, stdio bool, err error) {
-	ls, err = Listeners(specs, defaultMode, modes)
+// on stdin/stdout served in StdioMode. It reads the TLS certificate and key,
+// then drops privileges to User (none when empty), after every bind and
+// every read that needs root.
+func Open(o Options) (*Launch, error) {
+	tlsConf, err := LoadTLS(o.TLSCert, o.TLSKey)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
+	ls, err := Listeners(o.Listen, o.DefaultMode, o.Modes)
+	if err != nil {
+		return nil, err
+	}
+	stdio := false
 	if ls == nil {
 		valid := false
-		for _, m := range modes {
-			valid = valid || m == stdioMode
+		for _, m := range o.Modes {
+			valid = valid || m == o.StdioMode
 		}
 		if !valid {
-			return nil, false, fmt.Errorf("listen: --mode %q: want one of %s", stdioMode, strings.Join(modes, ", "))
+			return nil, fmt.Errorf("listen: --mode %q: want one of %s", o.StdioMode, strings.Join(o.Modes, ", "))
 		}
 		c, err := Stdio()
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		ls, stdio = []Listener{{Listener: OneConn(c), Mode: stdioMode}}, true
+		ls, stdio = []Listener{{Listener: OneConn(c), Mode: o.StdioMode}}, true
 	}
-	if err := DropPrivileges(user); err != nil {
+	if err := DropPrivileges(o.User); err != nil {
 		closeAll(ls)
-		return nil, false, err
+		return nil, err
 	}
-	return ls, stdio, nil
+	return &Launch{Listeners: ls, Stdio: stdio, TLS: tlsConf}, nil
 }

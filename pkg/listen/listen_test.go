@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,13 +102,19 @@ func TestLoadTLS(t *testing.T) {
 }
 
 func TestOpen(t *testing.T) {
-	ls, stdio, err := Open([]string{"imaps=127.0.0.1:0"}, "imap", "imap", []string{"imap", "imaps"}, "")
-	if err != nil || stdio || len(ls) != 1 || ls[0].Mode != "imaps" {
-		t.Fatalf("Open with --listen: %v %v %v", ls, stdio, err)
+	ln, err := Open(Options{Listen: []string{"imaps=127.0.0.1:0"}, DefaultMode: "imap", StdioMode: "imap", Modes: []string{"imap", "imaps"}})
+	if err != nil || ln.Stdio || len(ln.Listeners) != 1 || ln.Listeners[0].Mode != "imaps" || ln.TLS != nil {
+		t.Fatalf("Open with --listen: %+v %v", ln, err)
 	}
-	closeAll(ls)
+	closeAll(ln.Listeners)
 	t.Setenv("LISTEN_FDS", "")
-	if _, _, err := Open(nil, "imap", "bogus", []string{"imap", "imaps"}, ""); err == nil {
+	if _, err := Open(Options{DefaultMode: "imap", StdioMode: "bogus", Modes: []string{"imap", "imaps"}}); err == nil {
 		t.Fatal("an unknown stdio mode was accepted")
+	}
+	// The key is read first: a bad one fails before anything is bound.
+	_, err = Open(Options{Listen: []string{"127.0.0.1:0"}, DefaultMode: "imap", Modes: []string{"imap"},
+		TLSCert: "/nonexistent.pem", TLSKey: "/nonexistent.key"})
+	if err == nil || !strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("missing key: %v", err)
 	}
 }

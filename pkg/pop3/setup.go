@@ -42,20 +42,17 @@ func Main(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ls, _, err := listen.Open(c.StringSlice("listen"), "pop3", c.String("mode"), Modes, c.String("user"))
+	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: "pop3", StdioMode: c.String("mode"),
+		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
 	if err != nil {
-		return err
+		return fmt.Errorf("pop3d: %w", err)
 	}
 	db, err := users.Load(cm.Users)
 	if err != nil {
 		return fmt.Errorf("pop3d: %w", err)
 	}
-	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
-	if err != nil {
-		return fmt.Errorf("pop3d: %w", err)
-	}
-	for _, l := range ls {
-		if l.Mode == "pop3s" && tlsConf == nil {
+	for _, l := range ln.Listeners {
+		if l.Mode == "pop3s" && ln.TLS == nil {
 			return fmt.Errorf("pop3d: a pop3s listener needs tls-cert and tls-key")
 		}
 	}
@@ -67,7 +64,7 @@ func Main(c *cli.Context) error {
 		Hostname: cm.Hostname,
 		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, FlagUpdates: !c.Bool("no-flag-updates"),
 			MboxLockTimeout: c.Duration("mbox-lock-timeout")},
-		TLS:               tlsConf,
+		TLS:               ln.TLS,
 		AllowInsecureAuth: c.Bool("allow-insecure-auth"),
 		AuthFailureDelay:  delay,
 		MaxAuthFailures:   c.Int("max-auth-failures"),
@@ -75,7 +72,7 @@ func Main(c *cli.Context) error {
 		IdleTimeout:       c.Duration("idle-timeout"),
 		Log:               cm.Log,
 	})
-	return Run(srv, ls, cm)
+	return Run(srv, ln.Listeners, cm)
 }
 
 // Run serves ls until they all end (inetd mode) or SIGTERM/SIGINT arrives,

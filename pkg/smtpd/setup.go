@@ -44,8 +44,9 @@ func Flags() []cli.Flag {
 }
 
 // New returns a server for the shared configuration with the default
-// limits: the spool, the router (users and aliases) for RCPT checks, the
-// users file for AUTH and the TLS certificate.
+// limits: the spool, the router (users and aliases) for RCPT checks and
+// the users file for AUTH. TLS is the caller's (listen.Open reads the key
+// before dropping privileges).
 func New(cm *config.Common) (*Server, error) {
 	sp, err := spool.Open(cm.Spool)
 	if err != nil {
@@ -55,16 +56,11 @@ func New(cm *config.Common) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("smtpd: %w", err)
-	}
 	srv := &Server{
 		Config: Config{
 			Hostname:      cm.Hostname,
 			IsLocal:       cm.IsLocalDomain,
 			PrimaryDomain: cm.Domains[0],
-			TLS:           tlsConf,
 			Log:           cm.Log,
 		},
 		Queue:      spoolQueue{sp},
@@ -126,7 +122,8 @@ func Main(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ls, stdio, err := listen.Open(c.StringSlice("listen"), string(ModeSMTP), c.String("mode"), Modes, c.String("user"))
+	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: string(ModeSMTP),
+		StdioMode: c.String("mode"), Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
 	if err != nil {
 		return err
 	}
@@ -134,20 +131,21 @@ func Main(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	srv.TLS = ln.TLS
 	if err := srv.ApplyFlags(c); err != nil {
 		return err
 	}
-	if stdio {
+	if ln.Stdio {
 		// qmail's convention: tcpserver sets RELAYCLIENT for clients that
 		// may relay. Only here, for the one session we were handed.
 		_, srv.RelayClient = os.LookupEnv("RELAYCLIENT")
 	}
-	for _, l := range ls {
+	for _, l := range ln.Listeners {
 		if Mode(l.Mode) == ModeSubmissions && srv.TLS == nil {
 			return fmt.Errorf("smtpd: a submissions listener needs tls-cert and tls-key")
 		}
 	}
-	return srv.Run(ls)
+	return srv.Run(ln.Listeners)
 }
 
 // Run serves ls until they all end or SIGTERM/SIGINT arrives, then shuts
