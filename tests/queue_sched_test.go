@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +26,42 @@ func TestQueueSchedDeadDestination(t *testing.T) {
 	sinkAddr := freeAddr(t, "127.0.0.1")
 	sink := newRemoteSink(t, sinkAddr)
 
+	hole, held := blackHoleMX(t)
+
+	for i := 0; i < 8; i++ {
+		qSubmit(t, e, "alice@example.test", []string{fmt.Sprintf("u%d@dead.test", i)}, qMsg(i))
+	}
+	for i := 0; i < 20; i++ {
+		qSubmit(t, e, "alice@example.test", []string{fmt.Sprintf("u%d@sink.test", i)}, qMsg(100+i))
+	}
+	for i := 0; i < 2; i++ {
+		qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(200+i))
+	}
+
+	c, exited := startPass(t, e, "--route", "dead.test="+hole, "--route", "sink.test="+sinkAddr, "--concurrency", "4")
+
+	waitFor(t, 20*time.Second, "20 messages at the working domain's MX", func() bool { return len(sink.messages()) == 20 })
+	waitFor(t, 10*time.Second, "the local messages", func() bool {
+		return qCount(t, qMailbox(e, "bob")) == 2
+	})
+	if n := held(); n != 3 {
+		t.Fatalf("the dead domain got %d connections; want 3 (--concurrency 4 leaves one slot for the others)", n)
+	}
+
+	stopPass(t, c, exited)
+	envs, err := os.ReadDir(filepath.Join(e.Spool, "env"))
+	must(t, err)
+	if len(envs) != 8 {
+		t.Fatalf("%d messages queued after the pass; want the 8 for the dead domain", len(envs))
+	}
+}
+
+// blackHoleMX listens on 127.0.0.3 and never says a word to the
+// connections it accepts, as a host behind a broken firewall or an
+// overloaded MX does. It returns its address and a count of the
+// connections it holds.
+func blackHoleMX(t *testing.T) (string, func() int) {
+	t.Helper()
 	hole, err := net.Listen("tcp", "127.0.0.3:0")
 	must(t, err)
 	var mu sync.Mutex
@@ -48,19 +85,19 @@ func TestQueueSchedDeadDestination(t *testing.T) {
 		}
 		mu.Unlock()
 	})
+	return hole.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(held)
+	}
+}
 
-	for i := 0; i < 8; i++ {
-		qSubmit(t, e, "alice@example.test", []string{fmt.Sprintf("u%d@dead.test", i)}, qMsg(i))
-	}
-	for i := 0; i < 20; i++ {
-		qSubmit(t, e, "alice@example.test", []string{fmt.Sprintf("u%d@sink.test", i)}, qMsg(100+i))
-	}
-	for i := 0; i < 2; i++ {
-		qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(200+i))
-	}
-
-	c := e.cmd("queue-runner", "--route", "dead.test="+hole.Addr().String(), "--route", "sink.test="+sinkAddr,
-		"--concurrency", "4")
+// startPass starts one queue-runner pass with args, killed at the end of
+// the test (its log shown when the test failed); exited is closed when it
+// ends.
+func startPass(t *testing.T, e *env, args ...string) (*exec.Cmd, chan struct{}) {
+	t.Helper()
+	c := e.cmd("queue-runner", args...)
 	logs := &syncBuffer{}
 	c.Stderr = logs
 	must(t, c.Start())
@@ -73,33 +110,75 @@ func TestQueueSchedDeadDestination(t *testing.T) {
 			t.Logf("queue-runner log:\n%s", logs.String())
 		}
 	})
+	return c, exited
+}
 
-	waitFor(t, 20*time.Second, "20 messages at the working domain's MX", func() bool { return len(sink.messages()) == 20 })
-	waitFor(t, 10*time.Second, "the local messages", func() bool {
-		return qCount(t, qMailbox(e, "bob")) == 2
-	})
+// stopPass ends a pass that must still be running with SIGTERM.
+func stopPass(t *testing.T, c *exec.Cmd, exited chan struct{}) {
+	t.Helper()
 	select {
 	case <-exited:
 		t.Fatal("the pass ended although the dead domain's sessions cannot have")
 	default:
 	}
-	mu.Lock()
-	n := len(held)
-	mu.Unlock()
-	if n != 3 {
-		t.Fatalf("the dead domain got %d connections; want 3 (--concurrency 4 leaves one slot for the others)", n)
-	}
-
 	must(t, c.Process.Signal(syscall.SIGTERM))
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("queue-runner did not stop on SIGTERM")
 	}
-	envs, err := os.ReadDir(filepath.Join(e.Spool, "env"))
+}
+
+// TestQueueSchedMixedDestinations: 8 messages, each to a domain whose MX
+// accepts TCP and never says a word, to a working domain and to a local
+// user, one cron pass with --concurrency 4: each message's working-domain
+// and local recipients are delivered (and recorded in its envelope) while
+// its dead-domain recipient hangs, and the dead domain holds only its cap
+// of 3 connections. After SIGTERM the 8 stay queued with only the
+// dead-domain recipient pending.
+func TestQueueSchedMixedDestinations(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("bob@example.test", "pw")
+	sinkAddr := freeAddr(t, "127.0.0.1")
+	sink := newRemoteSink(t, sinkAddr)
+	hole, held := blackHoleMX(t)
+	var ids []string
+	for i := 0; i < 8; i++ {
+		ids = append(ids, qSubmit(t, e, "alice@example.test",
+			[]string{fmt.Sprintf("u%d@dead.test", i), fmt.Sprintf("u%d@sink.test", i), "bob@example.test"}, qMsg(i)))
+	}
+
+	c, exited := startPass(t, e, "--route", "dead.test="+hole, "--route", "sink.test="+sinkAddr, "--concurrency", "4")
+
+	waitFor(t, 20*time.Second, "8 messages at the working domain's MX", func() bool { return len(sink.messages()) == 8 })
+	waitFor(t, 10*time.Second, "8 messages in bob's Maildir", func() bool { return qCount(t, qMailbox(e, "bob")) == 8 })
+	sp, err := spool.Open(e.Spool)
 	must(t, err)
-	if len(envs) != 8 {
-		t.Fatalf("%d messages queued after the pass; want the 8 for the dead domain", len(envs))
+	waitFor(t, 10*time.Second, "the delivered recipients recorded in the 8 envelopes", func() bool {
+		for _, id := range ids {
+			env, err := sp.Load(id)
+			if err != nil || env.Recipients[1].State != spool.Delivered || env.Recipients[2].State != spool.Delivered {
+				return false
+			}
+		}
+		return true
+	})
+	if n := held(); n != 3 {
+		t.Fatalf("the dead domain got %d connections; want 3 (--concurrency 4 leaves one slot for the others)", n)
+	}
+	for _, m := range sink.messages() {
+		if len(m.Rcpts) != 1 || !strings.HasSuffix(m.Rcpts[0], "@sink.test") {
+			t.Fatalf("the working domain's MX got recipients %v", m.Rcpts)
+		}
+	}
+
+	stopPass(t, c, exited)
+	for _, id := range ids {
+		env, err := sp.Load(id)
+		must(t, err)
+		if r := env.Recipients; r[0].State != spool.Pending || r[1].State != spool.Delivered || r[2].State != spool.Delivered {
+			t.Fatalf("%s after the pass: %+v %+v %+v", id, r[0], r[1], r[2])
+		}
 	}
 }
 

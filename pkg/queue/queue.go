@@ -294,35 +294,55 @@ type outcome struct {
 	retryRemote []string
 }
 
-// process works one message under its lock. It returns the ids of the
-// notifications it queued and when the message is next due.
-func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) ([]string, time.Time) {
-	log := r.log().With("id", id)
-	l, err := r.Spool.Lock(id)
-	if err != nil {
-		if errors.Is(err, spool.ErrLocked) {
+// process delivers to message s.id's due recipients (every pending one,
+// when flush) at destination key, inside the message's session
+// (dispatch.go), whose first item takes the message's lock. Delivered and
+// deferred recipients are recorded in the envelope in memory (leave or
+// finish writes it); permanent failures wait for finish, which reports
+// them all in one DSN. It returns when its deferred recipients are next
+// due.
+func (r *Runner) process(ctx context.Context, s *session, key string, flush bool, st *Stats) time.Time {
+	log := r.log().With("id", s.id)
+	s.mu.Lock()
+	if !s.tried {
+		s.tried = true
+		l, err := r.Spool.Lock(s.id)
+		switch {
+		case err == nil:
+			s.l = l
+			st.Messages++
+		case errors.Is(err, spool.ErrLocked):
 			st.Locked++
 			log.Debug("locked by another runner, skipped")
-		} else if !errors.Is(err, spool.ErrNotFound) {
+		case !errors.Is(err, spool.ErrNotFound):
 			log.Error("cannot lock", "err", err)
 		}
-		return nil, time.Time{}
 	}
-	defer l.Unlock()
-	st.Messages++
-	env := l.Envelope
+	if s.l == nil {
+		s.mu.Unlock()
+		return time.Time{}
+	}
+	env := s.l.Envelope
 	now := r.now()
-
 	var due []*spool.Recipient
 	for _, rc := range env.Recipients {
-		if rc.State == spool.Pending && (flush || !rc.NextAttempt.After(now)) {
+		if rc.State == spool.Pending && (flush || !rc.NextAttempt.After(now)) && !s.claimed[rc] && r.recipientKey(rc.Address) == key {
+			s.claimed[rc] = true
 			due = append(due, rc)
 		}
 	}
-	outs := r.deliverAll(ctx, l, env, due, log)
+	s.mu.Unlock()
+	if len(due) == 0 {
+		return time.Time{}
+	}
+	// Outside the session's lock: the other destinations' items go on.
+	outs := r.deliverAll(ctx, s.l, env, due, log)
 
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changed = true
+	var next time.Time
 	bounceAt := env.Arrived.Add(orDefault(r.BounceAfter, DefaultBounceAfter))
-	var failed []dsn.Recipient
 	for i, rc := range due {
 		o := outs[i]
 		rc.Attempts++
@@ -332,6 +352,7 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 			rc.LastError = ""
 			st.Delivered++
 			log.Info("delivered", "rcpt", rc.Address)
+			delete(s.claimed, rc)
 			continue
 		case o.temporary && now.Before(bounceAt) && o.delivered > 0 && !o.localTemp && len(o.retryRemote) > 0:
 			// Some of an alias's destinations got the message: retrying
@@ -343,16 +364,18 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 			if orig == "" {
 				orig = rc.Address
 			}
-			next := now.Add(r.Backoff(rc.Attempts))
-			if next.After(bounceAt) {
-				next = bounceAt
+			at := now.Add(r.Backoff(rc.Attempts))
+			if at.After(bounceAt) {
+				at = bounceAt
 			}
 			for _, a := range o.retryRemote {
 				env.Recipients = append(env.Recipients, &spool.Recipient{Address: a, Original: orig, State: spool.Pending,
-					Attempts: rc.Attempts, NextAttempt: next, LastError: o.diag})
+					Attempts: rc.Attempts, NextAttempt: at, LastError: o.diag})
 			}
+			next = earliest(next, at)
 			st.Deferred++
 			log.Info("deferred", "rcpt", rc.Address, "partly_delivered", o.delivered, "retry", strings.Join(o.retryRemote, ","), "err", o.diag)
+			delete(s.claimed, rc)
 			continue
 		case o.temporary && now.Before(bounceAt):
 			rc.LastError = o.diag
@@ -360,26 +383,65 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 			if rc.NextAttempt.After(bounceAt) {
 				rc.NextAttempt = bounceAt
 			}
+			next = earliest(next, rc.NextAttempt)
 			st.Deferred++
 			log.Info("deferred", "rcpt", rc.Address, "attempts", rc.Attempts, "next", rc.NextAttempt.Format(time.RFC3339), "err", o.diag)
+			delete(s.claimed, rc)
 			continue
 		case o.temporary:
 			o.diag = "gave up after " + now.Sub(env.Arrived).Round(time.Second).String() + ": " + o.diag
 		}
-		rc.State = spool.Bounced
-		rc.LastError = o.diag
+		// Still pending (and claimed) until finish has queued the DSN
+		// that reports it: a crash before then retries it, never loses
+		// its report.
 		st.Bounced++
 		log.Info("bounced", "rcpt", rc.Address, "status", o.status, "err", o.diag)
-		failed = append(failed, dsn.Recipient{Final: rc.Address, Original: rc.Original, Action: dsn.Failed,
-			Status: o.status, Diagnostic: o.diag, Remote: o.remote, LastAttempt: now})
+		s.bounced = append(s.bounced, bounce{rc: rc, report: dsn.Recipient{Final: rc.Address, Original: rc.Original, Action: dsn.Failed,
+			Status: o.status, Diagnostic: o.diag, Remote: o.remote, LastAttempt: now}})
 	}
+	return next
+}
 
+// bounce is a recipient that failed for good, waiting for its DSN.
+type bounce struct {
+	rc     *spool.Recipient
+	report dsn.Recipient
+}
+
+// save writes the session's envelope while other items of the message are
+// still at work; s.mu is held.
+func (r *Runner) save(s *session) {
+	if err := s.l.Update(s.l.Envelope); err != nil {
+		r.log().Error("cannot update the envelope", "id", s.id, "err", err)
+	}
+	s.changed = false
+}
+
+// finish ends a message's session after its last item: one DSN for its
+// permanent failures, the delay warning when due, then the envelope is
+// written, or the message removed when no recipient is left pending. It
+// returns the ids of the notifications it queued and when the message is
+// next due. s.mu is held and s.l is the message's lock.
+func (r *Runner) finish(s *session, st *Stats) ([]string, time.Time) {
+	l, env := s.l, s.l.Envelope
+	log := r.log().With("id", s.id)
+	now := r.now()
 	var notices []string
-	if len(failed) > 0 {
+	if len(s.bounced) > 0 {
+		failed := make([]dsn.Recipient, len(s.bounced))
+		for i, b := range s.bounced {
+			failed[i] = b.report
+		}
 		if nid := r.notify(l, env, failed, log); nid != "" {
 			notices = append(notices, nid)
 			st.Notices++
 		}
+		for _, b := range s.bounced {
+			b.rc.State = spool.Bounced
+			b.rc.LastError = b.report.Diagnostic
+			delete(s.claimed, b.rc)
+		}
+		s.bounced = nil
 	}
 	pending := false
 	for _, rc := range env.Recipients {
@@ -395,6 +457,7 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 		log.Info("removed", "reason", "all recipients done")
 		return notices, time.Time{}
 	}
+	bounceAt := env.Arrived.Add(orDefault(r.BounceAfter, DefaultBounceAfter))
 	if r.warnDue(env, now) {
 		var delayed []dsn.Recipient
 		for _, rc := range env.Recipients {
@@ -417,9 +480,7 @@ func (r *Runner) process(ctx context.Context, id string, flush bool, st *Stats) 
 			}
 		}
 	}
-	if err := l.Update(env); err != nil {
-		log.Error("cannot update the envelope", "err", err)
-	}
+	r.save(s)
 	return notices, env.Due()
 }
 

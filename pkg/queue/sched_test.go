@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"letterbox/pkg/remote"
+	"letterbox/pkg/spool"
 )
 
 // sinkBackend is an SMTP server that takes every message and counts the
@@ -348,5 +350,106 @@ func TestDestinationKeyShared(t *testing.T) {
 	}
 	if st.Delivered != 5 || st.Deferred != 3 {
 		t.Fatalf("stats: %+v", st)
+	}
+}
+
+// TestMixedDestinations: 8 messages, each to a domain whose MX never
+// answers, a working domain and a local mailbox, with --concurrency 4:
+// every message's working-domain and local recipients are delivered while
+// its dead-domain recipient hangs, the dead domain holds only its cap of 3
+// slots, and when the pass is stopped each message stays queued with only
+// that recipient pending (the others recorded as delivered, so never sent
+// twice).
+func TestMixedDestinations(t *testing.T) {
+	r, b, _, logs := newRunner(t)
+	sink, accepted := deadAndSink(t, r)
+	var ids []string
+	for i := 0; i < 8; i++ {
+		ids = append(ids, submit(t, r, "alice@example.test", start,
+			fmt.Sprintf("u%d@dead.test", i), fmt.Sprintf("u%d@sink.test", i), fmt.Sprintf("local%d@example.test", i)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan Stats, 1)
+	go func() { st, _ := r.Pass(ctx, false); done <- st }()
+	waitUntil(t, 15*time.Second, "8 working-domain and 8 local recipients delivered while the dead domain hangs", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return sink.count() == 8 && len(b.got) == 8
+	})
+	waitUntil(t, 10*time.Second, "the dead domain's 3 slots taken", func() bool { return accepted() >= 3 })
+	// The delivered recipients are in the envelope files already, while
+	// the dead recipient's session still holds the message.
+	waitUntil(t, 10*time.Second, "the delivered recipients recorded in every envelope", func() bool {
+		for _, id := range ids {
+			env, err := r.Spool.Load(id)
+			if err != nil || env.Recipients[1].State != spool.Delivered || env.Recipients[2].State != spool.Delivered {
+				return false
+			}
+		}
+		return true
+	})
+	select {
+	case st := <-done:
+		t.Fatalf("pass ended while the black hole holds connections: %+v\n%s", st, logs)
+	default:
+	}
+	if n := accepted(); n != 3 {
+		t.Fatalf("the dead domain got %d connections, want its cap of 3", n)
+	}
+	cancel()
+	var st Stats
+	select {
+	case st = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pass did not stop after its context ended")
+	}
+	if st.Delivered != 16 || st.Messages != 8 {
+		t.Fatalf("stats %+v\n%s", st, logs)
+	}
+	for _, id := range ids {
+		env, err := r.Spool.Load(id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if env.Recipients[0].State != spool.Pending || env.Recipients[1].State != spool.Delivered || env.Recipients[2].State != spool.Delivered {
+			t.Fatalf("%s: %+v %+v %+v", id, env.Recipients[0], env.Recipients[1], env.Recipients[2])
+		}
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for rc, n := range sink.got {
+		if n != 1 {
+			t.Fatalf("%s got %d copies", rc, n)
+		}
+	}
+}
+
+// TestMixedDestinationsOneDSN: a message whose recipients fail for good at
+// two domains and locally, worked as three items at once, still gets one
+// DSN listing all three.
+func TestMixedDestinationsOneDSN(t *testing.T) {
+	r, b, _, _ := newRunner(t)
+	r.Remote = &fakeRemote{res: func(rcpt string) remote.Result {
+		return remote.Result{Rcpt: rcpt, Code: 550, Status: "5.1.1", Message: "550 5.1.1 unknown " + rcpt}
+	}}
+	id := submit(t, r, "alice@example.test", start, "x@one.test", "y@two.test", "nobody@example.test", "bob@example.test")
+	st := pass(t, r)
+	if st.Bounced != 3 || st.Notices != 1 || st.Delivered != 2 { // bob and the DSN to alice
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := r.Spool.Load(id); err == nil {
+		t.Fatal("message still queued")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.got["alice@example.test"]) != 1 {
+		t.Fatalf("alice got %d DSNs", len(b.got["alice@example.test"]))
+	}
+	dsnText := b.got["alice@example.test"][0]
+	for _, a := range []string{"x@one.test", "y@two.test", "nobody@example.test"} {
+		if !strings.Contains(dsnText, "Final-Recipient: rfc822; "+a) {
+			t.Fatalf("DSN lacks %s:\n%s", a, dsnText)
+		}
 	}
 }
