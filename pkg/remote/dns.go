@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/miekg/dns"
+
+	"letterbox/pkg/dnsclient"
 )
 
 // dnsError is a lookup failure, classified: Permanent only when the name
@@ -23,64 +23,18 @@ type dnsError struct {
 
 func (e *dnsError) Error() string { return e.Msg }
 
-// resolver asks one set of name servers through miekg/dns, so that tests and
-// relays can point lookups at their own server with --dns.
+// resolver asks the name servers of --dns (pkg/dnsclient), so that tests
+// and relays can point lookups at their own server.
 type resolver struct {
-	servers []string // host:port
-	timeout time.Duration
+	*dnsclient.Client
 }
 
 func newResolver(addr string) (*resolver, error) {
-	r := &resolver{timeout: 5 * time.Second}
-	if addr != "" {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			addr = net.JoinHostPort(strings.Trim(addr, "[]"), "53")
-		}
-		r.servers = []string{addr}
-		return r, nil
-	}
-	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	c, err := dnsclient.New(addr)
 	if err != nil {
-		return nil, fmt.Errorf("remote: dns: %w (set --dns)", err)
+		return nil, fmt.Errorf("remote: %w", err)
 	}
-	for _, s := range cc.Servers {
-		r.servers = append(r.servers, net.JoinHostPort(s, cc.Port))
-	}
-	if len(r.servers) == 0 {
-		return nil, errors.New("remote: dns: no nameserver in /etc/resolv.conf (set --dns)")
-	}
-	if cc.Timeout > 0 {
-		r.timeout = time.Duration(cc.Timeout) * time.Second
-	}
-	return r, nil
-}
-
-// query sends one question to each server in turn until one answers; a
-// truncated UDP answer is repeated over TCP.
-func (r *resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.RecursionDesired = true
-	m.SetEdns0(1232, false)
-	var last error
-	for _, srv := range r.servers {
-		for _, proto := range []string{"udp", "tcp"} {
-			cl := &dns.Client{Net: proto, Timeout: r.timeout}
-			resp, _, err := cl.ExchangeContext(ctx, m, srv)
-			if err != nil {
-				last = err
-				break // next server
-			}
-			if resp.Truncated && proto == "udp" {
-				continue
-			}
-			return resp, nil
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, last
+	return &resolver{c}, nil
 }
 
 func tempDNS(name string, qtype uint16, err error) *dnsError {
@@ -91,7 +45,7 @@ func tempDNS(name string, qtype uint16, err error) *dnsError {
 // resolver included. NXDOMAIN is permanent; SERVFAIL, REFUSED and timeouts
 // are temporary.
 func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	resp, err := r.query(ctx, name, qtype)
+	resp, err := r.Exchange(ctx, name, qtype)
 	if err != nil {
 		return nil, tempDNS(name, qtype, err)
 	}

@@ -290,7 +290,7 @@ func TestDNSTimeoutTemporary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.res.timeout = 200 * time.Millisecond
+	c.res.Timeout = 200 * time.Millisecond
 	res := deliver(t, c, "example.test", "b@example.test")
 	wantFailed(t, res, true, "4.4.3")
 }
@@ -757,7 +757,7 @@ func TestFromContextFlags(t *testing.T) {
 	}
 	defer c.Close()
 	if c.cfg.Helo != "me.test" || c.cfg.Port != 2525 || c.cfg.Concurrency != 7 || c.cfg.PerDestination != 3 ||
-		c.cfg.Timeouts.Connect != 3*time.Second || c.cfg.Timeouts.DataEnd != DefaultTimeouts.DataEnd || c.res.servers[0] != "127.0.0.1:5353" {
+		c.cfg.Timeouts.Connect != 3*time.Second || c.cfg.Timeouts.DataEnd != DefaultTimeouts.DataEnd || c.res.Servers[0] != "127.0.0.1:5353" {
 		t.Fatalf("config %+v", c.cfg)
 	}
 	d := c.destination("any.test")
