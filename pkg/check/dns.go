@@ -1,0 +1,194 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"letterbox/pkg/dnsclient"
+)
+
+// Resolver answers the questions of the checks (SPF's TXT, MX, A, AAAA and
+// PTR; DKIM keys and DMARC policies in TXT; DNS lists in A and TXT) through
+// the name servers of the `dns` key. Its errors are *net.DNSError, as
+// blitiri.com.ar/go/spf and go-msgauth expect: IsNotFound for NXDOMAIN,
+// IsTemporary for a timeout, SERVFAIL, REFUSED or an answer that does not
+// parse.
+type Resolver struct {
+	DNS *dnsclient.Client
+}
+
+// NewResolver returns a Resolver asking addr (see dnsclient.New).
+func NewResolver(addr string) (*Resolver, error) {
+	c, err := dnsclient.New(addr)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{DNS: c}, nil
+}
+
+func dnsErr(name, msg string, notFound, temporary bool) *net.DNSError {
+	return &net.DNSError{Err: msg, Name: strings.TrimSuffix(name, "."), IsNotFound: notFound, IsTemporary: temporary}
+}
+
+// lookup returns the answers of type qtype for name. A name that exists
+// without records of that type returns no answers and no error (as
+// net.Resolver's NODATA is not an error to SPF's void-lookup count either:
+// the count looks at the number of answers).
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	resp, err := r.DNS.Exchange(ctx, name, qtype)
+	if err != nil {
+		var ne net.Error
+		timeout := errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+		e := dnsErr(name, err.Error(), false, true)
+		e.IsTimeout = timeout
+		return nil, e
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess:
+	case dns.RcodeNameError:
+		return nil, dnsErr(name, "no such host", true, false)
+	default:
+		return nil, dnsErr(name, "server answered "+dns.RcodeToString[resp.Rcode], false, true)
+	}
+	var out []dns.RR
+	for _, rr := range resp.Answer {
+		if rr.Header().Rrtype == qtype {
+			out = append(out, rr)
+		}
+	}
+	return out, nil
+}
+
+// LookupTXT returns the TXT records of name, each one's strings joined
+// (RFC 7208 § 3.3, RFC 6376 § 3.6.2.2).
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		var b strings.Builder
+		for _, part := range rr.(*dns.TXT).Txt {
+			b.WriteString(unescapeTXT(part))
+		}
+		out = append(out, b.String())
+	}
+	return out, nil
+}
+
+// unescapeTXT undoes miekg/dns's presentation escapes of a character
+// string (\DDD and \X, RFC 1035 § 5.1) to give the octets of the record.
+func unescapeTXT(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			if n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); n < 256 {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i+1])
+		i++
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// LookupMX returns the MX records of name.
+func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*net.MX, 0, len(rrs))
+	for _, rr := range rrs {
+		mx := rr.(*dns.MX)
+		out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
+	}
+	return out, nil
+}
+
+// LookupIPAddr returns the IPv4 and IPv6 addresses of host. It fails only
+// when both questions fail; NXDOMAIN for one is NXDOMAIN for the name.
+func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IPAddr{{IP: ip}}, nil
+	}
+	var out []net.IPAddr
+	var firstErr error
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		rrs, err := r.lookup(ctx, host, qt)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			var de *net.DNSError
+			if errors.As(err, &de) && de.IsNotFound {
+				break
+			}
+			continue
+		}
+		for _, rr := range rrs {
+			switch rr := rr.(type) {
+			case *dns.A:
+				out = append(out, net.IPAddr{IP: rr.A})
+			case *dns.AAAA:
+				out = append(out, net.IPAddr{IP: rr.AAAA})
+			}
+		}
+	}
+	if len(out) == 0 && firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// LookupAddr returns the PTR names of addr.
+func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, dnsErr(addr, "not an IP address", true, false)
+	}
+	rrs, err := r.lookup(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.(*dns.PTR).Ptr)
+	}
+	return out, nil
+}
+
+// LookupA returns the IPv4 addresses of name (a DNS list's answer).
+func (r *Resolver) LookupA(ctx context.Context, name string) ([]net.IP, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeA)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]net.IP, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.(*dns.A).A)
+	}
+	return out, nil
+}
+
+// txtFunc adapts LookupTXT to go-msgauth's LookupTXT option, bound to ctx.
+func (r *Resolver) txtFunc(ctx context.Context) func(string) ([]string, error) {
+	return func(name string) ([]string, error) { return r.LookupTXT(ctx, name) }
+}
