@@ -7,10 +7,12 @@ require (
 	github.com/BurntSushi/toml v1.5.0
 	github.com/coreos/go-systemd/v22 v22.5.0
 	github.com/d--j/go-milter v0.10.1
+	github.com/emersion/go-maildir v0.6.0
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
 	github.com/emersion/go-smtp v0.25.1
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/miekg/dns v1.1.63
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/crypto v0.41.0

@@ -1,0 +1,944 @@
+package mailstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gomaildir "github.com/emersion/go-maildir"
+
+	"letterbox/pkg/maildir"
+)
+
+// A folder is the state of one mailbox shared by every session of this
+// process (views, STATUS, APPEND): the messages with their UIDs, flags and
+// MODSEQs as last synced, kept equal to the cache file under the folder's
+// flock. Sync brings it up to date with the Maildir:
+//
+//  1. Fast path, no lock: the cache file, new/, cur/, the uidlist and the
+//     keywords file have the versions the state was built from (and the
+//     directories' mtimes were at least dirSlack old then, so that a later
+//     change cannot share their timestamp): nothing to do. Five lstat calls.
+//  2. Under the flock: a cache another letterbox process wrote is read in;
+//     new/ and cur/ are read (again, while they changed during the read:
+//     a file renamed during readdir may be missed); each file is matched to
+//     its uidlist record by base name. Changed flag letters raise that
+//     message's MODSEQ; files without a UID get one under the uidlist's
+//     dot-lock (with a rescan under the lock, so that no UID another
+//     program gave meanwhile is skipped); a message whose file is gone
+//     (confirmed by lstat of its last name) is expunged and logged for
+//     VANISHED; a file whose UID is below what sessions may have seen and
+//     that is not in the state (an expunged message that came back) gets a
+//     new UID, as Dovecot does. The cache is rewritten when anything changed.
+type folder struct {
+	acc  *account
+	name string
+	dir  string
+
+	mu   sync.Mutex // held for every read and change of what follows
+	lock dirLock
+
+	loaded   bool
+	s        cacheState
+	cacheKey fileKey  // the cache file version s was read from or written as
+	ul       *uidlist // the uidlist as last read, nil when there was none
+	ulKey    fileKey  // its version
+	ulIdx    map[string]uint32
+
+	version   uint64 // raised by every change a snapshot shows
+	shared    []Msg  // snapshot of sharedVer without \Recent, shared by views
+	sharedVer uint64
+	flagMemo  map[string][]string
+	memoKW    keywords
+
+	pending    map[string]bool // keys of appended files waiting for a UID (under acc.mu)
+	assigned   map[string]uint32
+	assignedUV uint32 // the UIDVALIDITY of the assigned UIDs
+
+	watchers map[chan struct{}]struct{}
+	stopPoll chan struct{}
+}
+
+// dirSlack: a directory mtime at least this old when read cannot be shared
+// by a later change (file systems keep coarse timestamps).
+const dirSlack = 2 * time.Second
+
+// maxExpunges bounds the expunge log (ranges); older ranges are dropped
+// and VANISHED before them becomes inexact.
+const maxExpunges = 20000
+
+func nanotime() int64 { return time.Now().UnixNano() }
+
+func (f *folder) path(sub string) string { return filepath.Join(f.dir, sub) }
+
+// exists reports whether the folder's directory is there (a real one).
+func (f *folder) exists() bool {
+	fi, err := os.Lstat(f.dir)
+	return err == nil && fi.IsDir()
+}
+
+// ensureDirs creates tmp/, new/ and cur/ when missing (Dovecot makes a
+// folder's directory first and these when it first stores into it).
+func (f *folder) ensureDirs() error {
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		fi, err := os.Lstat(f.path(sub))
+		if err == nil && fi.IsDir() {
+			continue
+		}
+		if err == nil {
+			return fmt.Errorf("mailstore: %s: not a directory", f.path(sub))
+		}
+		return maildir.Create(f.dir)
+	}
+	return nil
+}
+
+type syncOpt struct {
+	moveNew bool // take new/ into cur/ (a writable view)
+	claim   bool // take every unclaimed message as \Recent
+}
+
+// quick tells whether the state is up to date without taking the flock.
+func (f *folder) quick(o syncOpt) bool {
+	if !f.loaded || f.s.newMtime == 0 || f.s.curMtime == 0 {
+		return false
+	}
+	if k, ok := statKey(f.path(cacheName)); !ok || k != f.cacheKey {
+		return false
+	}
+	if k, _ := statKey(f.path("cur")); k.mtime != f.s.curMtime {
+		return false
+	}
+	if k, _ := statKey(f.path("new")); k.mtime != f.s.newMtime {
+		return false
+	}
+	if k, _ := statKey(f.path(uidlistName)); k != f.s.uidlistKey {
+		return false
+	}
+	if k, _ := statKey(f.path(keywordsName)); k != f.s.kwKey {
+		return false
+	}
+	if o.claim && f.unclaimed() {
+		return false
+	}
+	if o.moveNew {
+		for i := range f.s.msgs {
+			if f.s.msgs[i].inNew {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (f *folder) unclaimed() bool {
+	n := len(f.s.msgs)
+	return n > 0 && f.s.msgs[n-1].uid >= f.s.recentFrom
+}
+
+// sync brings the state up to date; f.mu must be held. It returns the UID
+// range claimed as \Recent (lo > hi: none).
+func (f *folder) sync(o syncOpt) (lo, hi uint32, err error) {
+	if f.quick(o) {
+		return 1, 0, nil
+	}
+	if !f.exists() {
+		return 1, 0, ErrNoMailbox
+	}
+	if err := f.lock.lock(); err != nil {
+		return 1, 0, err
+	}
+	defer f.lock.unlock()
+	return f.syncLocked(o)
+}
+
+// syncLocked is sync's slow path, with the flock held.
+func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
+	lo, hi = 1, 0
+	dirty := f.reloadCache()
+	if o.moveNew {
+		if err := f.ensureDirs(); err != nil {
+			return lo, hi, err
+		}
+	}
+	if f.reloadKeywords() {
+		dirty = true
+	}
+	ul, ulKey, err := f.readUIDList()
+	if err != nil {
+		return lo, hi, err
+	}
+	newSt, _ := statKey(f.path("new"))
+	curSt, _ := statKey(f.path("cur"))
+	needScan := !f.loaded || f.s.newMtime == 0 || f.s.curMtime == 0 ||
+		newSt.mtime != f.s.newMtime || curSt.mtime != f.s.curMtime || ulKey != f.s.uidlistKey
+	if o.moveNew && !needScan {
+		for i := range f.s.msgs {
+			if f.s.msgs[i].inNew {
+				needScan = true
+				break
+			}
+		}
+	}
+	if needScan {
+		changed, err := f.rescan(o.moveNew, ul, ulKey, newSt, curSt)
+		if err != nil {
+			return lo, hi, err
+		}
+		dirty = dirty || changed
+	}
+	if o.claim && f.unclaimed() {
+		lo, hi = f.s.recentFrom, f.s.msgs[len(f.s.msgs)-1].uid
+		f.s.recentFrom = hi + 1
+		dirty = true
+	}
+	f.loaded = true
+	if dirty {
+		f.writeCache()
+	}
+	return lo, hi, nil
+}
+
+// reloadCache reads the cache file when another process changed it, and
+// reports whether ours must be written (none, or a damaged one).
+func (f *folder) reloadCache() bool {
+	k, ok := statKey(f.path(cacheName))
+	if ok && f.loaded && k == f.cacheKey {
+		return false
+	}
+	if ok {
+		b, key, ok := readCacheFile(f.dir)
+		if ok {
+			s, err := parseCache(b)
+			if err == nil {
+				if s.highest < f.s.highest {
+					// Never let MODSEQs go back (a cache put back from a copy).
+					f.acc.log.Warn("cache older than this process's state ignored", "folder", f.name)
+				} else {
+					f.s, f.cacheKey, f.loaded = s, key, true
+					f.version++
+					return false
+				}
+			} else {
+				f.acc.log.Warn("cache rebuilt", "folder", f.name, "err", err)
+			}
+		}
+	}
+	if !f.loaded {
+		// Start afresh: MODSEQs from the time in µs, above any a previous
+		// cache of this folder gave.
+		base := uint64(time.Now().UnixMicro())
+		if base <= f.s.highest {
+			base = f.s.highest + 1
+		}
+		f.s = cacheState{highest: base, vanishedFrom: base}
+		f.version++
+	}
+	return true
+}
+
+// reloadKeywords reads dovecot-keywords when it changed. A letter that now
+// names another keyword raises the MODSEQ of the messages that carry it.
+func (f *folder) reloadKeywords() bool {
+	k, _ := statKey(f.path(keywordsName))
+	if f.loaded && k == f.s.kwKey {
+		return false
+	}
+	var kw keywords
+	if b, err := readSmall(f.path(keywordsName)); err == nil {
+		kw = parseKeywords(string(b))
+	}
+	var moved []byte
+	for i := range kw {
+		if f.s.kw[i] != "" && f.s.kw[i] != kw[i] {
+			moved = append(moved, byte('a'+i))
+		}
+	}
+	changed := k != f.s.kwKey || kw != f.s.kw
+	if len(moved) > 0 {
+		ms := f.s.highest + 1
+		bumped := false
+		for i := range f.s.msgs {
+			if strings.ContainsAny(f.s.msgs[i].letters(), string(moved)) {
+				f.s.msgs[i].modseq, bumped = ms, true
+			}
+		}
+		if bumped {
+			f.s.highest = ms
+		}
+	}
+	f.s.kw, f.s.kwKey = kw, k
+	if changed {
+		f.version++
+	}
+	return changed
+}
+
+// readSmall reads a small file without following a symlink.
+func readSmall(path string) ([]byte, error) {
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	return io.ReadAll(io.LimitReader(fd, 64<<20))
+}
+
+// readUIDList returns the uidlist (re-read when its version changed; nil
+// when there is none) and its version.
+func (f *folder) readUIDList() (*uidlist, fileKey, error) {
+	k, ok := statKey(f.path(uidlistName))
+	if !ok {
+		f.ul, f.ulKey, f.ulIdx = nil, fileKey{}, nil
+		return nil, fileKey{}, nil
+	}
+	if f.ul != nil && k == f.ulKey {
+		return f.ul, k, nil
+	}
+	b, err := readSmall(f.path(uidlistName))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fileKey{}, nil
+		}
+		return nil, k, fmt.Errorf("mailstore: %s: %w", f.path(uidlistName), err)
+	}
+	ul, err := parseUIDList(string(b))
+	if err != nil {
+		// Not a uidlist we can read: rewriting it would lose Dovecot's UIDs.
+		return nil, k, fmt.Errorf("mailstore: %s: %w", f.path(uidlistName), err)
+	}
+	if ul.bad > 0 {
+		f.acc.log.Warn("dovecot-uidlist: unreadable records skipped", "folder", f.name, "records", ul.bad)
+	}
+	f.ul, f.ulKey, f.ulIdx = ul, k, nil
+	return ul, k, nil
+}
+
+func (f *folder) uidIndex() map[string]uint32 {
+	if f.ulIdx == nil && f.ul != nil {
+		f.ulIdx = f.ul.index()
+	}
+	return f.ulIdx
+}
+
+// fileEntry is a message file found by a scan.
+type fileEntry struct {
+	name  string
+	inNew bool
+}
+
+// scan reads new/ (moving its files to cur/ when moveNew) and then cur/,
+// and reports whether cur/ kept its mtime while it was read. (A file
+// leaving new/ while new/ is read is in cur/, read after; a file renamed
+// in cur/ while cur/ is read may be missed under both names.)
+func (f *folder) scan(moveNew bool) (map[string]fileEntry, bool, error) {
+	files := make(map[string]fileEntry, len(f.s.msgs)+16)
+	if err := f.scanNew(files, moveNew); err != nil {
+		return nil, false, err
+	}
+	before, _ := statKey(f.path("cur"))
+	if err := f.scanCur(files); err != nil {
+		return nil, false, err
+	}
+	after, _ := statKey(f.path("cur"))
+	return files, before.mtime == after.mtime, nil
+}
+
+func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) error {
+	d, err := os.Open(f.path("new"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mailstore: %w", err)
+	}
+	defer d.Close()
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("mailstore: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if name[0] == '.' || !e.Type().IsRegular() || strings.ContainsRune(name, 0) {
+			continue
+		}
+		key := baseKey(name)
+		if key == "" {
+			continue
+		}
+		if moveNew {
+			// Into cur/ keeping any flags (Dovecot names files in new/
+			// with flags too), as Dovecot does when a session opens the
+			// folder for writing.
+			target := name
+			if !strings.Contains(name, ":") {
+				target += ":2,"
+			}
+			err := os.Rename(f.path("new/"+name), f.path("cur/"+target))
+			if err == nil {
+				files[key] = fileEntry{name: target}
+				continue
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				continue // moved by someone else: cur/ has it
+			}
+			f.acc.log.Warn("new/ to cur/ failed", "folder", f.name, "file", name, "err", err)
+		}
+		files[key] = fileEntry{name: name, inNew: true}
+	}
+	return nil
+}
+
+// scanCur lists cur/ with go-maildir's Walk. Names it refuses are taken
+// from its errors (a name without ":2," is a message without flags, as for
+// Dovecot); an info section it cannot parse makes us read cur/ ourselves.
+func (f *folder) scanCur(files map[string]fileEntry) error {
+	dir := f.path("cur")
+	prefix := len(dir) + 1
+	put := func(name string) {
+		key := baseKey(name)
+		if key == "" || strings.ContainsRune(name, 0) {
+			return
+		}
+		if old, ok := files[key]; ok && !old.inNew && old.name != name {
+			// Two names with one key: keep the one still there.
+			if _, err := os.Lstat(filepath.Join(dir, old.name)); err == nil {
+				return
+			}
+		}
+		files[key] = fileEntry{name: name}
+	}
+	err := gomaildir.Dir(f.dir).Walk(func(m *gomaildir.Message) error {
+		put(m.Filename()[prefix:])
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var mf *gomaildir.MailfileError
+		if errors.As(e, &mf) {
+			put(mf.Name)
+			continue
+		}
+		var fe *gomaildir.FlagError
+		if errors.As(e, &fe) {
+			return f.readCur(put)
+		}
+		return fmt.Errorf("mailstore: %s: %w", dir, e)
+	}
+	return nil
+}
+
+func (f *folder) readCur(put func(string)) error {
+	d, err := os.Open(f.path("cur"))
+	if err != nil {
+		return fmt.Errorf("mailstore: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("mailstore: %w", err)
+	}
+	for _, n := range names {
+		if n[0] != '.' {
+			put(n)
+		}
+	}
+	return nil
+}
+
+// stableScan scans until the directories held still during a scan (at
+// most three times).
+func (f *folder) stableScan(moveNew bool) (map[string]fileEntry, error) {
+	for try := 0; ; try++ {
+		files, stable, err := f.scan(moveNew)
+		if err != nil || stable || try == 2 {
+			return files, err
+		}
+		moveNew = false
+	}
+}
+
+// plan is what a scan means for the state.
+type plan struct {
+	cur     []fileEntry // by index of f.s.msgs; name "" = not found
+	add     []uint32    // UIDs the uidlist gave to files not in the state
+	addFile []fileEntry
+	fresh   []fileEntry     // files needing a (new) UID
+	oldUID  []uint32        // the record each fresh file had (0: none)
+	taken   map[string]bool // keys of files given to add or fresh
+	records bool            // state messages the uidlist lacks (or no uidlist)
+	holes   bool            // records above the state's UIDNEXT whose files were not seen
+}
+
+func (f *folder) plan(files map[string]fileEntry, ul *uidlist) plan {
+	idx := map[string]uint32{}
+	if ul != nil {
+		idx = f.uidIndex()
+	}
+	p := plan{cur: make([]fileEntry, len(f.s.msgs)), records: ul == nil}
+	matched := 0
+	for i := range f.s.msgs {
+		m := &f.s.msgs[i]
+		key := m.key()
+		fe, ok := files[key]
+		if !ok {
+			continue
+		}
+		uid, rec := idx[key]
+		if rec && uid != m.uid {
+			continue // the uidlist gives this file another UID now: m is gone
+		}
+		if !rec {
+			p.records = true
+		}
+		p.cur[i] = fe
+		matched++
+	}
+	if matched == len(files) && !p.records && (ul == nil || ul.nextUID <= f.s.uidNext) {
+		return p
+	}
+	if ul != nil && matched == len(files) && !p.records {
+		// Only records ahead of the state: are their files unseen?
+		p.holes = len(ul.recs) > 0 && ul.recs[len(ul.recs)-1].uid >= f.s.uidNext
+		return p
+	}
+	inState := make(map[string]bool, matched)
+	for i := range p.cur {
+		if p.cur[i].name != "" {
+			inState[p.cur[i].name] = true
+		}
+	}
+	var seen map[uint32]bool
+	p.taken = map[string]bool{}
+	for key, fe := range files {
+		if inState[fe.name] {
+			continue
+		}
+		p.taken[key] = true
+		uid, ok := idx[key]
+		if ok && uid >= f.s.uidNext {
+			p.add = append(p.add, uid)
+			p.addFile = append(p.addFile, fe)
+			if seen == nil {
+				seen = map[uint32]bool{}
+			}
+			seen[uid] = true
+			continue
+		}
+		p.fresh = append(p.fresh, fe)
+		p.oldUID = append(p.oldUID, uid)
+	}
+	if ul != nil {
+		// Records the state has not seen whose files the scan did not
+		// find: numbered by another program after (or while) we read the
+		// directories. Look again under the uidlist's lock, or their
+		// files, found later below UIDNEXT, would need new UIDs.
+		i := sort.Search(len(ul.recs), func(i int) bool { return ul.recs[i].uid >= f.s.uidNext })
+		for ; i < len(ul.recs); i++ {
+			if !seen[ul.recs[i].uid] && idx[ul.recs[i].name] == ul.recs[i].uid {
+				p.holes = true
+				break
+			}
+		}
+	}
+	return p
+}
+
+// rescan reads the directories and merges them into the state. It reports
+// whether the state changed.
+func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) (bool, error) {
+	files, err := f.stableScan(moveNew)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	if ul != nil && f.loaded && f.s.uidValidity != 0 && ul.uidValidity != f.s.uidValidity {
+		// Another UIDVALIDITY: every UID we knew means nothing now.
+		f.acc.log.Warn("UIDVALIDITY changed", "folder", f.name, "was", f.s.uidValidity, "now", ul.uidValidity)
+		f.s.msgs, f.s.expunged = nil, nil
+		f.s.uidNext, f.s.recentFrom = 0, ul.nextUID
+		f.s.vanishedFrom = f.s.highest + 1
+		changed = true
+	}
+	freshBuild := f.s.uidValidity == 0
+	p := f.plan(files, ul)
+	if len(p.fresh) > 0 || p.records || p.holes {
+		// Give UIDs under the uidlist's lock, from a scan made under it,
+		// so that nothing another program numbered meanwhile is skipped.
+		dl, err := f.lock.dotlock(uidlistName)
+		if err != nil {
+			return false, err
+		}
+		ul, ulKey, err = f.readUIDList()
+		if err != nil {
+			dl.release()
+			return false, err
+		}
+		if ul != nil && f.s.uidValidity != 0 && ul.uidValidity != f.s.uidValidity {
+			dl.release()
+			return f.rescan(false, ul, ulKey, newSt, curSt)
+		}
+		if files, err = f.stableScan(false); err != nil {
+			dl.release()
+			return false, err
+		}
+		if freshBuild && ul != nil {
+			f.s.recentFrom = ul.nextUID
+		}
+		created := ul == nil
+		if created {
+			ul = f.recreateUIDList()
+			if freshBuild {
+				f.s.recentFrom = 1
+			}
+		}
+		f.ul, f.ulIdx = ul, nil
+		p = f.plan(files, ul)
+		if len(p.fresh) > 0 || p.records || created {
+			f.number(ul, &p, files)
+			ul.dedupe()
+			if err := dl.replace(ul.format()); err != nil {
+				f.ul, f.ulIdx = nil, nil
+				return false, err
+			}
+			ulKey, _ = statKey(f.path(uidlistName))
+			f.ulKey = ulKey
+			changed = true
+		} else {
+			dl.release()
+		}
+	} else if freshBuild && ul != nil {
+		f.s.recentFrom = ul.nextUID
+	}
+	if ul != nil {
+		if f.s.uidValidity != ul.uidValidity {
+			f.s.uidValidity = ul.uidValidity
+			changed = true
+		}
+		if ul.nextUID > f.s.uidNext {
+			f.s.uidNext = ul.nextUID
+			changed = true
+		}
+	}
+	if f.apply(p, ul) {
+		changed = true
+	}
+	if f.s.uidlistKey != ulKey {
+		f.s.uidlistKey = ulKey
+		changed = true
+	}
+	// Record the directories' versions from before the scan, when old
+	// enough to trust.
+	now := nanotime()
+	rec := func(k fileKey) int64 {
+		if k.mtime != 0 && now-k.mtime > int64(dirSlack) {
+			return k.mtime
+		}
+		return 0
+	}
+	nm, cm := rec(newSt), rec(curSt)
+	if moveNew {
+		// Our moves changed both; the next sync looks again.
+		nm, cm = 0, 0
+	}
+	if nm != f.s.newMtime || cm != f.s.curMtime {
+		f.s.newMtime, f.s.curMtime = nm, cm
+		changed = true
+	}
+	if changed {
+		f.version++
+	}
+	return changed, nil
+}
+
+// recreateUIDList makes a uidlist when there is none: from the state when
+// it knows UIDs (so that no UID changes), else a new UIDVALIDITY.
+func (f *folder) recreateUIDList() *uidlist {
+	if f.s.uidValidity != 0 {
+		ul := newUIDList(f.s.uidValidity)
+		ul.nextUID = max(f.s.uidNext, 1)
+		return ul
+	}
+	return newUIDList(f.acc.nextUIDValidity())
+}
+
+// number gives UIDs to the plan's fresh files (in delivery order), adds
+// records for state messages the uidlist lacks, and drops records below
+// the state's UIDNEXT that name neither a message of the state nor a file
+// of this scan (made under the uidlist's lock: they are expunged). The
+// uidlist's next UID never goes below the state's.
+func (f *folder) number(ul *uidlist, p *plan, files map[string]fileEntry) {
+	if ul.nextUID < f.s.uidNext {
+		ul.nextUID = f.s.uidNext
+	}
+	idx := ul.index()
+	var extra []uidRec
+	for i := range f.s.msgs {
+		if p.cur[i].name == "" {
+			continue
+		}
+		key := f.s.msgs[i].key()
+		if _, ok := idx[key]; !ok {
+			extra = append(extra, uidRec{uid: f.s.msgs[i].uid, name: key})
+		}
+	}
+	order := make([]int, len(p.fresh))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		return maildir.DeliveryOrder(baseKey(p.fresh[order[a]].name), baseKey(p.fresh[order[b]].name)) < 0
+	})
+	drop := map[string]bool{}
+	fresh := make([]fileEntry, 0, len(order))
+	for _, i := range order {
+		fe := p.fresh[i]
+		key := baseKey(fe.name)
+		if _, ok := idx[key]; ok {
+			drop[key] = true
+		}
+		uid := ul.nextUID
+		ul.nextUID++
+		extra = append(extra, uidRec{uid: uid, name: key})
+		p.add = append(p.add, uid)
+		p.addFile = append(p.addFile, fe)
+		fresh = append(fresh, fe)
+	}
+	p.fresh, p.oldUID = nil, nil
+	out := ul.recs[:0:0]
+	for _, r := range ul.recs {
+		if drop[r.name] {
+			continue
+		}
+		if _, ok := files[r.name]; !ok && r.uid < f.s.uidNext && f.find(r.uid) < 0 {
+			continue
+		}
+		out = append(out, r)
+	}
+	out = append(out, extra...)
+	sort.Slice(out, func(a, b int) bool { return out[a].uid < out[b].uid })
+	ul.recs = out
+	f.ulIdx = nil
+}
+
+// find returns the index of uid in the state, or -1.
+func (f *folder) find(uid uint32) int {
+	i, ok := slices.BinarySearchFunc(f.s.msgs, uid, func(m msg, u uint32) int {
+		switch {
+		case m.uid < u:
+			return -1
+		case m.uid > u:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// apply merges a plan into the state: flag changes, new messages,
+// expunges. It reports whether anything changed.
+func (f *folder) apply(p plan, ul *uidlist) bool {
+	var ms uint64
+	modseq := func() uint64 {
+		if ms == 0 {
+			f.s.highest++
+			ms = f.s.highest
+		}
+		return ms
+	}
+	changed := false
+	var gone []int
+	for i := range f.s.msgs {
+		m := &f.s.msgs[i]
+		fe := p.cur[i]
+		if fe.name == "" {
+			// Not seen: gone, unless its last name is still there (a
+			// rename during readdir) and the file is not another UID's now.
+			if p.taken[m.key()] {
+				gone = append(gone, i)
+				continue
+			}
+			sub := "cur/"
+			if m.inNew {
+				sub = "new/"
+			}
+			if _, err := os.Lstat(f.path(sub + m.name)); err == nil {
+				continue
+			}
+			gone = append(gone, i)
+			continue
+		}
+		if fe.name != m.name || fe.inNew != m.inNew {
+			if nameLetters(fe.name) != m.letters() {
+				m.modseq = modseq()
+			}
+			m.name, m.inNew = fe.name, fe.inNew
+			changed = true
+		}
+	}
+	var recIdx map[uint32]int
+	if ul != nil && len(p.add) > 0 {
+		recIdx = make(map[uint32]int, len(p.add))
+		for _, uid := range p.add {
+			if j, ok := slices.BinarySearchFunc(ul.recs, uid, func(r uidRec, u uint32) int { return int(int64(r.uid) - int64(u)) }); ok {
+				recIdx[uid] = j
+			}
+		}
+	}
+	var added []msg
+	for i, uid := range p.add {
+		fe := p.addFile[i]
+		sub := "cur/"
+		if fe.inNew {
+			sub = "new/"
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(f.path(sub+fe.name), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			continue
+		}
+		_, vsize := maildir.NameSizes(fe.name)
+		if vsize < 0 && ul != nil {
+			if j, ok := recIdx[uid]; ok {
+				if w, err := strconv.ParseInt(ul.recs[j].extField('W'), 10, 64); err == nil && w >= 0 {
+					vsize = w
+				}
+			}
+		}
+		if vsize < 0 {
+			vsize = fileCRLFSize(f.path(sub + fe.name))
+			if vsize < 0 {
+				continue
+			}
+		}
+		added = append(added, msg{uid: uid, modseq: modseq(), size: vsize, date: st.Mtim.Sec, name: fe.name, inNew: fe.inNew})
+	}
+	if len(gone) > 0 {
+		f.remove(gone)
+		changed = true
+	}
+	if len(added) > 0 {
+		// Every UID added is at or above the state's UIDNEXT, above all
+		// the state holds.
+		sort.Slice(added, func(a, b int) bool { return added[a].uid < added[b].uid })
+		f.s.msgs = append(f.s.msgs, added...)
+		changed = true
+	}
+	return changed
+}
+
+func (f *folder) trimExpunged() {
+	if n := len(f.s.expunged) - maxExpunges; n > 0 {
+		f.s.vanishedFrom = f.s.expunged[n-1].modseq
+		f.s.expunged = append(f.s.expunged[:0:0], f.s.expunged[n:]...)
+	}
+}
+
+// fileCRLFSize reads a message file to count its size with CRLF line
+// ends; -1 when it cannot be read or is not a regular file.
+func fileCRLFSize(path string) int64 {
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	defer fd.Close()
+	if fi, err := fd.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return -1
+	}
+	n, err := maildir.CRLFSize(fd)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// writeCache writes the state as the cache file (flock held). A failure
+// is logged: the next sync rebuilds what it must.
+func (f *folder) writeCache() {
+	if err := f.ensureTmp(); err != nil {
+		f.acc.log.Warn("cache not written", "folder", f.name, "err", err)
+		f.cacheKey = fileKey{}
+		return
+	}
+	k, err := writeCacheFile(f.dir, formatCache(&f.s))
+	if err != nil {
+		f.acc.log.Warn("cache not written", "folder", f.name, "err", err)
+		f.cacheKey = fileKey{}
+		return
+	}
+	f.cacheKey = k
+}
+
+func (f *folder) ensureTmp() error {
+	if fi, err := os.Lstat(f.path("tmp")); err == nil && fi.IsDir() {
+		return nil
+	}
+	return maildir.Create(f.dir)
+}
+
+// notify wakes every watcher of the folder.
+func (f *folder) notify() {
+	f.acc.watchMu.Lock()
+	defer f.acc.watchMu.Unlock()
+	for c := range f.watchers {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// flagsOf returns the IMAP flags of a name's letters (shared slices).
+func (f *folder) flagsOf(letters string) []string {
+	if f.flagMemo == nil || f.memoKW != f.s.kw {
+		f.flagMemo, f.memoKW = map[string][]string{}, f.s.kw
+	}
+	if fl, ok := f.flagMemo[letters]; ok {
+		return fl
+	}
+	fl := lettersToFlags(letters, &f.s.kw)
+	f.flagMemo[letters] = fl
+	return fl
+}
+
+var systemLetters = []struct {
+	c    byte
+	flag string
+}{{'R', FlagAnswered}, {'F', FlagFlagged}, {'T', FlagDeleted}, {'S', FlagSeen}, {'D', FlagDraft}}
+
+func lettersToFlags(letters string, kw *keywords) []string {
+	out := make([]string, 0, len(letters))
+	for _, s := range systemLetters {
+		if hasLetter(letters, s.c) {
+			out = append(out, s.flag)
+		}
+	}
+	for i := 0; i < len(letters); i++ {
+		if c := letters[i]; c >= 'a' && c <= 'z' && kw[c-'a'] != "" {
+			out = append(out, kw[c-'a'])
+		}
+	}
+	return out
+}

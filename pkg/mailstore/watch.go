@@ -1,0 +1,175 @@
+package mailstore
+
+import (
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watching: one inotify instance per process (fsnotify), watching new/
+// and cur/ of every folder some view watches, and waking that folder's
+// watchers on any event there. Changes made through this process wake
+// them directly (folder.notify). With Options.PollInterval, a poller per
+// watched folder also compares the folder's files' versions that often,
+// for file systems whose changes by other hosts inotify cannot see (NFS);
+// a folder inotify cannot watch (the instance's watch limit) is polled
+// every fallbackPoll.
+const fallbackPoll = time.Second
+
+var hub struct {
+	mu   sync.Mutex
+	w    *fsnotify.Watcher
+	dirs map[string]*folder // new/ and cur/ paths → folder
+}
+
+// watchDirs starts inotify on f's new/ and cur/; false when it could not.
+func watchDirs(f *folder) bool {
+	hub.mu.Lock()
+	defer hub.mu.Unlock()
+	if hub.w == nil {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			f.acc.log.Warn("inotify unavailable, polling", "err", err)
+			return false
+		}
+		hub.w, hub.dirs = w, map[string]*folder{}
+		go hubLoop(w)
+	}
+	for _, sub := range []string{"new", "cur"} {
+		p := f.path(sub)
+		if err := hub.w.Add(p); err != nil {
+			f.acc.log.Warn("inotify cannot watch, polling", "dir", p, "err", err)
+			unwatchDirsLocked(f)
+			return false
+		}
+		hub.dirs[p] = f
+	}
+	return true
+}
+
+func unwatchDirs(f *folder) {
+	hub.mu.Lock()
+	defer hub.mu.Unlock()
+	unwatchDirsLocked(f)
+}
+
+func unwatchDirsLocked(f *folder) {
+	for _, sub := range []string{"new", "cur"} {
+		p := f.path(sub)
+		if hub.dirs[p] == f {
+			delete(hub.dirs, p)
+			hub.w.Remove(p)
+		}
+	}
+}
+
+func hubLoop(w *fsnotify.Watcher) {
+	for {
+		select {
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			hub.mu.Lock()
+			f := hub.dirs[filepath.Dir(ev.Name)]
+			if f == nil {
+				f = hub.dirs[ev.Name] // the directory itself
+			}
+			hub.mu.Unlock()
+			if f != nil {
+				f.notify()
+			}
+		case _, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			// An overflowed queue lost events: wake everyone.
+			hub.mu.Lock()
+			fs := make([]*folder, 0, len(hub.dirs))
+			for _, f := range hub.dirs {
+				fs = append(fs, f)
+			}
+			hub.mu.Unlock()
+			for _, f := range fs {
+				f.notify()
+			}
+		}
+	}
+}
+
+// Watch returns a channel that receives a value soon after the folder may
+// have changed (inotify on new/ and cur/, this process's own sessions, and
+// polling every Options.PollInterval if set); stop releases it.
+func (v *View) Watch() (changed <-chan struct{}, stop func()) {
+	f := v.f
+	c := make(chan struct{}, 1)
+	f.acc.watchMu.Lock()
+	first := len(f.watchers) == 0
+	if f.watchers == nil {
+		f.watchers = map[chan struct{}]struct{}{}
+	}
+	f.watchers[c] = struct{}{}
+	f.acc.watchMu.Unlock()
+	if first {
+		f.ensureDirs()
+		poll := f.acc.pollInterval
+		if !watchDirs(f) && (poll <= 0 || poll > fallbackPoll) {
+			poll = fallbackPoll
+		}
+		if poll > 0 {
+			f.acc.watchMu.Lock()
+			f.stopPoll = make(chan struct{})
+			go f.poll(poll, f.stopPoll)
+			f.acc.watchMu.Unlock()
+		}
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			f.acc.watchMu.Lock()
+			delete(f.watchers, c)
+			last := len(f.watchers) == 0
+			var sp chan struct{}
+			if last {
+				sp, f.stopPoll = f.stopPoll, nil
+			}
+			f.acc.watchMu.Unlock()
+			if last {
+				unwatchDirs(f)
+				if sp != nil {
+					close(sp)
+				}
+			}
+		})
+	}
+	v.stops = append(v.stops, stop)
+	return c, stop
+}
+
+// poll wakes the watchers when any file the state depends on has another
+// version than at the previous look.
+func (f *folder) poll(every time.Duration, stop chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	look := func() [5]fileKey {
+		var k [5]fileKey
+		for i, n := range []string{"new", "cur", uidlistName, keywordsName, cacheName} {
+			k[i], _ = statKey(f.path(n))
+		}
+		return k
+	}
+	last := look()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if k := look(); k != last {
+				last = k
+				f.notify()
+			}
+		}
+	}
+}
