@@ -37,6 +37,7 @@ func FuzzWalk(f *testing.F) {
 				t.Fatalf("part %s at depth %d", p.ID, p.Depth)
 			}
 		}
+		checkBounds(t, data, parts)
 		// os.MkdirTemp, not t.TempDir: cheaper per fuzz iteration
 		dir, err := os.MkdirTemp("", "mimefuzz")
 		if err != nil {
@@ -107,3 +108,35 @@ func FuzzRoundTrip(f *testing.F) {
 type writerFunc func([]byte) (int, error)
 
 func (w writerFunc) Write(b []byte) (int, error) { return w(b) }
+
+// checkBounds: every part lies inside the input, its body inside its own
+// extent, a leaf's body is exactly its Size, Lines counts its line breaks,
+// and a body that ends before the end of input ends at a line break
+// followed by a boundary line.
+func checkBounds(t *testing.T, data []byte, parts []*Part) {
+	t.Helper()
+	for _, p := range parts {
+		if p.Offset < 0 || p.Offset > p.BodyOffset || p.BodyOffset > p.End || p.End > int64(len(data)) {
+			t.Fatalf("part %s: offsets %d %d %d outside 0..%d", p.ID, p.Offset, p.BodyOffset, p.End, len(data))
+		}
+		body := data[p.BodyOffset:p.End]
+		if n := int64(bytes.Count(body, []byte{'\n'})); n != p.Lines {
+			t.Fatalf("part %s: Lines %d, body has %d line breaks", p.ID, p.Lines, n)
+		}
+		if !p.Container && p.Header != nil && len(p.Header.Fields) > 0 && p.End-p.BodyOffset != p.Size && p.End > p.BodyOffset {
+			t.Fatalf("part %s: body %d..%d is not its size %d", p.ID, p.BodyOffset, p.End, p.Size)
+		}
+		if rest := data[p.End:]; len(rest) > 0 && p.End > p.BodyOffset {
+			if !bytes.HasPrefix(rest, []byte("\r\n--")) && !bytes.HasPrefix(rest, []byte("\n--")) {
+				t.Fatalf("part %s ends at %d before %q, not at a boundary", p.ID, p.End, clipBytes(rest))
+			}
+		}
+	}
+}
+
+func clipBytes(b []byte) []byte {
+	if len(b) > 20 {
+		return b[:20]
+	}
+	return b
+}

@@ -350,3 +350,33 @@ func TestFoldText(t *testing.T) {
 		}
 	}
 }
+
+// TestBounds: the offsets of the corpus's parts (IMAP's BODY[section]
+// relies on them), and one message checked by hand.
+func TestBounds(t *testing.T) {
+	for _, path := range corpus(t) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, _, _ := List(bytes.NewReader(data), DefaultLimits)
+		checkBounds(t, data, parts)
+	}
+	msg := "Content-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\n\r\none\r\ntwo\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>\r\n--b--\r\nepi\r\n"
+	parts, _, err := List(strings.NewReader(msg), DefaultLimits)
+	if err != nil || len(parts) != 3 {
+		t.Fatalf("parts %v, %v", parts, err)
+	}
+	for i, want := range []string{msg[45:], "one\r\ntwo", "<p>"} {
+		p := parts[i]
+		if got := msg[p.BodyOffset:p.End]; got != want {
+			t.Errorf("part %s body %q, want %q", p.ID, got, want)
+		}
+	}
+	if h := msg[parts[2].Offset:parts[2].BodyOffset]; h != "Content-Type: text/html\r\n\r\n" {
+		t.Errorf("part 1.2 header %q", h)
+	}
+	if parts[1].Lines != 1 || parts[0].Lines != 11 {
+		t.Errorf("lines %d %d", parts[1].Lines, parts[0].Lines)
+	}
+}

@@ -36,6 +36,14 @@ type Part struct {
 	Container   bool              `json:"container,omitempty"` // multipart or message/rfc822 parsed further
 	Header      *Header           `json:"-"`
 	Warnings    []string          `json:"warnings,omitempty"`
+
+	// Where the part lies in the input, for IMAP's BODY[section] and
+	// BODYSTRUCTURE: its header starts at Offset, its body at BodyOffset
+	// and ends at End (exclusive; the line break before a boundary belongs
+	// to the boundary, RFC 2046 § 5.1.1, so it is not in the body). Lines
+	// counts the line breaks inside the body.
+	Offset, BodyOffset, End int64 `json:"-"`
+	Lines                   int64 `json:"-"`
 }
 
 // IsAttachment reports whether a leaf is a file rather than message text:
@@ -77,6 +85,13 @@ type parser struct {
 	err    error
 	capped bool
 	raw    []*rawCopy // message/rfc822 parts being copied verbatim
+
+	// The last piece returned by next: where it began, the length of the
+	// line break before it and the number of line breaks before it. A
+	// boundary found on that line ends the entities it closes there.
+	lineStart, eolBefore, nlBefore int64
+	lastEOL                        int64 // line break of the last piece (0: none)
+	nl                             int64 // line breaks read so far
 }
 
 // rawCopy copies the lines of an encapsulated message to a writer. A line
@@ -106,7 +121,8 @@ func Walk(r io.Reader, lim Limits, h Handler) error {
 	p := &parser{r: bufio.NewReaderSize(r, 64<<10), lim: lim, h: h, start: true}
 	// An mbox "From " line before the header is not part of the message.
 	if b, _ := p.r.Peek(5); string(b) == "From " {
-		p.r.ReadSlice('\n')
+		l, _ := p.r.ReadSlice('\n')
+		p.pos = int64(len(l)) // offsets stay those of the input
 	}
 	if b, err := p.r.Peek(1); len(b) == 0 {
 		if err != nil && err != io.EOF {
@@ -144,6 +160,7 @@ func (p *parser) next() (b, eol []byte, start bool, ok bool) {
 			}
 		}
 	}
+	p.lineStart, p.eolBefore, p.nlBefore = p.pos, p.lastEOL, p.nl
 	p.pos += int64(len(b))
 	for _, rc := range p.raw {
 		if rc.pending != nil {
@@ -164,6 +181,10 @@ func (p *parser) next() (b, eol []byte, start bool, ok bool) {
 			eol = nil
 		}
 	}
+	p.lastEOL = int64(len(eol))
+	if eol != nil {
+		p.nl++
+	}
 	return b, eol, start, true
 }
 
@@ -176,7 +197,31 @@ func (p *parser) unread(b, eol []byte) {
 		rc.pending = rc.pending[:0] // read again by next
 	}
 	p.pos -= int64(len(p.back))
+	p.lastEOL, p.nl = p.eolBefore, p.nlBefore
 	p.start = true
+}
+
+// bounds sets where pt's body ends and its line count, once the entity
+// is over: at the boundary line just read (t.idx >= 0), less the line
+// break before it, or at the end of input.
+func (p *parser) bounds(pt *Part, t term, nlStart int64) {
+	end, lines := p.pos, p.nl-nlStart
+	if t.idx >= 0 {
+		end, lines = p.lineStart-p.eolBefore, p.nlBefore-nlStart
+		if p.eolBefore > 0 {
+			lines--
+		}
+	}
+	if end < pt.Offset {
+		end = pt.Offset
+	}
+	if pt.BodyOffset > end {
+		pt.BodyOffset = end
+	}
+	if lines < 0 {
+		lines = 0
+	}
+	pt.End, pt.Lines = end, lines
 }
 
 // isBoundary matches a line against the boundary stack, innermost first.
@@ -311,9 +356,11 @@ func trunc(s string) string {
 }
 
 func (p *parser) entity(id string, depth int, stack []string, defType string) term {
+	offset := p.pos
 	h, t, cut := p.header(stack, id)
-	start := p.pos
+	start, nlStart := p.pos, p.nl
 	pt := p.newPart(id, depth, h, defType)
+	pt.Offset, pt.BodyOffset = offset, start
 	p.parts++
 	if p.parts > p.lim.MaxParts {
 		if !p.capped {
@@ -329,6 +376,7 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 		if t.idx >= 0 && len(h.Fields) > 0 {
 			pt.Warnings = append(pt.Warnings, "part has a header but no body")
 		}
+		p.bounds(pt, t, nlStart)
 		p.end(pt)
 		return t
 	}
@@ -342,6 +390,7 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 		t := p.multipart(pt, append(stack[:len(stack):len(stack)], bnd))
 		pt.Size = p.pos - start
 		pt.DecodedSize = pt.Size
+		p.bounds(pt, t, nlStart)
 		p.end(pt)
 		return t
 	case strings.HasPrefix(pt.Type, "multipart/") && bnd == "":
@@ -377,6 +426,7 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 				}
 			}
 		}
+		p.bounds(pt, t, nlStart)
 		p.end(pt)
 		return t
 	case depth >= p.lim.MaxDepth && (strings.HasPrefix(pt.Type, "multipart/") || strings.HasPrefix(pt.Type, "message/")):
@@ -430,6 +480,7 @@ func (p *parser) entity(id string, depth int, stack []string, defType string) te
 			pt.Warnings = append(pt.Warnings, fmt.Sprintf("close: %v", err))
 		}
 	}
+	p.bounds(pt, t, nlStart)
 	p.end(pt)
 	return t
 }
@@ -519,7 +570,8 @@ func (p *parser) preamble(stack []string) (term, []byte) {
 // rescue reports the body of a multipart whose boundary never came as one
 // text part, so that its text is not lost.
 func (p *parser) rescue(parent *Part, body []byte) {
-	pt := &Part{ID: parent.ID + ".1", Type: "text/plain", Params: map[string]string{}, Depth: parent.Depth + 1, Header: &Header{}}
+	pt := &Part{ID: parent.ID + ".1", Type: "text/plain", Params: map[string]string{}, Depth: parent.Depth + 1, Header: &Header{},
+		Offset: parent.BodyOffset, BodyOffset: parent.BodyOffset, End: p.pos}
 	if len(body) >= maxRescue {
 		pt.Warnings = append(pt.Warnings, "only the first MiB is kept")
 	}
@@ -531,6 +583,7 @@ func (p *parser) rescue(parent *Part, body []byte) {
 	s.write(body)
 	s.flush()
 	pt.Size, pt.DecodedSize = int64(len(body)), s.n
+	pt.Lines = int64(bytes.Count(body, []byte{'\n'}))
 	if c, ok := w.(io.Closer); ok {
 		c.Close()
 	}
