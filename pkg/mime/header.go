@@ -29,12 +29,12 @@ func (h *Header) Get(name string) string {
 	return ""
 }
 
-// toUTF8 converts text in the named charset to UTF-8. It knows the charsets
-// that matter for file names and subjects without pulling in x/text: UTF-8,
-// ASCII, ISO-8859-1 and windows-1252 (which mislabelled Latin-1 mail really
-// is). Anything else is kept if it is valid UTF-8, else read as Latin-1, and
-// ok is false so the caller can say so.
-func toUTF8(cs string, b []byte) (s string, ok bool) {
+// ToUTF8 converts text in the named charset to UTF-8. It knows the charsets
+// that matter for file names, subjects and IMAP SEARCH without pulling in
+// x/text: UTF-8, ASCII, ISO-8859-1 and windows-1252 (which mislabelled
+// Latin-1 mail really is). Anything else is kept if it is valid UTF-8, else
+// read as Latin-1, and ok is false so the caller can say so.
+func ToUTF8(cs string, b []byte) (s string, ok bool) {
 	switch strings.ToLower(strings.TrimSpace(cs)) {
 	case "utf-8", "utf8", "us-ascii", "ascii", "":
 		if utf8.Valid(b) {
@@ -72,7 +72,7 @@ var wordDecoder = &stdmime.WordDecoder{CharsetReader: func(cs string, r io.Reade
 	if err != nil {
 		return nil, err
 	}
-	s, _ := toUTF8(cs, b)
+	s, _ := ToUTF8(cs, b)
 	return strings.NewReader(s), nil
 }}
 
@@ -96,70 +96,16 @@ func DecodeWords(s string) string {
 // send) are decoded too.
 func ParseParams(v string) (string, map[string]string) {
 	params := map[string]string{}
-	semi := strings.IndexByte(v, ';')
-	if semi < 0 {
-		return strings.ToLower(strings.TrimSpace(v)), params
-	}
-	value := strings.ToLower(strings.TrimSpace(v[:semi]))
-	rest := v[semi+1:]
+	value, raw := RawParams(v)
+	value = strings.ToLower(value)
 	type piece struct {
 		idx int
 		enc bool
 		val string
 	}
 	conts := map[string][]piece{}
-	for len(rest) > 0 {
-		rest = strings.TrimLeft(rest, " \t\r\n;")
-		if rest == "" {
-			break
-		}
-		eq := strings.IndexAny(rest, "=;")
-		if eq < 0 || rest[eq] == ';' {
-			if eq < 0 {
-				break
-			}
-			rest = rest[eq:]
-			continue
-		}
-		key := strings.ToLower(strings.TrimSpace(rest[:eq]))
-		rest = strings.TrimLeft(rest[eq+1:], " \t")
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			var sb strings.Builder
-			i := 1
-			for ; i < len(rest); i++ {
-				c := rest[i]
-				if c == '\\' && i+1 < len(rest) {
-					i++
-					sb.WriteByte(rest[i])
-					continue
-				}
-				if c == '"' {
-					break
-				}
-				sb.WriteByte(c)
-			}
-			val = sb.String()
-			if i < len(rest) {
-				i++
-			}
-			rest = rest[i:]
-			if j := strings.IndexByte(rest, ';'); j >= 0 {
-				rest = rest[j:]
-			} else {
-				rest = ""
-			}
-		} else {
-			j := strings.IndexByte(rest, ';')
-			if j < 0 {
-				j = len(rest)
-			}
-			val = strings.TrimSpace(rest[:j])
-			rest = rest[j:]
-		}
-		if key == "" {
-			continue
-		}
+	for _, kv := range raw {
+		key, val := strings.ToLower(kv[0]), kv[1]
 		// RFC 2231: key*, key*N, key*N*
 		if star := strings.IndexByte(key, '*'); star >= 0 {
 			base, suf := key[:star], key[star+1:]
@@ -203,8 +149,76 @@ func ParseParams(v string) (string, map[string]string) {
 			}
 			raw = append(raw, percentDecode(val)...)
 		}
-		s, _ := toUTF8(cs, raw)
+		s, _ := ToUTF8(cs, raw)
 		params[base] = s // the RFC 2231 form wins over a plain duplicate
+	}
+	return value, params
+}
+
+// RawParams splits a Content-Type or Content-Disposition value into its
+// value and parameters as written: names in their case, values unquoted
+// but not decoded, in order (IMAP's BODYSTRUCTURE sends them so). It
+// reads leniently, as ParseParams does.
+func RawParams(v string) (string, [][2]string) {
+	semi := strings.IndexByte(v, ';')
+	if semi < 0 {
+		return strings.TrimSpace(v), nil
+	}
+	value := strings.TrimSpace(v[:semi])
+	rest := v[semi+1:]
+	var params [][2]string
+	for len(rest) > 0 {
+		rest = strings.TrimLeft(rest, " \t\r\n;")
+		if rest == "" {
+			break
+		}
+		eq := strings.IndexAny(rest, "=;")
+		if eq < 0 || rest[eq] == ';' {
+			if eq < 0 {
+				break
+			}
+			rest = rest[eq:]
+			continue
+		}
+		key := strings.TrimSpace(rest[:eq])
+		rest = strings.TrimLeft(rest[eq+1:], " \t")
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			var sb strings.Builder
+			i := 1
+			for ; i < len(rest); i++ {
+				c := rest[i]
+				if c == '\\' && i+1 < len(rest) {
+					i++
+					sb.WriteByte(rest[i])
+					continue
+				}
+				if c == '"' {
+					break
+				}
+				sb.WriteByte(c)
+			}
+			val = sb.String()
+			if i < len(rest) {
+				i++
+			}
+			rest = rest[i:]
+			if j := strings.IndexByte(rest, ';'); j >= 0 {
+				rest = rest[j:]
+			} else {
+				rest = ""
+			}
+		} else {
+			j := strings.IndexByte(rest, ';')
+			if j < 0 {
+				j = len(rest)
+			}
+			val = strings.TrimSpace(rest[:j])
+			rest = rest[j:]
+		}
+		if key != "" {
+			params = append(params, [2]string{key, val})
+		}
 	}
 	return value, params
 }
