@@ -22,6 +22,7 @@ var otherKeys = []string{
 	"sender", "recipient", "maildir", "mbox",
 	// pop3d / imapd
 	"idle-timeout", "no-flag-updates", "mbox-lock-timeout",
+	"max-line-length", "max-preauth-literal", "poll-interval",
 	// mailuser
 	"scheme",
 	// mime-pack

@@ -1,0 +1,209 @@
+package imap
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Modes are the listener modes: "imap" (plain, STARTTLS offered when TLS
+// is configured) and "imaps" (implicit TLS, RFC 8314).
+var Modes = []string{"imap", "imaps"}
+
+// Config is the server's policy and limits (DESIGN.md § Guarantees).
+type Config struct {
+	Hostname string
+	Backend  Backend
+	// TLS enables STARTTLS and imaps listeners; nil: neither.
+	TLS *tls.Config
+	// AllowInsecureAuth permits LOGIN and AUTHENTICATE PLAIN on
+	// connections that are neither TLS nor from loopback.
+	AllowInsecureAuth bool
+	// AuthFailureDelay is waited after each failed login (default 1s;
+	// negative: none, for tests).
+	AuthFailureDelay time.Duration
+	// MaxAuthFailures closes the connection after that many failed
+	// logins (default 3).
+	MaxAuthFailures int
+	// MaxErrors closes the connection after that many BAD replies in a
+	// row (before login: in all; default 10).
+	MaxErrors int
+	// MaxPreauthCommands closes a connection that sends that many
+	// commands without logging in (default 50).
+	MaxPreauthCommands int
+	// IdleTimeout ends a session after that long without a command, IDLE
+	// included (default 30m, RFC 9051 § 5.4's minimum).
+	IdleTimeout time.Duration
+	// MaxLine bounds a command: its lines and the literals in it other
+	// than APPEND's message (default 64 KiB).
+	MaxLine int
+	// MaxPreauthLiteral bounds a literal before login (default 4 KiB).
+	MaxPreauthLiteral int64
+	// MaxMessageSize bounds APPEND (announced as APPENDLIMIT; default
+	// 35 MiB).
+	MaxMessageSize int64
+	Log            *slog.Logger
+}
+
+// Server serves IMAP sessions on listeners.
+type Server struct {
+	cfg Config
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	wg        sync.WaitGroup
+	closing   atomic.Bool
+}
+
+// New returns a server with cfg, defaults filled in.
+func New(cfg Config) *Server {
+	if cfg.AuthFailureDelay == 0 {
+		cfg.AuthFailureDelay = time.Second
+	}
+	if cfg.AuthFailureDelay < 0 {
+		cfg.AuthFailureDelay = 0
+	}
+	if cfg.MaxAuthFailures <= 0 {
+		cfg.MaxAuthFailures = 3
+	}
+	if cfg.MaxErrors <= 0 {
+		cfg.MaxErrors = 10
+	}
+	if cfg.MaxPreauthCommands <= 0 {
+		cfg.MaxPreauthCommands = 50
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = 64 << 10
+	}
+	if cfg.MaxPreauthLiteral <= 0 {
+		cfg.MaxPreauthLiteral = 4096
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = 35 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(discard{}, nil))
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	return &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Serve accepts connections on l until it is closed or Shutdown is called;
+// implicitTLS makes it an imaps listener. It returns nil after Shutdown or
+// when a one-connection listener (inetd mode) is done, once that
+// connection's session has ended.
+func (s *Server) Serve(l net.Listener, implicitTLS bool) error {
+	if implicitTLS && s.cfg.TLS == nil {
+		return errors.New("imap: imaps listener without tls-cert/tls-key")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				s.wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of descriptors or the like: back off, don't spin.
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !s.add(c, implicitTLS) {
+			c.Close()
+		}
+	}
+}
+
+// ServeConn serves one connection (a child handed a session) and returns
+// when it ends.
+func (s *Server) ServeConn(c net.Conn, implicitTLS bool) {
+	if s.add(c, implicitTLS) {
+		s.wg.Wait()
+	} else {
+		c.Close()
+	}
+}
+
+// add starts a session on c, unless the server is shutting down.
+func (s *Server) add(c net.Conn, implicitTLS bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	ss := newSession(s, c, implicitTLS)
+	s.sessions[ss] = struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ss.serve()
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// Shutdown stops accepting and ends every session with "* BYE": at once
+// when it waits for a command or is in IDLE, after the command in progress
+// otherwise; after timeout, whatever is left is closed.
+func (s *Server) Shutdown(timeout time.Duration) {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		l.Close()
+	}
+	for ss := range s.sessions {
+		ss.interrupt()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		s.mu.Lock()
+		for ss := range s.sessions {
+			ss.raw.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+}
