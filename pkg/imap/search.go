@@ -74,7 +74,7 @@ func (c *searchCtx) run(k *searchKey) ([]int, error) {
 func (c *searchCtx) prepare(k *searchKey) error {
 	switch k.op {
 	case "SEQ", "UID":
-		idx, err := c.sel.resolve(k.set, k.op == "UID")
+		idx, err := c.sel.resolveSet(k.set, k.op == "UID", true)
 		if err != nil {
 			return err
 		}

@@ -43,11 +43,19 @@ func (sel *selected) lookup(uid uint32) *mailstore.Msg {
 }
 
 // errBadSet: a sequence number the mailbox does not have.
-var errBadSet = errors.New("Invalid message sequence number")
+var errBadSet = errors.New("Invalid messageset")
 
 // resolve returns the sequence indexes (0-based, ascending) that set
-// names: sequence numbers, or UIDs with uid.
+// names: sequence numbers, or UIDs with uid. A sequence number the
+// mailbox does not have is an error (in an empty mailbox, "*" too), as
+// Dovecot has it.
 func (sel *selected) resolve(set seqSet, uid bool) ([]int, error) {
+	return sel.resolveSet(set, uid, false)
+}
+
+// resolveSet is resolve; lenient (SEARCH) drops numbers out of range
+// instead.
+func (sel *selected) resolveSet(set seqSet, uid, lenient bool) ([]int, error) {
 	n := len(sel.uids)
 	if set.saved {
 		var out []int
@@ -64,7 +72,7 @@ func (sel *selected) resolve(set seqSet, uid bool) ([]int, error) {
 	}
 	if !uid {
 		for _, r := range set.ranges {
-			if r.lo != star && int64(r.lo) > int64(n) || r.hi != star && int64(r.hi) > int64(n) {
+			if (n == 0 || r.lo != star && int64(r.lo) > int64(n) || r.hi != star && int64(r.hi) > int64(n)) && !lenient {
 				return nil, errBadSet
 			}
 		}
@@ -74,6 +82,9 @@ func (sel *selected) resolve(set seqSet, uid bool) ([]int, error) {
 		rs := set.resolve(uint32(n))
 		var out []int
 		for _, r := range rs {
+			if r.hi > uint32(n) {
+				r.hi = uint32(n)
+			}
 			for v := r.lo; v <= r.hi && v != 0; v++ {
 				out = append(out, int(v)-1)
 				if v == r.hi {
@@ -225,6 +236,7 @@ func (s *session) update(allowExpunge bool) error {
 		return errUIDValidity
 	}
 	msgs := snap.Msgs
+	told := false // expunges told
 	if allowExpunge {
 		var gone []int
 		j := 0
@@ -237,6 +249,7 @@ func (s *session) update(allowExpunge bool) error {
 			}
 		}
 		s.removeExpunged(gone)
+		told = len(gone) > 0
 	}
 	sel.snap = snap
 	// New messages: UIDs above the last one known.
@@ -282,7 +295,8 @@ func (s *session) update(allowExpunge bool) error {
 				recent++
 			}
 		}
-		if recent != sel.recent || first < len(msgs) {
+		// With the message count: after new messages, or expunges told.
+		if first < len(msgs) || told && recent != sel.recent {
 			sel.recent = recent
 			s.untagged(strconv.Itoa(recent) + " RECENT")
 		}
@@ -358,15 +372,15 @@ func (s *session) storeError(op string, err error) result {
 }
 
 func (s *session) cmdSelect(a selectArgs, readOnly bool) result {
+	if a.qresync != nil && !s.qresync {
+		return bad("QRESYNC is not enabled")
+	}
 	if s.sel != nil {
 		s.closeMailbox()
 		s.state = stateAuth
 		if s.qresync || s.rev2 {
 			s.untagged("OK [CLOSED] Previous mailbox closed")
 		}
-	}
-	if a.qresync != nil && !s.qresync {
-		return bad("QRESYNC is not enabled")
 	}
 	view, err := s.store.Select(a.name, readOnly)
 	if err != nil {

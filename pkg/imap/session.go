@@ -156,7 +156,7 @@ func (s *session) serve() {
 	}
 	attrs := []any{"reason", reason, "bytes_in", s.count.in.Load(), "bytes_out", s.count.out.Load()}
 	if s.user != "" {
-		attrs = append(attrs, "user", s.user, "folders_selected", s.selects,
+		attrs = append(attrs, "folders_selected", s.selects,
 			"fetched", s.fetched, "fetched_bytes", s.fetchedBytes,
 			"appended", s.appended, "appended_bytes", s.appendedBytes,
 			"expunged", s.expunged, "copied", s.copied, "moved", s.moved)
