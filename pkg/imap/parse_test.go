@@ -130,7 +130,7 @@ func TestParseErrors(t *testing.T) {
 		"a LIST \"\" * RETURN (BOGUS)\r\n",
 		"a NOOP\x00\r\n",
 		"a SELECT \"&Jjo\"\r\n", // unterminated modified UTF-7
-		"a SELECT &AGE-\r\n",     // "a" encoded: not canonical
+		"a SELECT &AGE-\r\n",    // "a" encoded: not canonical
 		"a LOGIN {3x}\r\n",
 	} {
 		_, _, _, err := parseOne(t, in, false)

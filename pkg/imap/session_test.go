@@ -112,13 +112,13 @@ func TestErrorPaths(t *testing.T) {
 	c := ts.login(t)
 	c.ok("SELECT INBOX")
 	for _, tc := range []struct{ cmd, want string }{
-		{"FETCH 3 FLAGS", "BAD"},       // beyond the mailbox
-		{"FETCH 0 FLAGS", "BAD"},       // no message 0
-		{"FETCH 1:3 FLAGS", "BAD"},     //
-		{"FETCH 1:x FLAGS", "BAD"},     // bad set
-		{"FETCH 1 (FLAGS", "BAD"},      // unbalanced
-		{"FETCH 1 BODY[9.9]", "OK"},    // a part that is not there: empty, as Dovecot
-		{"UID FETCH 99 FLAGS", "OK"},   // UIDs that are not there: nothing
+		{"FETCH 3 FLAGS", "BAD"},     // beyond the mailbox
+		{"FETCH 0 FLAGS", "BAD"},     // no message 0
+		{"FETCH 1:3 FLAGS", "BAD"},   //
+		{"FETCH 1:x FLAGS", "BAD"},   // bad set
+		{"FETCH 1 (FLAGS", "BAD"},    // unbalanced
+		{"FETCH 1 BODY[9.9]", "OK"},  // a part that is not there: empty, as Dovecot
+		{"UID FETCH 99 FLAGS", "OK"}, // UIDs that are not there: nothing
 		{"STORE 5 +FLAGS \\Seen", "BAD"},
 		{"STORE 1 +FLAGS \\Bogus", "BAD"},
 		{"COPY 1 NoSuchFolder", "NO [TRYCREATE]"},
