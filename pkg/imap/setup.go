@@ -50,20 +50,17 @@ func Main(c *cli.Context) error {
 	if !users.Verify("{PLAIN}x", "x") {
 		return errors.New("imapd: " + users.ErrNoPasswords.Error())
 	}
-	ls, _, err := listen.Open(c.StringSlice("listen"), "imap", c.String("mode"), Modes, c.String("user"))
+	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: "imap", StdioMode: c.String("mode"),
+		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
 	if err != nil {
-		return err
+		return fmt.Errorf("imapd: %w", err)
 	}
 	db, err := users.Load(cm.Users)
 	if err != nil {
 		return fmt.Errorf("imapd: %w", err)
 	}
-	tlsConf, err := listen.LoadTLS(cm.TLSCert, cm.TLSKey)
-	if err != nil {
-		return fmt.Errorf("imapd: %w", err)
-	}
-	for _, l := range ls {
-		if l.Mode == "imaps" && tlsConf == nil {
+	for _, l := range ln.Listeners {
+		if l.Mode == "imaps" && ln.TLS == nil {
 			return fmt.Errorf("imapd: an imaps listener needs tls-cert and tls-key")
 		}
 	}
@@ -76,7 +73,7 @@ func Main(c *cli.Context) error {
 		Hostname: cm.Hostname,
 		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, Hostname: cm.Hostname,
 			MaxMessageSize: maxSize, PollInterval: c.Duration("poll-interval"), Log: cm.Log},
-		TLS:               tlsConf,
+		TLS:               ln.TLS,
 		AllowInsecureAuth: c.Bool("allow-insecure-auth"),
 		AuthFailureDelay:  delay,
 		MaxAuthFailures:   c.Int("max-auth-failures"),
@@ -87,7 +84,7 @@ func Main(c *cli.Context) error {
 		MaxMessageSize:    maxSize,
 		Log:               cm.Log,
 	})
-	return Run(srv, ls, cm)
+	return Run(srv, ln.Listeners, cm)
 }
 
 // Run serves ls until they all end (inetd mode) or SIGTERM/SIGINT arrives,
