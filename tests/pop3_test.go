@@ -603,13 +603,7 @@ func TestPOP3MboxRewriteCrash(t *testing.T) {
 	deleted := 0 // records[deleted:] is the current mbox
 	killed := 0
 	for iter := 0; iter < 12; iter++ {
-		c := pe.cmd("pop3d")
-		c.Env = append(c.Env, "TCPREMOTEIP=127.0.0.1")
-		stdin, err := c.StdinPipe()
-		must(t, err)
-		var out syncBuffer
-		c.Stdout = &out
-		must(t, c.Start())
+		c, stdin, out := pop3Stdio(t, pe.env)
 		io.WriteString(stdin, "USER bob@example.test\r\nPASS bobpw\r\nDELE 1\r\n")
 		waitFor(t, 10*time.Second, "DELE reply", func() bool { return strings.Contains(out.String(), "deleted") })
 		// QUIT starts the rewrite (a few tens of ms for this mbox); the kill
@@ -639,11 +633,33 @@ func TestPOP3MboxRewriteCrash(t *testing.T) {
 	pop3Expect(d, fmt.Sprintf("+OK %d ", len(records)-deleted))
 }
 
+// pop3Stdio starts pop3d on pipes, its peer a loopback tcpserver client,
+// and returns the process, its input and its output so far.
+func pop3Stdio(t *testing.T, e *env) (*exec.Cmd, io.WriteCloser, *syncBuffer) {
+	t.Helper()
+	c := e.cmd("pop3d")
+	c.Env = append(c.Env, "TCPREMOTEIP=127.0.0.1")
+	stdin, err := c.StdinPipe()
+	must(t, err)
+	out := &syncBuffer{}
+	c.Stdout = out
+	must(t, c.Start())
+	return c, stdin, out
+}
+
 func TestPOP3SIGTERM(t *testing.T) {
 	pe := newPOP3Env(t)
 	pe.putMaildir("new", "1700000001.M1P1Q1.host", pop3Msg("one", "x\n"))
 	s := pe.start("pop3d", "")
 	d := pop3Login(t, s.Addr, "alice@example.test", "alice pw")
+	pop3SIGTERM(t, s, d, pe.Maildir)
+}
+
+// pop3SIGTERM sends SIGTERM to pop3d while d's session (on a maildrop of
+// one message in md's new/) has that message marked deleted: the client
+// gets -ERR [SYS/TEMP], pop3d exits 0 within 5 s, nothing is deleted.
+func pop3SIGTERM(t *testing.T, s *server, d *dialog, md string) {
+	t.Helper()
 	d.send("DELE 1")
 	pop3Expect(d, "+OK")
 	start := time.Now()
@@ -662,7 +678,7 @@ func TestPOP3SIGTERM(t *testing.T) {
 	if time.Since(start) > 5*time.Second {
 		t.Fatalf("stop took %v", time.Since(start))
 	}
-	if n := len(maildirFiles(t, pe.Maildir, "new")); n != 1 {
+	if n := len(maildirFiles(t, md, "new")); n != 1 {
 		t.Fatalf("SIGTERM deleted a message not QUIT: %d left", n)
 	}
 }

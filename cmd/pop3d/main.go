@@ -8,10 +8,16 @@ import (
 
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/pop3"
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
+	if privsep.IsHandoffChild() {
+		// A session process, started by pop3d itself to serve one session
+		// as the maildrop's owner.
+		os.Exit(pop3.ServeHandoff())
+	}
 	app := cliapp.NewApp("pop3d", "serve Maildir and mbox mailboxes over POP3", pop3.Flags())
 	app.Action = pop3.Main
 	if err := app.Run(os.Args); err != nil {

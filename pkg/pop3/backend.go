@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/users"
 )
 
@@ -22,6 +23,9 @@ type UsersBackend struct {
 	// MboxLockTimeout is how long Open waits for an mbox lock held by a
 	// delivery before answering [IN-USE] (default 2s).
 	MboxLockTimeout time.Duration
+	// MailUser owns the virtual mailboxes (config key mail-user; "" =
+	// this process), for privsep.MailboxOwner.
+	MailUser string
 
 	// open guards against two sessions of one process on the same mbox:
 	// fcntl locks are per process, and the dotlock may be unavailable.
@@ -86,38 +90,60 @@ func (b *UsersBackend) HasAPOP() bool {
 	return b.apopHave
 }
 
-func (b *UsersBackend) Open(name string) (Maildrop, error) {
+func (b *UsersBackend) Locate(name string) (Location, error) {
 	u := b.DB.Lookup(name)
 	if u == nil {
-		return nil, &PermError{fmt.Errorf("pop3: user %s vanished from the users file", name)}
+		return Location{}, &PermError{fmt.Errorf("pop3: user %s vanished from the users file", name)}
 	}
 	mb := u.Mailbox(b.MailRoot)
-	switch mb.Kind {
-	case "maildir":
-		return OpenMaildir(mb.Path, b.FlagUpdates)
-	case "mbox":
-		b.mu.Lock()
-		if b.open == nil {
-			b.open = map[string]bool{}
-		}
-		if b.open[mb.Path] {
-			b.mu.Unlock()
-			return nil, ErrInUse
-		}
-		b.open[mb.Path] = true
-		b.mu.Unlock()
-		timeout := b.MboxLockTimeout
-		if timeout <= 0 {
-			timeout = 2 * time.Second
-		}
-		d, err := OpenMbox(mb.Path, timeout)
-		if err != nil {
-			b.release(mb.Path)
-			return nil, err
-		}
-		return &releaseDrop{Maildrop: d, release: func() { b.release(mb.Path) }}, nil
+	if mb.Kind != "maildir" && mb.Kind != "mbox" {
+		return Location{}, &PermError{fmt.Errorf("pop3: user %s: mailbox kind %q", name, mb.Kind)}
 	}
-	return nil, &PermError{fmt.Errorf("pop3: user %s: mailbox kind %q", name, mb.Kind)}
+	owner, err := privsep.MailboxOwner(privsep.Mailbox{UID: u.UID, GID: u.GID, Home: u.Home, Path: mb.Path, MailUser: b.MailUser})
+	if err != nil {
+		return Location{}, fmt.Errorf("pop3: user %s: owner of %s: %w", name, mb.Path, err)
+	}
+	timeout := b.MboxLockTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	return Location{User: u.Name, Kind: mb.Kind, Path: mb.Path, Owner: owner, FlagUpdates: b.FlagUpdates, LockTimeout: timeout}, nil
+}
+
+// Open opens loc. Two sessions of this process on one mbox are kept apart
+// here: fcntl locks are per process, and the dotlock may be unavailable.
+func (b *UsersBackend) Open(loc Location) (Maildrop, error) {
+	if loc.Kind != "mbox" {
+		return OpenLocation(loc)
+	}
+	b.mu.Lock()
+	if b.open == nil {
+		b.open = map[string]bool{}
+	}
+	if b.open[loc.Path] {
+		b.mu.Unlock()
+		return nil, ErrInUse
+	}
+	b.open[loc.Path] = true
+	b.mu.Unlock()
+	d, err := OpenLocation(loc)
+	if err != nil {
+		b.release(loc.Path)
+		return nil, err
+	}
+	return &releaseDrop{Maildrop: d, release: func() { b.release(loc.Path) }}, nil
+}
+
+// OpenLocation locks and reads the maildrop at loc; the calling process
+// runs as loc.Owner.
+func OpenLocation(loc Location) (Maildrop, error) {
+	switch loc.Kind {
+	case "maildir":
+		return OpenMaildir(loc.Path, loc.FlagUpdates)
+	case "mbox":
+		return OpenMbox(loc.Path, loc.Owner.UID, loc.LockTimeout)
+	}
+	return nil, &PermError{fmt.Errorf("pop3: %s: mailbox kind %q", loc.Path, loc.Kind)}
 }
 
 func (b *UsersBackend) release(path string) {

@@ -105,11 +105,11 @@ func TestMboxDrop(t *testing.T) {
 		rec("Subject: two\nX-UIDL: abc123\n", "b\n") +
 		rec("Subject: one\n", "hello\n>From quoted\n") // same header but Status
 	writeFile(t, path, content)
-	d, err := OpenMbox(path, 100*time.Millisecond)
+	d, err := OpenMbox(path, uint32(os.Geteuid()), 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenMbox(path, 100*time.Millisecond); err != ErrInUse {
+	if _, err := OpenMbox(path, uint32(os.Geteuid()), 100*time.Millisecond); err != ErrInUse {
 		t.Fatalf("second open: %v, want ErrInUse", err)
 	}
 	ms := d.Messages()
@@ -130,7 +130,7 @@ func TestMboxDrop(t *testing.T) {
 	if string(got) != rec("Subject: two\nX-UIDL: abc123\n", "b\n")+rec("Subject: one\n", "hello\n>From quoted\n") {
 		t.Fatalf("after rewrite %q", got)
 	}
-	d, err = OpenMbox(path, time.Second)
+	d, err = OpenMbox(path, uint32(os.Geteuid()), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestMboxDrop(t *testing.T) {
 func TestNotMbox(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mbox")
 	writeFile(t, path, "not an mbox\n")
-	_, err := OpenMbox(path, time.Second)
+	_, err := OpenMbox(path, uint32(os.Geteuid()), time.Second)
 	if _, ok := err.(*PermError); !ok {
 		t.Fatalf("got %v, want a PermError", err)
 	}
@@ -168,7 +168,7 @@ func TestMboxNoFinalNewline(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mbox")
 	for _, tail := range []string{"no newline", "trailing CR\r", "ok\n"} {
 		writeFile(t, path, "From a@example.org Mon Nov 23 10:00:00 2026\nSubject: x\n\nfirst\n\nFrom a@example.org Mon Nov 23 10:00:00 2026\nSubject: y\n\n"+tail)
-		d, err := OpenMbox(path, time.Second)
+		d, err := OpenMbox(path, uint32(os.Geteuid()), time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

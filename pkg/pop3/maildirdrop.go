@@ -34,6 +34,7 @@ type maildirDrop struct {
 	info        []MessageInfo
 	flagUpdates bool
 	cacheDirty  bool
+	skipped     []string // entries that are not regular files or not readable
 }
 
 // OpenMaildir locks the Maildir dir (created when missing) and takes its
@@ -45,9 +46,9 @@ func OpenMaildir(dir string, flagUpdates bool) (Maildrop, error) {
 			return nil, fmt.Errorf("pop3: maildrop %s: %w", dir, err)
 		}
 	}
-	lf, err := os.OpenFile(filepath.Join(dir, LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lf, err := openLock(filepath.Join(dir, LockName))
 	if err != nil {
-		return nil, fmt.Errorf("pop3: maildrop %s: lock: %w", dir, err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
@@ -62,6 +63,27 @@ func OpenMaildir(dir string, flagUpdates bool) (Maildrop, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// openLock opens (creating) the lock file, never through a symlink: a
+// symlink planted there would have the session create or open a file
+// anywhere its process may write. Such a lock is a permanent error until
+// the owner removes it; removing it here would race with another session
+// taking the real lock.
+func openLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if err != nil {
+		err = nofollowErr(err)
+		if errors.Is(err, errNotRegular) {
+			return nil, &PermError{fmt.Errorf("pop3: lock: %w", err)}
+		}
+		return nil, fmt.Errorf("pop3: lock: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &PermError{fmt.Errorf("pop3: lock %s: %w", path, errNotRegular)}
+	}
+	return f, nil
 }
 
 func (d *maildirDrop) load() error {
@@ -80,18 +102,28 @@ func (d *maildirDrop) load() error {
 			// The same key in new/ and cur/ (a copy, not a move): show one.
 			continue
 		}
+		if !isRegular(m.Path) {
+			// A symlink (to another user's message, to a file only root
+			// may read), a FIFO, a device: never a message.
+			if _, err := os.Lstat(m.Path); err == nil {
+				d.skipped = append(d.skipped, m.Name)
+			}
+			continue
+		}
 		size := m.VSize
 		if size < 0 {
 			if n, ok := cache[m.Key]; ok {
 				size = n
 				hits++
 			} else {
-				f, err := os.Open(m.Path)
+				f, err := openRegular(m.Path)
 				if err != nil {
-					if errors.Is(err, os.ErrNotExist) {
-						continue // expunged by another program since List
+					if !errors.Is(err, os.ErrNotExist) {
+						// Swapped for a symlink since, or not the
+						// owner's to read: the others are still served.
+						d.skipped = append(d.skipped, m.Name)
 					}
-					return fmt.Errorf("pop3: maildrop %s: %w", d.dir, err)
+					continue
 				}
 				size, err = CRLFSize(f)
 				f.Close()
@@ -131,7 +163,7 @@ func uidOf(key string) string {
 
 func (d *maildirDrop) readCache() map[string]int64 {
 	cache := map[string]int64{}
-	f, err := os.Open(filepath.Join(d.dir, SizeCacheName))
+	f, err := openRegular(filepath.Join(d.dir, SizeCacheName))
 	if err != nil {
 		return cache
 	}
@@ -155,7 +187,13 @@ func (d *maildirDrop) writeCache() {
 	d.cacheDirty = false
 	path := filepath.Join(d.dir, SizeCacheName)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createExclusive(tmp)
+	if errors.Is(err, os.ErrExist) || errors.Is(err, errNotRegular) {
+		// Left by a session that died, or planted: we hold the lock, so
+		// it is no writer's. Remove removes a symlink, never its target.
+		os.Remove(tmp)
+		f, err = createExclusive(tmp)
+	}
 	if err != nil {
 		return
 	}
@@ -176,14 +214,18 @@ func (d *maildirDrop) writeCache() {
 
 func (d *maildirDrop) Messages() []MessageInfo { return d.info }
 
+// Skipped names the entries of new/ and cur/ left out of the snapshot:
+// not regular files, or not readable.
+func (d *maildirDrop) Skipped() []string { return d.skipped }
+
 func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
-	f, err := os.Open(d.msgs[i].Path)
+	f, err := openRegular(d.msgs[i].Path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Another program (an IMAP client) changed its flags: same key,
 		// new name in cur/.
 		if p, ok := d.find(d.msgs[i].Key); ok {
 			d.msgs[i].Path = p
-			f, err = os.Open(p)
+			f, err = openRegular(p)
 		}
 	}
 	if err != nil {

@@ -13,6 +13,9 @@ package pop3
 import (
 	"errors"
 	"io"
+	"time"
+
+	"letterbox/pkg/privsep"
 )
 
 // MessageInfo describes one message of a maildrop snapshot.
@@ -52,10 +55,31 @@ type Backend interface {
 	// HasAPOP reports whether APOP can succeed for anyone (some user has a
 	// plaintext secret); if not, the greeting carries no timestamp.
 	HasAPOP() bool
-	// Open locks and reads the user's maildrop. Errors: ErrInUse when
-	// another session holds it; a *PermError for a permanent problem;
-	// anything else is temporary.
-	Open(user string) (Maildrop, error)
+	// Locate says where the user's maildrop is and whom it belongs to.
+	// Errors: a *PermError for a permanent problem, anything else is
+	// temporary.
+	Locate(user string) (Location, error)
+	// Open locks and reads the maildrop at loc, in a process running as
+	// loc.Owner. Errors: ErrInUse when another session holds it; a
+	// *PermError for a permanent problem; anything else is temporary.
+	Open(loc Location) (Maildrop, error)
+}
+
+// Location is a user's maildrop: where it is, whose it is, and how to open
+// it. The session runs as Owner (DESIGN.md § Guarantees: mailboxes are
+// touched only as their owner), in this process when it already does,
+// else in a process switched to Owner; Location travels to that process
+// as it is.
+type Location struct {
+	User  string // the user as logged in (canonical name)
+	Kind  string // "maildir" or "mbox"
+	Path  string
+	Owner privsep.Cred
+	// FlagUpdates marks retrieved Maildir messages seen at QUIT.
+	FlagUpdates bool
+	// LockTimeout is how long to wait for an mbox lock held by a delivery
+	// before ErrInUse.
+	LockTimeout time.Duration
 }
 
 var (

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"letterbox/pkg/mbox"
@@ -38,10 +39,8 @@ func (d *mboxDrop) keepFresh() {
 		select {
 		case <-d.stop:
 			return
-		case now := <-t.C:
-			// The dotlock is path.lock by convention (procmail, mutt,
-			// Postfix); if there is none (fcntl only), this is a no-op.
-			os.Chtimes(d.path+".lock", now, now)
+		case <-t.C:
+			d.lock.Touch()
 		}
 	}
 }
@@ -50,7 +49,14 @@ func (d *mboxDrop) keepFresh() {
 // whole session and scans it. A lock still held by a live process after
 // timeout means another session (or a long delivery): ErrInUse. A dead
 // holder's dotlock is recovered by pkg/mbox.
-func OpenMbox(path string, timeout time.Duration) (Maildrop, error) {
+//
+// The mbox must be a regular file with one link, owned by owner (the
+// mailbox owner's uid): not a symlink to another mbox (/var/mail/root), not
+// a hard link to someone else's file.
+func OpenMbox(path string, owner uint32, timeout time.Duration) (Maildrop, error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, &PermError{fmt.Errorf("pop3: mbox %s: %w", path, errNotRegular)}
+	}
 	lock, err := mbox.LockFile(path, timeout)
 	if err != nil {
 		// TODO(mbox): a sentinel error for "locked" would be better than
@@ -59,6 +65,10 @@ func OpenMbox(path string, timeout time.Duration) (Maildrop, error) {
 			return nil, ErrInUse
 		}
 		return nil, fmt.Errorf("pop3: mbox %s: %w", path, err)
+	}
+	if err := checkMbox(path, lock.File(), owner); err != nil {
+		lock.Unlock()
+		return nil, err
 	}
 	d := &mboxDrop{path: path, lock: lock}
 	msgs, err := mbox.Scan(lock.File())
@@ -103,6 +113,34 @@ func OpenMbox(path string, timeout time.Duration) (Maildrop, error) {
 	d.stop, d.done = make(chan struct{}), make(chan struct{})
 	go d.keepFresh()
 	return d, nil
+}
+
+// checkMbox checks the locked file f, opened at path: still what path
+// names (no symlink swapped in), a regular file with one link, owned by
+// owner.
+func checkMbox(path string, f *os.File, owner uint32) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("pop3: mbox %s: %w", path, err)
+	}
+	li, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("pop3: mbox %s: %w", path, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !li.Mode().IsRegular() || !fi.Mode().IsRegular():
+		return &PermError{fmt.Errorf("pop3: mbox %s: %w", path, errNotRegular)}
+	case !os.SameFile(fi, li):
+		return fmt.Errorf("pop3: mbox %s: replaced while being locked", path)
+	case !ok:
+		return fmt.Errorf("pop3: mbox %s: no owner", path)
+	case st.Nlink != 1:
+		return &PermError{fmt.Errorf("pop3: mbox %s: %d links, want 1", path, st.Nlink)}
+	case st.Uid != owner:
+		return &PermError{fmt.Errorf("pop3: mbox %s: owned by uid %d, not by the mailbox owner (uid %d)", path, st.Uid, owner)}
+	}
+	return nil
 }
 
 // volatile are header fields that mail readers rewrite in place in an mbox

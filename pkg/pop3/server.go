@@ -40,6 +40,15 @@ type Config struct {
 	// (default 10m, RFC 1939's minimum).
 	IdleTimeout time.Duration
 	Log         *slog.Logger
+
+	// SwitchProcess: this process serves one session (inetd, stdio), and
+	// when the maildrop's owner is another user it switches to that user
+	// for good. Otherwise such a session goes on in a child running as
+	// the owner (privsep.Spawn).
+	SwitchProcess bool
+	// LogLevel and LogFormat are the log settings the child processes
+	// set up (config keys log-level and log-format).
+	LogLevel, LogFormat string
 }
 
 // MaxLine is the longest command line accepted, CRLF included. RFC 2449
@@ -180,7 +189,7 @@ func (s *Server) Shutdown(timeout time.Duration) {
 	case <-time.After(timeout):
 		s.mu.Lock()
 		for ss := range s.sessions {
-			ss.conn.Close()
+			ss.kill()
 		}
 		s.mu.Unlock()
 		<-done

@@ -14,8 +14,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"letterbox/pkg/privsep"
 )
 
 type state int
@@ -41,6 +45,11 @@ type session struct {
 	remote string
 
 	interrupted atomic.Bool
+
+	// child serves the session after login, as the maildrop's owner
+	// (nil: this process does).
+	childMu sync.Mutex
+	child   *privsep.Child
 
 	state     state
 	timestamp string // APOP challenge; "" when APOP is not offered
@@ -68,10 +77,35 @@ func newSession(srv *Server, c net.Conn, implicitTLS bool) *session {
 	return s
 }
 
-// interrupt makes a blocked read return so the session sees the shutdown.
+// interrupt makes a blocked read return so the session sees the shutdown;
+// a session served by a child is the child's to end, on SIGTERM.
 func (s *session) interrupt() {
 	s.interrupted.Store(true)
+	if c := s.getChild(); c != nil {
+		c.Signal(syscall.SIGTERM)
+		return
+	}
 	s.raw.SetReadDeadline(time.Now())
+}
+
+// kill ends the session at once (shutdown's deadline passed).
+func (s *session) kill() {
+	if c := s.getChild(); c != nil {
+		c.Kill()
+	}
+	s.raw.Close()
+}
+
+func (s *session) getChild() *privsep.Child {
+	s.childMu.Lock()
+	defer s.childMu.Unlock()
+	return s.child
+}
+
+func (s *session) setChild(c *privsep.Child) {
+	s.childMu.Lock()
+	s.child = c
+	s.childMu.Unlock()
 }
 
 func (s *session) reply(format string, args ...any) {
@@ -85,6 +119,29 @@ func (s *session) err(format string, args ...any) {
 }
 
 func (s *session) serve() {
+	reason := s.run()
+	if reason == reasonHandedOff {
+		s.waitChild()
+		return
+	}
+	s.end(reason)
+}
+
+// reasonHandedOff: the session goes on in a child process.
+const reasonHandedOff = "handed-off"
+
+// waitChild waits for the child serving the session. The child logs the
+// session's end; one that died could not, so its parent does.
+func (s *session) waitChild() {
+	c := s.getChild()
+	if err := c.Wait(); err != nil {
+		s.log.Error("session end", "reason", "session-process-failed", "pid", c.Pid(), "err", err)
+	}
+}
+
+// end finishes a session this process served: the last replies, the
+// session's log line, the maildrop's lock and the connection.
+func (s *session) end(reason string) {
 	defer s.raw.Close()
 	defer func() {
 		if s.drop != nil {
@@ -93,7 +150,6 @@ func (s *session) serve() {
 			}
 		}
 	}()
-	reason := s.run()
 	s.w.Flush()
 	attrs := []any{"reason", reason}
 	if s.name != "" {
@@ -122,6 +178,11 @@ func (s *session) run() string {
 	} else {
 		s.ok("POP3 server ready")
 	}
+	return s.loop()
+}
+
+// loop reads and runs commands until the session ends, and says why.
+func (s *session) loop() string {
 	for {
 		line, err := s.readLine()
 		if err == errLineTooLong {
@@ -435,31 +496,68 @@ func (s *session) loggedIn(user, name string, err error, mech string) string {
 		s.err("[AUTH] authentication failed")
 		return ""
 	}
-	drop, err := s.cfg.Backend.Open(name)
+	loc, err := s.cfg.Backend.Locate(name)
 	if err != nil {
-		var pe *PermError
-		switch {
-		case errors.Is(err, ErrInUse):
-			s.log.Info("maildrop in use", "user", name)
-			s.err("[IN-USE] maildrop is locked by another session")
-		case errors.As(err, &pe):
-			s.log.Error("maildrop open", "user", name, "err", err)
-			s.err("[SYS/PERM] cannot open maildrop")
-		default:
-			s.log.Error("maildrop open", "user", name, "err", err)
-			s.err("[SYS/TEMP] cannot open maildrop, try again later")
-		}
+		s.openFailed(name, err)
 		return ""
 	}
+	self := privsep.Self()
+	switch {
+	case loc.Owner.UID == self.UID && (loc.Owner.GID == self.GID || !privsep.IsRoot()):
+		// Already the owner: a mail user serving its virtual mailboxes,
+		// or a mailbox that belongs to whoever runs pop3d.
+	case !privsep.IsRoot():
+		s.openFailed(name, &PermError{fmt.Errorf("pop3: maildrop %s belongs to %s; pop3d runs as %s and cannot become its owner", loc.Path, loc.Owner, self)})
+		return ""
+	case s.cfg.SwitchProcess:
+		// This process serves this one session: it becomes the owner for
+		// good (a later login to another owner's maildrop is refused by
+		// the case above).
+		if err := loc.Owner.Switch(); err != nil {
+			s.openFailed(name, err)
+			return "switch-failed"
+		}
+	default:
+		return s.handOff(loc, mech)
+	}
+	drop, err := s.cfg.Backend.Open(loc)
+	if err != nil {
+		s.openFailed(name, err)
+		return ""
+	}
+	s.transaction(name, mech, drop)
+	return ""
+}
+
+// openFailed answers a login whose maildrop could not be opened.
+func (s *session) openFailed(name string, err error) {
+	var pe *PermError
+	switch {
+	case errors.Is(err, ErrInUse):
+		s.log.Info("maildrop in use", "user", name)
+		s.err("[IN-USE] maildrop is locked by another session")
+	case errors.As(err, &pe):
+		s.log.Error("maildrop open", "user", name, "err", err)
+		s.err("[SYS/PERM] cannot open maildrop")
+	default:
+		s.log.Error("maildrop open", "user", name, "err", err)
+		s.err("[SYS/TEMP] cannot open maildrop, try again later")
+	}
+}
+
+// transaction enters the TRANSACTION state with the opened maildrop.
+func (s *session) transaction(name, mech string, drop Maildrop) {
 	s.name, s.drop, s.state = name, drop, stateTransaction
 	s.msgs = drop.Messages()
 	s.deleted = make([]bool, len(s.msgs))
 	s.retrieved = make([]bool, len(s.msgs))
 	n, size := s.totals()
 	s.log = s.log.With("user", name)
-	s.log.Info("login", "mech", mech, "tls", s.tls, "messages", n, "bytes", size)
+	if sk, ok := drop.(interface{ Skipped() []string }); ok && len(sk.Skipped()) > 0 {
+		s.log.Warn("maildrop entries skipped: not regular files or not readable", "entries", sk.Skipped())
+	}
+	s.log.Info("login", "mech", mech, "tls", s.tls, "uid", os.Geteuid(), "messages", n, "bytes", size)
 	s.ok("maildrop has %d messages (%d octets)", n, size)
-	return ""
 }
 
 // totals counts the messages not marked deleted.

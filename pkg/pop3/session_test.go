@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"letterbox/pkg/privsep"
 )
 
 // fakeDrop is an in-memory maildrop.
@@ -87,7 +89,11 @@ func (b *fakeBackend) APOP(user, ts, digest string) (string, error) {
 
 func (b *fakeBackend) HasAPOP() bool { return b.apop }
 
-func (b *fakeBackend) Open(user string) (Maildrop, error) {
+func (b *fakeBackend) Locate(user string) (Location, error) {
+	return Location{User: user, Kind: "fake", Owner: privsep.Self()}, nil
+}
+
+func (b *fakeBackend) Open(loc Location) (Maildrop, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.inUse {

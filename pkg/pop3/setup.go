@@ -36,7 +36,10 @@ func Flags() []cli.Flag {
 }
 
 // Main is the pop3d command after flag parsing: get the listeners (or the
-// stdio session), drop privileges, serve until SIGTERM.
+// stdio session), drop privileges, serve until SIGTERM. A session whose
+// maildrop belongs to another user is served as that user: by this
+// process switching to it (the stdio session) or by a child process
+// (ServeHandoff).
 func Main(c *cli.Context) error {
 	cm, err := cliapp.Load(c)
 	if err != nil {
@@ -63,7 +66,7 @@ func Main(c *cli.Context) error {
 	srv := New(Config{
 		Hostname: cm.Hostname,
 		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, FlagUpdates: !c.Bool("no-flag-updates"),
-			MboxLockTimeout: c.Duration("mbox-lock-timeout")},
+			MboxLockTimeout: c.Duration("mbox-lock-timeout"), MailUser: cm.MailUser},
 		TLS:               ln.TLS,
 		AllowInsecureAuth: c.Bool("allow-insecure-auth"),
 		AuthFailureDelay:  delay,
@@ -71,6 +74,9 @@ func Main(c *cli.Context) error {
 		MaxErrors:         c.Int("max-errors"),
 		IdleTimeout:       c.Duration("idle-timeout"),
 		Log:               cm.Log,
+		SwitchProcess:     ln.Stdio,
+		LogLevel:          c.String("log-level"),
+		LogFormat:         c.String("log-format"),
 	})
 	return Run(srv, ln.Listeners, cm)
 }
