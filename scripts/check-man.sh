@@ -8,7 +8,11 @@
 #     mandoc keeps, e.g. a whole .Rs block);
 #   - neither renderer's text output has an empty section or subsection
 #     (a heading followed by the next heading or the end of the page);
-#   - both renderers produce the same section headings, in the same order.
+#   - both renderers produce the same section headings, in the same order;
+#   - no quotes nest by mistake: `.Pq Sq a Sq b` or `.Brq Qq a , Qq b`
+#     renders as (‘a ‘b’’), the first quote swallowing the second, under
+#     both renderers and without a warning; two closing quotes in a row
+#     (’’ ”” or """) are taken as that mistake.
 # Without mandoc or groff it skips with a message, unless CI is set: then a
 # missing renderer is a failure (.ci/run installs both).
 set -uo pipefail
@@ -83,6 +87,10 @@ for page in "${pages[@]}"; do
   for r in mandoc groff; do
     empty=$(empty_sections "$tmp/$name.$r")
     [ -n "$empty" ] && bad "$page" "empty section under $r: $(echo "$empty" | paste -sd, -)"
+  done
+  for r in mandoc groff; do
+    nested=$(grep -n "’’\|””\|\"\"\"" "$tmp/$name.$r")
+    [ -n "$nested" ] && bad "$page" "quotes nested by mistake under $r (put each quoting macro on a line of its own):"$'\n'"$nested"
   done
   if ! cmp -s <(headings "$tmp/$name.mandoc") <(headings "$tmp/$name.groff"); then
     bad "$page" "sections differ between mandoc and groff:"$'\n'"$(diff <(headings "$tmp/$name.mandoc") <(headings "$tmp/$name.groff"))"
