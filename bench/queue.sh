@@ -18,7 +18,11 @@
 # envelope. A Postfix deferred queue of that size cannot be made without
 # running Postfix's daemons, so Postfix itself is not in the table.
 # Also: durable spool submissions per second from parallel writers
-# (BenchmarkSubmit, group commit) and `list --json` over the whole queue.
+# (BenchmarkSubmit, group commit), and listing the queue (time and peak
+# RSS): `list --json` and mailq's table of the whole queue (every envelope
+# read, the output streamed), the first 100 (--limit), the due ones
+# (--state due: none, so the schedule index alone), and 100 of the one
+# message in a hundred at another domain (--domain: read until found).
 #
 # Environment: QUEUE_BENCH_N (100000).
 set -euo pipefail
@@ -64,7 +68,12 @@ touched_s=${touched%% *}
 arrived=$(for i in 1 2 3; do "$work/gen" gen "$work/spool" 100; timed; done | best)
 arrived_s=${arrived%% *}
 floor_s=$(for i in 1 2 3; do /usr/bin/time -f "%e" sh -c "find '$work/spool/env' -type f -printf '%T@\n' >/dev/null" 2>&1 | tail -1; done | best)
-list_s=$(/usr/bin/time -f "%e" bin/queue-runner list --json 2>&1 >/dev/null | tail -1)
+listing() { for i in 1 2 3; do timed list "$@"; done | best; }
+list_all=$(listing --json)
+list_table=$(listing)
+list_limit=$(listing --json --limit 100)
+list_due=$(listing --json --state due)
+list_domain=$(listing --json --domain other.test --limit 100)
 left=$(find "$work/spool/env" -type f | wc -l)
 
 # The daemon: one full-scan pass at start (no index), then idle; its RSS
@@ -90,5 +99,10 @@ printf '%-40s %11ss %11ss %7s %10s\n' "one pass, nothing due, 100 just arrived" 
 printf '%-40s %11ss %11ss %7s %10s\n' "one pass, nothing due (full scan)" "$full_s" "$floor_s" "$(ratio "$full_s" "$floor_s")" "< 1 s"
 printf '%-40s %10sMB %12s %7s %10s\n' "peak RSS of a full-scan pass" "$((full_kb / 1024))" "-" "-" "-"
 printf '%-40s %10sMB %12s %7s %10s\n' "daemon RSS when idle (peak)" "$((rss_kb / 1024)) ($((hwm_kb / 1024)))" "-" "-" "< 100 MB"
-printf '%-40s %11ss %12s %7s %10s\n' "list --json (reads every envelope)" "$list_s" "-" "-" "-"
+lrow() { printf '%-40s %11ss %12s %7s %10s   peak RSS %s MB\n' "$1" "${2%% *}" "-" "-" "$3" "$(( ${2##* } / 1024 ))"; }
+lrow "list --json, whole queue" "$list_all" "-"
+lrow "list (mailq's table), whole queue" "$list_table" "-"
+lrow "list --json --limit 100" "$list_limit" "< 1 s"
+lrow "list --json --state due (none due)" "$list_due" "< 1 s"
+lrow "list --json --domain (1%) --limit 100" "$list_domain" "-"
 printf '%-40s %12s %12s %7s %10s\n' "durable Submit/s, 16 parallel writers" "${submit:-?}" "-" "-" "-"

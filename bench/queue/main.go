@@ -43,8 +43,14 @@ func main() {
 			for i := w * per; i < (w+1)*per && i < n; i++ {
 				id := spool.NewID()
 				next := now.Add(time.Hour + time.Duration(i)*time.Millisecond)
+				// One message in a hundred is for another domain, for
+				// the listing by domain.
+				dom := "remote.test"
+				if i%100 == 50 {
+					dom = "other.test"
+				}
 				env := &spool.Envelope{ID: id, From: "alice@example.test", Arrived: now.Add(-time.Hour), Size: int64(len(msg)),
-					Recipients: []*spool.Recipient{{Address: fmt.Sprintf("user%d@remote.test", i), State: spool.Pending,
+					Recipients: []*spool.Recipient{{Address: fmt.Sprintf("user%d@%s", i, dom), State: spool.Pending,
 						Attempts: 3, NextAttempt: next, LastError: "451 4.3.0 try again later"}}}
 				if err := os.WriteFile(filepath.Join(sp.Dir, "data", id), msg, 0o600); err != nil {
 					panic(err)

@@ -3,7 +3,6 @@ package queue
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -40,11 +38,19 @@ func Flags() []cli.Flag {
 
 var subcommands = map[string]bool{"list": true, "flush": true, "show": true, "remove": true}
 
+// listFlags are list's own options; they stay after the subcommand.
+var listFlags = []cli.Flag{
+	&cli.BoolFlag{Name: "json", Usage: "one JSON array"},
+	&cli.IntFlag{Name: "limit", Usage: "at most `N` messages (0: all)"},
+	&cli.StringFlag{Name: "domain", Usage: "only messages with a pending recipient at `DOMAIN`"},
+	&cli.StringFlag{Name: "state", Usage: "only messages that are `STATE`: due (a pass would work them now) or deferred"},
+}
+
 // NewApp builds the queue-runner command line.
 func NewApp() *cli.App {
 	flags := append(Flags(), remote.Flags()...)
 	app := cliapp.NewApp("queue-runner", "deliver what is in the spool: one pass, or --daemon", flags)
-	app.UsageText = "queue-runner [options] [list [--json] | flush | show ID | remove ID]"
+	app.UsageText = "queue-runner [options] [list [--json] [--limit N] [--domain DOMAIN] [--state due|deferred] | flush | show ID | remove ID]"
 	app.Action = func(c *cli.Context) error {
 		if c.Args().Present() {
 			return sysexits.New(sysexits.Usage, fmt.Errorf("unknown subcommand %q", c.Args().First()))
@@ -55,7 +61,7 @@ func NewApp() *cli.App {
 		return runPass(c, false)
 	}
 	app.Commands = []*cli.Command{
-		{Name: "list", Usage: "show the queue (like mailq)", Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON array"}}, Action: runList},
+		{Name: "list", Usage: "show the queue (like mailq)", Flags: listFlags, Action: runList},
 		{Name: "flush", Usage: "attempt every pending recipient now", Action: func(c *cli.Context) error { return runPass(c, true) }},
 		{Name: "show", Usage: "print a message's envelope and header", ArgsUsage: "ID", Action: runShow},
 		{Name: "remove", Usage: "remove a message from the queue", ArgsUsage: "ID", Action: runRemove},
@@ -85,8 +91,8 @@ func boolFlags(flags []cli.Flag) map[string]bool {
 
 // ReorderArgs moves options that follow a subcommand in front of it, so
 // `queue-runner list --spool X` means `queue-runner --spool X list`. The
-// subcommand's own --json stays after it; bools lists the options that
-// take no value.
+// subcommand's own options (list's listFlags) stay after it; bools lists
+// the options that take no value.
 func ReorderArgs(args []string, bools map[string]bool) []string {
 	if len(args) < 2 {
 		return args
@@ -109,6 +115,18 @@ func ReorderArgs(args []string, bools map[string]bool) []string {
 		return append(out, args[i:]...)
 	}
 	sub := args[i]
+	own := map[string]string{}
+	if sub == "list" {
+		for _, f := range listFlags {
+			kind := "value"
+			if _, ok := f.(*cli.BoolFlag); ok {
+				kind = "bool"
+			}
+			for _, n := range f.Names() {
+				own[n] = kind
+			}
+		}
+	}
 	var rest []string
 	for i++; i < len(args); i++ {
 		a := args[i]
@@ -120,9 +138,17 @@ func ReorderArgs(args []string, bools map[string]bool) []string {
 			rest = append(rest, a)
 			continue
 		}
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name == "json" || name == "help" || name == "h" {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "help" || name == "h" || own[name] == "bool" {
 			rest = append(rest, a)
+			continue
+		}
+		if own[name] == "value" {
+			rest = append(rest, a)
+			if !hasValue && i+1 < len(args) {
+				i++
+				rest = append(rest, args[i])
+			}
 			continue
 		}
 		out = append(out, a)
@@ -227,85 +253,19 @@ func runDaemon(c *cli.Context) error {
 	return nil
 }
 
-// JSONMessage is one element of `list --json` (DESIGN.md § The spool).
-type JSONMessage struct {
-	ID         string          `json:"id"`
-	From       string          `json:"from"`
-	Arrived    string          `json:"arrived"`
-	Size       int64           `json:"size"`
-	Recipients []JSONRecipient `json:"recipients"`
-}
-
-// JSONRecipient is one recipient in `list --json`.
-type JSONRecipient struct {
-	Address     string `json:"address"`
-	State       string `json:"state"`
-	Attempts    int    `json:"attempts"`
-	NextAttempt string `json:"next_attempt"`
-	LastError   string `json:"last_error"`
-}
-
 func runList(c *cli.Context) error {
 	r, _, err := setup(c)
 	if err != nil {
 		return err
 	}
-	envs, err := r.Spool.List()
-	if err != nil {
+	o := ListOptions{Limit: c.Int("limit"), Domain: c.String("domain"), State: c.String("state")}
+	if err := o.check(); err != nil {
+		return sysexits.New(sysexits.Usage, err)
+	}
+	if err := r.writeList(c.App.Writer, o, c.Bool("json")); err != nil {
 		return notFound(err)
 	}
-	w := bufio.NewWriter(c.App.Writer)
-	defer w.Flush()
-	if c.Bool("json") {
-		out := make([]JSONMessage, 0, len(envs))
-		for _, e := range envs {
-			m := JSONMessage{ID: e.ID, From: e.From, Arrived: e.Arrived.Format(time.RFC3339), Size: e.Size, Recipients: []JSONRecipient{}}
-			for _, rc := range e.Recipients {
-				next := rc.NextAttempt
-				if next.IsZero() {
-					next = e.Arrived
-				}
-				m.Recipients = append(m.Recipients, JSONRecipient{Address: rc.Address, State: string(rc.State),
-					Attempts: rc.Attempts, NextAttempt: next.Format(time.RFC3339), LastError: rc.LastError})
-			}
-			out = append(out, m)
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	WriteTable(w, envs)
 	return nil
-}
-
-// WriteTable prints the queue as mailq does: id, size, arrival, sender,
-// then each pending recipient after its last error.
-func WriteTable(w io.Writer, envs []*spool.Envelope) {
-	if len(envs) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
-		return
-	}
-	fmt.Fprintf(w, "%-22s %8s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	var total int64
-	for _, e := range envs {
-		total += e.Size
-		from := e.From
-		if from == "" {
-			from = "MAILER-DAEMON"
-		}
-		fmt.Fprintf(w, "%-22s %8d %-20s %s\n", e.ID, e.Size, e.Arrived.Local().Format("Mon Jan _2 15:04:05"), from)
-		for _, rc := range e.Recipients {
-			if rc.State != spool.Pending {
-				continue
-			}
-			if rc.LastError != "" {
-				fmt.Fprintf(w, "%52s(%s)\n", "", rc.LastError)
-			}
-			fmt.Fprintf(w, "%52s%s\n", "", rc.Address)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintf(w, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(envs), map[bool]string{true: "", false: "s"}[len(envs) == 1])
 }
 
 func oneID(c *cli.Context) (string, error) {

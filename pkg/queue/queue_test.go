@@ -389,6 +389,9 @@ func TestReorderArgs(t *testing.T) {
 		"qr --retry-after 1s remove ID --mda m": "qr --retry-after 1s --mda m remove ID",
 		"qr --daemon":                           "qr --daemon",
 		"qr flush --route a=b --route c=d":      "qr --route a=b --route c=d flush",
+		"qr list --limit 5 --spool /x --json":   "qr --spool /x list --limit 5 --json",
+		"qr list --domain=a.test --state due":   "qr list --domain=a.test --state due",
+		"qr show --limit 5 ID":                  "qr --limit 5 show ID",
 	} {
 		if g := strings.Join(ReorderArgs(strings.Fields(in), bools), " "); g != want {
 			t.Errorf("%q → %q, want %q", in, g, want)
