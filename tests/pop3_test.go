@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"letterbox/pkg/privsep/privseptest"
 )
 
 // pop3Env is an installation with two users: alice (Maildir, bcrypt-free
@@ -977,5 +979,60 @@ func TestPOP3DropPrivileges(t *testing.T) {
 	must(t, err)
 	if fi.Sys().(*syscall.Stat_t).Uid == 0 {
 		t.Fatal("lock file created as root")
+	}
+}
+
+// QUIT commits and releases the maildrop before its +OK: a client that
+// reconnects the moment it reads it (a poller, a second fetch) never
+// finds the maildrop locked. Maildir and mbox, served by pop3d itself and
+// by a session process as the owner.
+func TestPOP3ReconnectAfterQuit(t *testing.T) {
+	alice := privseptest.NewUser(t)
+	for _, served := range []string{"pop3d", "session process"} {
+		for _, kind := range []string{"maildir", "mbox"} {
+			t.Run(served+"/"+kind, func(t *testing.T) {
+				var s *server
+				user, pw := "alice@example.test", "alice pw"
+				if served == "pop3d" {
+					pe := newPOP3Env(t)
+					if kind == "mbox" {
+						user, pw = "bob@example.test", "bobpw"
+						must(t, os.WriteFile(pe.Mbox, []byte(mboxRecord(pop3Msg("one", "x\n"))), 0o600))
+					} else {
+						pe.putMaildir("new", "1700000001.M1P1Q1.host", pop3Msg("one", "x\n"))
+					}
+					s = pe.start("pop3d", "")
+				} else {
+					o := newOwnerEnv(t)
+					pw = "pw"
+					if kind == "mbox" {
+						o.add(user, alice, "mbox:~/mbox")
+						mb := alice.Path("mbox")
+						must(t, os.WriteFile(mb, []byte(mboxRecord(pop3Msg("one", "x\n"))), 0o600))
+						alice.Chown(t, mb)
+					} else {
+						o.add(user, alice, "")
+						userMaildir(t, alice, map[string]string{"new/1700000001.M1P1Q1.host": pop3Msg("one", "x\n")})
+					}
+					s = o.start("pop3d", "")
+				}
+				d := pop3Login(t, s.Addr, user, pw)
+				for i := 0; i < 50; i++ {
+					d.send("RETR 1")
+					pop3Expect(d, "+OK")
+					pop3Multi(d)
+					d.send("QUIT")
+					pop3Expect(d, "+OK")
+					d = dial(t, s.Addr)
+					pop3Expect(d, "+OK")
+					d.send("USER " + user)
+					pop3Expect(d, "+OK")
+					d.send("PASS " + pw)
+					if l := d.line(); !strings.HasPrefix(l, "+OK") {
+						t.Fatalf("reconnect %d right after QUIT's +OK: %q", i, l)
+					}
+				}
+			})
+		}
 	}
 }

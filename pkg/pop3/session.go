@@ -143,13 +143,7 @@ func (s *session) waitChild() {
 // session's log line, the maildrop's lock and the connection.
 func (s *session) end(reason string) {
 	defer s.raw.Close()
-	defer func() {
-		if s.drop != nil {
-			if err := s.drop.Close(); err != nil {
-				s.log.Error("maildrop close", "user", s.name, "err", err)
-			}
-		}
-	}()
+	defer s.closeDrop()
 	s.w.Flush()
 	attrs := []any{"reason", reason}
 	if s.name != "" {
@@ -157,6 +151,17 @@ func (s *session) end(reason string) {
 			"deleted", s.delN, "deleted_bytes", s.delBytes)
 	}
 	s.log.Info("session end", attrs...)
+}
+
+// closeDrop releases the maildrop's lock, once.
+func (s *session) closeDrop() {
+	if s.drop == nil {
+		return
+	}
+	if err := s.drop.Close(); err != nil {
+		s.log.Error("maildrop close", "err", err)
+	}
+	s.drop = nil
 }
 
 // run is the command loop; it returns why the session ended.
@@ -787,7 +792,11 @@ func (s *session) cmdQuit(args []string) string {
 		}
 	}
 	s.state = stateDone
-	if err := s.drop.Commit(retrieved, deleted); err != nil {
+	err := s.drop.Commit(retrieved, deleted)
+	// The UPDATE state is committed and the lock released before the
+	// reply: the client may reconnect the moment it reads it.
+	s.closeDrop()
+	if err != nil {
 		s.log.Error("update", "err", err)
 		s.err("[SYS/TEMP] some deleted messages not removed: %v", shortErr(err))
 		return "update-failed"

@@ -270,6 +270,8 @@ func TestTransaction(t *testing.T) {
 		t.Fatal("committed before QUIT")
 	}
 	c.expect("QUIT", "+OK")
+	// Committed and unlocked before the reply (the client may reconnect
+	// the moment it reads it).
 	committed, retr, del, closed := drop.state()
 	if !committed || fmt.Sprint(del) != "[1]" || fmt.Sprint(retr) != "[0 2]" || !closed {
 		t.Fatalf("commit: %v retrieved %v deleted %v closed %v", committed, retr, del, closed)
@@ -558,6 +560,10 @@ func TestCommitFailure(t *testing.T) {
 	c := login(t, addr)
 	c.expect("DELE 1", "+OK")
 	c.expect("QUIT", "-ERR [SYS/TEMP]")
+	// The lock is released before the reply, failed UPDATE or not.
+	if _, _, _, closed := drop.state(); !closed {
+		t.Fatal("maildrop still locked when QUIT was answered")
+	}
 }
 
 func TestWriteMessage(t *testing.T) {
