@@ -340,8 +340,9 @@ func headerFields(hdr []byte, names []string, not bool) []byte {
 	return append(out, '\r', '\n')
 }
 
-// fields parses a header block into unfolded (name, value) pairs, as
-// pkg/mime does: names lower-cased, values trimmed.
+// fields parses a header block into unfolded (name, value) pairs: names
+// lower-cased, values unfolded by dropping the line breaks only and
+// without their leading space, as Dovecot's ENVELOPE has them.
 func fields(hdr []byte) *mime.Header {
 	h := &mime.Header{}
 	var cur []byte
@@ -350,7 +351,7 @@ func fields(hdr []byte) *mime.Header {
 			return
 		}
 		if i := bytes.IndexByte(cur, ':'); i > 0 {
-			h.Fields = append(h.Fields, [2]string{strings.ToLower(strings.TrimSpace(string(cur[:i]))), strings.TrimSpace(string(cur[i+1:]))})
+			h.Fields = append(h.Fields, [2]string{strings.ToLower(strings.TrimSpace(string(cur[:i]))), strings.TrimLeft(string(cur[i+1:]), " \t")})
 		}
 		cur = nil
 	}
@@ -368,8 +369,7 @@ func fields(hdr []byte) *mime.Header {
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if cur != nil && len(cur) < 64<<10 {
-				cur = append(cur, ' ')
-				cur = append(cur, bytes.TrimLeft(line, " \t")...)
+				cur = append(cur, line...)
 			}
 			continue
 		}

@@ -200,10 +200,12 @@ func addrSpec(toks []addrToken) address {
 	}
 	var local, domain strings.Builder
 	at := false
-	for _, t := range toks {
+	for i, t := range toks {
 		switch t.kind {
 		case 'c':
-			if a.name == "" {
+			// A comment after the address is its name ("a@b (Name)"),
+			// as Dovecot reads it; one before it is not.
+			if a.name == "" && i > 0 && (local.Len() > 0 || domain.Len() > 0) {
 				a.name = t.text
 			}
 		case '@':
@@ -226,6 +228,14 @@ func addrSpec(toks []addrToken) address {
 		}
 	}
 	a.mailbox, a.host = local.String(), domain.String()
+	// What is missing is named, as Dovecot does (RFC 9051 has no NIL
+	// host for a mailbox).
+	if a.mailbox == "" && a.host != "" {
+		a.mailbox = "MISSING_MAILBOX"
+	}
+	if a.host == "" && a.mailbox != "" {
+		a.host = "MISSING_DOMAIN"
+	}
 	return a
 }
 
@@ -322,11 +332,16 @@ func appendBodyStructure(b []byte, p *part, ext, utf8OK bool) []byte {
 	if strings.HasPrefix(p.Type, "multipart/") {
 		// A multipart whose parts could not be found: one text part.
 		typ, sub = "text", "plain"
-		params = [][2]string{{"charset", "us-ascii"}}
 	} else if ct := h.Get("content-type"); ct != "" && strings.Contains(ct, "/") {
-		_, params = mime.RawParams(ct)
-	} else if typ == "text" && sub == "plain" {
-		params = [][2]string{{"charset", "us-ascii"}}
+		// Type, subtype and parameters as written, as Dovecot sends them.
+		var v string
+		v, params = mime.RawParams(ct)
+		if t, s, ok := strings.Cut(v, "/"); ok && strings.EqualFold(t+"/"+s, p.Type) {
+			typ, sub = strings.TrimSpace(t), strings.TrimSpace(s)
+		}
+	}
+	if strings.EqualFold(typ, "text") && !hasParam(params, "charset") {
+		params = append(params, [2]string{"charset", "us-ascii"}) // RFC 2045's default, said
 	}
 	b = append(b, '(')
 	b = appendString(b, typ, utf8OK)
@@ -347,7 +362,16 @@ func appendBodyStructure(b []byte, p *part, ext, utf8OK bool) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, p.End-p.BodyOffset, 10)
 	switch {
-	case p.isMessage():
+	case strings.EqualFold(typ, "message") && strings.EqualFold(sub, "rfc822") && !p.isMessage():
+		// Not parsed (a transfer encoding hides it): an empty message, as
+		// Dovecot answers, so that clients find the fields they expect.
+		b = append(b, ` (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0`...)
+		if ext {
+			b = append(b, " NIL NIL NIL NIL"...)
+		}
+		b = append(b, ") "...)
+		b = strconv.AppendInt(b, p.Lines, 10)
+	case p.isMessage() && strings.EqualFold(sub, "rfc822"):
 		m := p.children[0]
 		mh := m.Header
 		if mh == nil {
@@ -359,7 +383,7 @@ func appendBodyStructure(b []byte, p *part, ext, utf8OK bool) []byte {
 		b = appendBodyStructure(b, m, ext, utf8OK)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, p.Lines, 10)
-	case typ == "text":
+	case strings.EqualFold(typ, "text"):
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, p.Lines, 10)
 	}
@@ -369,6 +393,15 @@ func appendBodyStructure(b []byte, p *part, ext, utf8OK bool) []byte {
 		b = appendExtension(b, h, utf8OK)
 	}
 	return append(b, ')')
+}
+
+func hasParam(params [][2]string, name string) bool {
+	for _, kv := range params {
+		if strings.EqualFold(kv[0], name) {
+			return true
+		}
+	}
+	return false
 }
 
 func splitType(t string) (string, string) {

@@ -35,7 +35,9 @@ func quotable(str string, utf8OK bool) bool {
 	}
 	for i := 0; i < len(str); i++ {
 		c := str[i]
-		if c == '\r' || c == '\n' || c == 0 {
+		// Quotes and backslashes go in a literal, not escaped: some
+		// clients' parsers get escapes wrong (Dovecot does the same).
+		if c == '\r' || c == '\n' || c == 0 || c == '"' || c == '\\' {
 			return false
 		}
 		if c >= 0x80 && !utf8OK {
@@ -80,7 +82,7 @@ func appendAString(b []byte, str string, utf8OK bool) []byte {
 		return appendString(b, str, utf8OK)
 	}
 	for i := 0; i < len(str); i++ {
-		if !isAStringChar(str[i]) {
+		if c := str[i]; !isAtomChar(c) && c != ']' {
 			return appendString(b, str, utf8OK)
 		}
 	}

@@ -177,7 +177,7 @@ func (c *searchCtx) match(k *searchKey, sm *searchMsg) bool {
 	case "SENTBEFORE", "SENTON", "SENTSINCE":
 		c.header(sm)
 		d := m.InternalDate
-		if t, err := mail.ParseDate(sm.hdr.Get("date")); err == nil {
+		if t, err := mail.ParseDate(strings.TrimSpace(sm.hdr.Get("date"))); err == nil {
 			d = t
 		}
 		return compareDate(dateOf(d), k.date, strings.TrimPrefix(k.op, "SENT"))

@@ -258,18 +258,20 @@ func parseSort(r *reader, c *command) (any, error) {
 	if err := r.sp(); err != nil {
 		return nil, err
 	}
-	rev := false
 	err := r.list(func() error {
 		k, err := r.keyword()
 		if err != nil {
 			return err
 		}
+		rev := false
 		if k == "REVERSE" {
-			if rev {
-				return errSyntax("REVERSE REVERSE")
-			}
 			rev = true
-			return r.sp()
+			if err := r.sp(); err != nil {
+				return err
+			}
+			if k, err = r.keyword(); err != nil {
+				return err
+			}
 		}
 		switch k {
 		case "ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO":
@@ -277,10 +279,9 @@ func parseSort(r *reader, c *command) (any, error) {
 			return errSyntax("unknown sort key %s", clip(k))
 		}
 		a.criteria = append(a.criteria, sortCriterion{key: k, reverse: rev})
-		rev = false
 		return nil
 	})
-	if err == nil && (len(a.criteria) == 0 || rev) {
+	if err == nil && len(a.criteria) == 0 {
 		err = errSyntax("bad sort criteria")
 	}
 	if err != nil {

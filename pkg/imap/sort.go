@@ -38,7 +38,7 @@ func (s *session) sortMsgs(idx []int, uid bool, ctx *searchCtx) []*sortMsg {
 			x.num = m.UID
 		}
 		x.sent = m.InternalDate
-		if t, err := mail.ParseDate(h.Get("date")); err == nil {
+		if t, err := mail.ParseDate(strings.TrimSpace(h.Get("date"))); err == nil {
 			x.sent = t
 		}
 		x.sent = x.sent.UTC()

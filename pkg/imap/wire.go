@@ -225,7 +225,9 @@ func isAtomChar(c byte) bool {
 	return c > 0x20 && c < 0x7f
 }
 
-func isAStringChar(c byte) bool { return isAtomChar(c) || c == ']' }
+// isAStringChar: atom chars and "]"; 8-bit too, leniently (UTF-8 names
+// and search text from clients that do not quote them).
+func isAStringChar(c byte) bool { return isAtomChar(c) || c == ']' || c >= 0x80 }
 
 // listChar: atom chars, list wildcards and "]" (list-mailbox).
 func isListChar(c byte) bool { return isAStringChar(c) || c == '%' || c == '*' }
