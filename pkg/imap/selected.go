@@ -366,6 +366,10 @@ func (s *session) storeError(op string, err error) result {
 		return no("READ-ONLY", "Mailbox is read-only")
 	case errors.Is(err, mailstore.ErrExpunged):
 		return no("EXPUNGEISSUED", "Some messages were expunged meanwhile")
+	case errors.Is(err, mailstore.ErrBadFlag):
+		return no("CANNOT", "Invalid flag")
+	case errors.Is(err, mailstore.ErrSpecialUse):
+		return no("USEATTR", "Special-use attribute not supported")
 	}
 	s.log.Error(op, "err", err)
 	return no("SERVERBUG", op+" failed; the error is logged")
