@@ -8,10 +8,16 @@ import (
 
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/imap"
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
+	if privsep.IsHandoffChild() {
+		// A session process, started by imapd itself to serve one
+		// session as the mailbox's owner.
+		os.Exit(imap.ServeHandoff())
+	}
 	app := cliapp.NewApp("imapd", "serve Maildir++ folders over IMAP", imap.Flags())
 	app.Action = imap.Main
 	if err := app.Run(os.Args); err != nil {

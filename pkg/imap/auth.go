@@ -4,10 +4,14 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"letterbox/pkg/privsep"
 )
 
 const privacyRequired = "Plaintext authentication disallowed on non-secure connections; use STARTTLS"
@@ -109,18 +113,50 @@ func (s *session) loggedIn(user, name string, err error, mech string) result {
 		}
 		return res
 	}
-	st, err := s.cfg.Backend.Open(name)
+	loc, err := s.cfg.Backend.Locate(name)
 	if err != nil {
-		s.log.Error("mailbox open", "user", name, "err", err)
-		return no("UNAVAILABLE", "Cannot open the mailbox now; try again later")
+		return s.openFailed(name, err)
 	}
+	self := privsep.Self()
+	switch {
+	case loc.Owner.UID == self.UID && (loc.Owner.GID == self.GID || !privsep.IsRoot()):
+		// Already the owner: a mail user serving its virtual mailboxes,
+		// or a mailbox that belongs to whoever runs imapd.
+	case !privsep.IsRoot():
+		return s.openFailed(name, fmt.Errorf("imap: mailbox %s belongs to %s; imapd runs as %s and cannot become its owner", loc.Root, loc.Owner, self))
+	case s.cfg.SwitchProcess:
+		// This process serves this one session: it becomes the owner
+		// for good.
+		if err := loc.Owner.Switch(); err != nil {
+			res := s.openFailed(name, err)
+			res.end = "switch-failed"
+			return res
+		}
+	default:
+		return s.handOff(loc, mech)
+	}
+	st, err := s.cfg.Backend.Open(loc)
+	if err != nil {
+		return s.openFailed(name, err)
+	}
+	return s.authenticated(name, mech, st)
+}
+
+// openFailed answers a login whose mailbox could not be opened.
+func (s *session) openFailed(name string, err error) result {
+	s.log.Error("mailbox open", "user", name, "err", err)
+	return no("UNAVAILABLE", "Cannot open the mailbox now; try again later")
+}
+
+// authenticated enters the authenticated state with the user's store.
+func (s *session) authenticated(name, mech string, st Store) result {
 	if err := st.EnsureSpecialUse(); err != nil {
 		s.log.Error("creating the special-use folders", "user", name, "err", err)
 	}
 	s.store, s.user, s.state = st, name, stateAuth
 	s.rd.maxLiteral = int64(s.cfg.MaxLine)
 	s.log = s.log.With("user", name)
-	s.log.Info("login", "mech", mech, "tls", s.tls)
+	s.log.Info("login", "mech", mech, "tls", s.tls, "uid", os.Geteuid())
 	return okCode("CAPABILITY "+s.capabilities(), "Logged in")
 }
 

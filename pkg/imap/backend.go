@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"letterbox/pkg/mailstore"
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/users"
 )
 
@@ -59,7 +60,18 @@ type Backend interface {
 	// Login returns the user's canonical name, or an error wrapping
 	// ErrAuth for a wrong password and an unknown user alike.
 	Login(user, password string) (string, error)
-	Open(name string) (Store, error)
+	// Locate says where a user's mail is and who owns it.
+	Locate(name string) (Location, error)
+	// Open opens the store at loc; the calling process runs as loc.Owner.
+	Open(loc Location) (Store, error)
+}
+
+// Location is a user's Maildir and its owner, whom the session runs as
+// (DESIGN.md § Guarantees: mailboxes are touched only as their owner).
+type Location struct {
+	User  string
+	Root  string // the INBOX Maildir
+	Owner privsep.Cred
 }
 
 // ErrAuth is a failed login.
@@ -72,8 +84,11 @@ var errUnavailable = errors.New("temporarily unavailable")
 // UsersBackend is the Backend over the users file (pkg/users) and
 // Maildirs (pkg/mailstore).
 type UsersBackend struct {
-	DB             *users.DB
-	MailRoot       string
+	DB       *users.DB
+	MailRoot string
+	// MailUser owns the virtual mailboxes (config key mail-user; "" =
+	// this process), for privsep.MailboxOwner.
+	MailUser       string
 	Hostname       string
 	MaxMessageSize int64
 	PollInterval   time.Duration
@@ -93,17 +108,29 @@ func (b *UsersBackend) Login(user, password string) (string, error) {
 	return u.Name, nil
 }
 
-func (b *UsersBackend) Open(name string) (Store, error) {
+func (b *UsersBackend) Locate(name string) (Location, error) {
 	u := b.DB.Lookup(name)
 	if u == nil {
-		return nil, fmt.Errorf("imap: user %s vanished from the users file", name)
+		return Location{}, fmt.Errorf("imap: user %s vanished from the users file", name)
 	}
 	mb := u.Mailbox(b.MailRoot)
 	if mb.Kind != "maildir" {
-		return nil, fmt.Errorf("imap: user %s: %s mailboxes are served by pop3d only, not over IMAP", name, mb.Kind)
+		return Location{}, fmt.Errorf("imap: user %s: %s mailboxes are served by pop3d only, not over IMAP", name, mb.Kind)
 	}
-	st, err := mailstore.Open(mailstore.Options{Root: mb.Path, Hostname: b.Hostname,
-		MaxMessageSize: b.MaxMessageSize, PollInterval: b.PollInterval, Log: b.Log})
+	owner, err := privsep.MailboxOwner(privsep.Mailbox{UID: u.UID, GID: u.GID, Home: u.Home, Path: mb.Path, MailUser: b.MailUser})
+	if err != nil {
+		return Location{}, fmt.Errorf("imap: user %s: owner of %s: %w", name, mb.Path, err)
+	}
+	return Location{User: u.Name, Root: mb.Path, Owner: owner}, nil
+}
+
+func (b *UsersBackend) Open(loc Location) (Store, error) {
+	return openStore(loc, b.Hostname, b.MaxMessageSize, b.PollInterval, b.Log)
+}
+
+func openStore(loc Location, hostname string, maxSize int64, poll time.Duration, log *slog.Logger) (Store, error) {
+	st, err := mailstore.Open(mailstore.Options{Root: loc.Root, Hostname: hostname,
+		MaxMessageSize: maxSize, PollInterval: poll, Log: log})
 	if err != nil {
 		return nil, err
 	}

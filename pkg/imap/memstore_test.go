@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"letterbox/pkg/mailstore"
+	"letterbox/pkg/privsep"
 )
 
 // memStore is an in-memory Store with mailstore's contract, for testing
@@ -571,4 +572,8 @@ func (b *memBackend) store(name string) *memStore {
 	return s
 }
 
-func (b *memBackend) Open(name string) (Store, error) { return b.store(name), nil }
+func (b *memBackend) Locate(name string) (Location, error) {
+	return Location{User: name, Root: "mem:" + name, Owner: privsep.Self()}, nil
+}
+
+func (b *memBackend) Open(loc Location) (Store, error) { return b.store(loc.User), nil }

@@ -46,7 +46,19 @@ type Config struct {
 	// MaxMessageSize bounds APPEND (announced as APPENDLIMIT; default
 	// 35 MiB).
 	MaxMessageSize int64
-	Log            *slog.Logger
+	// PollInterval is passed on to session processes (mailstore's
+	// Options.PollInterval).
+	PollInterval time.Duration
+	Log          *slog.Logger
+
+	// SwitchProcess: this process serves one session (inetd, stdio), and
+	// when the mailbox's owner is another user it switches to that user
+	// for good. Otherwise such a session goes on in a child running as
+	// the owner (privsep.Spawn).
+	SwitchProcess bool
+	// LogLevel and LogFormat are the log settings session processes set
+	// up (config keys log-level and log-format).
+	LogLevel, LogFormat string
 }
 
 // Server serves IMAP sessions on listeners.
@@ -201,7 +213,7 @@ func (s *Server) Shutdown(timeout time.Duration) {
 	case <-time.After(timeout):
 		s.mu.Lock()
 		for ss := range s.sessions {
-			ss.raw.Close()
+			ss.kill()
 		}
 		s.mu.Unlock()
 		<-done

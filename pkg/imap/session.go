@@ -8,10 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"letterbox/pkg/listen"
+	"letterbox/pkg/privsep"
 )
 
 type state int
@@ -85,6 +88,11 @@ type session struct {
 	interrupted atomic.Bool
 	stop        chan struct{} // closed by interrupt
 
+	// child serves the session after login, as the mailbox's owner (nil:
+	// this process does).
+	childMu sync.Mutex
+	child   *privsep.Child
+
 	state state
 	tag   string // of the command running
 	user  string
@@ -130,12 +138,37 @@ func newSession(srv *Server, c net.Conn, implicitTLS bool) *session {
 	return s
 }
 
-// interrupt makes a blocked read return so the session sees the shutdown.
+// interrupt makes a blocked read return so the session sees the shutdown;
+// a session served by a child is the child's to end, on SIGTERM.
 func (s *session) interrupt() {
 	if s.interrupted.CompareAndSwap(false, true) {
 		close(s.stop)
 	}
+	if c := s.getChild(); c != nil {
+		c.Signal(syscall.SIGTERM)
+		return
+	}
 	s.raw.SetReadDeadline(time.Now())
+}
+
+// kill ends the session at once (shutdown's deadline passed).
+func (s *session) kill() {
+	if c := s.getChild(); c != nil {
+		c.Kill()
+	}
+	s.raw.Close()
+}
+
+func (s *session) getChild() *privsep.Child {
+	s.childMu.Lock()
+	defer s.childMu.Unlock()
+	return s.child
+}
+
+func (s *session) setChild(c *privsep.Child) {
+	s.childMu.Lock()
+	s.child = c
+	s.childMu.Unlock()
 }
 
 // continuation asks for a synchronizing literal.
@@ -145,8 +178,25 @@ func (s *session) continuation() error {
 }
 
 func (s *session) serve() {
-	defer s.raw.Close()
 	reason := s.run()
+	if reason == reasonHandedOff {
+		// The child logs the session's end; one that died could not.
+		c := s.getChild()
+		if err := c.Wait(); err != nil {
+			s.log.Error("session end", "reason", "session-process-failed", "pid", c.Pid(), "err", err)
+		}
+		return
+	}
+	s.end(reason)
+}
+
+// reasonHandedOff: the session goes on in a child process.
+const reasonHandedOff = "handed-off"
+
+// end finishes a session this process served: the last responses, the
+// store, the session's log line and the connection.
+func (s *session) end(reason string) {
+	defer s.raw.Close()
 	s.bw.Flush()
 	s.closeMailbox()
 	if s.store != nil {

@@ -39,7 +39,10 @@ func Flags() []cli.Flag {
 }
 
 // Main is the imapd command after flag parsing: get the listeners (or the
-// stdio session), drop privileges, serve until SIGTERM.
+// stdio session), drop privileges, serve until SIGTERM. A session whose
+// mailbox belongs to another user is served as that user: by this process
+// switching to it (the stdio session) or by a child process
+// (ServeHandoff).
 func Main(c *cli.Context) error {
 	cm, err := cliapp.Load(c)
 	if err != nil {
@@ -71,7 +74,7 @@ func Main(c *cli.Context) error {
 	maxSize := c.Int64("max-message-size")
 	srv := New(Config{
 		Hostname: cm.Hostname,
-		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, Hostname: cm.Hostname,
+		Backend: &UsersBackend{DB: db, MailRoot: cm.MailRoot, MailUser: cm.MailUser, Hostname: cm.Hostname,
 			MaxMessageSize: maxSize, PollInterval: c.Duration("poll-interval"), Log: cm.Log},
 		TLS:               ln.TLS,
 		AllowInsecureAuth: c.Bool("allow-insecure-auth"),
@@ -82,7 +85,11 @@ func Main(c *cli.Context) error {
 		MaxLine:           c.Int("max-line-length"),
 		MaxPreauthLiteral: c.Int64("max-preauth-literal"),
 		MaxMessageSize:    maxSize,
+		PollInterval:      c.Duration("poll-interval"),
 		Log:               cm.Log,
+		SwitchProcess:     ln.Stdio,
+		LogLevel:          c.String("log-level"),
+		LogFormat:         c.String("log-format"),
 	})
 	return Run(srv, ln.Listeners, cm)
 }
