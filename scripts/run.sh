@@ -48,6 +48,7 @@ letterbox is running (data and logs under $VAR):
   SMTP        127.0.0.1:2525   (relay from loopback; STARTTLS with a self-signed cert)
   submission  127.0.0.1:2587   (AUTH required)
 $( [ -x bin/pop3d ] && echo "  POP3        127.0.0.1:2110" )
+$( [ -x bin/imapd ] && echo "  IMAP        127.0.0.1:2143   (STARTTLS with the same certificate)" )
   demo user   demo@example.test   password: $PW
   Maildir     $VAR/mail/example.test/demo/
 
@@ -56,6 +57,9 @@ Try:
   curl -s smtp://127.0.0.1:2525 --mail-from me@example.test --mail-rcpt demo@example.test -T - <<< \$'Subject: hi\\n\\nhello'
   echo "Subject: cron" | LETTERBOX_CONFIG=$CONF bin/sendmail demo@example.test
   LETTERBOX_CONFIG=$CONF bin/queue-runner list
+$( [ -x bin/imapd ] && echo "  curl imap://127.0.0.1:2143/ -u demo@example.test:$PW                 # list folders
+  curl 'imap://127.0.0.1:2143/INBOX;UID=1' -u demo@example.test:$PW     # read a message
+  mutt -f imap://demo%40example.test@127.0.0.1:2143/                     # or any IMAP client" )
 Ctrl-C stops it.
 MSG
 wait

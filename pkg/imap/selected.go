@@ -570,7 +570,7 @@ func (s *session) cmdExpunge(a expungeArgs) result {
 
 // idleKeepalive is how often an idling client hears "* OK Still here",
 // which keeps NAT state alive (Dovecot's imap_idle_notify_interval).
-const idleKeepalive = 2 * time.Minute
+var idleKeepalive = 2 * time.Minute
 
 func (s *session) cmdIdle() result {
 	s.bw.WriteString("+ idling\r\n")

@@ -229,6 +229,9 @@ func (s *session) untagged(text string) {
 }
 
 func (s *session) bye(text string) {
+	// The command's deadline may be past (an idle timeout): a few more
+	// seconds to say goodbye.
+	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	s.untagged("BYE " + text)
 	s.bw.Flush()
 }

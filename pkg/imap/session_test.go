@@ -338,3 +338,54 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// TestTimeouts: an idle session ends with BYE Autologout, IDLE included;
+// an idling client hears "* OK Still here"; 50 commands without a login
+// end the session.
+func TestTimeouts(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := ts.login(t)
+	if l := c.line(); !strings.HasPrefix(l, "* BYE Autologout") {
+		t.Fatalf("idle session: %q", l)
+	}
+	c = ts.login(t)
+	c.raw("i IDLE\r\n")
+	c.line()
+	if l := c.line(); !strings.HasPrefix(l, "* BYE Autologout") {
+		t.Fatalf("idle IDLE: %q", l)
+	}
+	old := idleKeepalive
+	idleKeepalive = 50 * time.Millisecond
+	defer func() { idleKeepalive = old }()
+	ts2 := startServer(t, nil)
+	c = ts2.login(t)
+	c.raw("i IDLE\r\n")
+	c.line()
+	if l := c.line(); l != "* OK Still here" {
+		t.Fatalf("keepalive: %q", l)
+	}
+	c = ts2.dial(t)
+	for i := 0; i < 50; i++ {
+		c.ok("NOOP")
+	}
+	c.raw("x NOOP\r\n")
+	if l := c.line(); !strings.HasPrefix(l, "* BYE") {
+		t.Fatalf("51st command without login: %q", l)
+	}
+}
+
+// TestUIDValidityChange: a folder replaced under a session ends it.
+func TestUIDValidityChange(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.login(t)
+	c.ok("CREATE Box")
+	c.ok("SELECT Box")
+	st := ts.be.store("alice@example.test")
+	st.mu.Lock()
+	st.folders["Box"].uidValidity++
+	st.mu.Unlock()
+	c.raw("n NOOP\r\n")
+	if l := c.line(); !strings.HasPrefix(l, "* BYE [UIDVALIDITY]") {
+		t.Fatalf("replaced folder: %q", l)
+	}
+}
