@@ -1,4 +1,5 @@
-// Command mailuser manages the users file: add, passwd, del, list, check.
+// Command mailuser manages the users file: add, passwd, del, list, check;
+// and makes DKIM keys: dkim-keygen.
 package main
 
 import (
@@ -113,6 +114,7 @@ func main() {
 			},
 		},
 	}
+	app.Commands = append(app.Commands, dkimKeygenCommand())
 	app.Action = func(c *cli.Context) error {
 		if c.NArg() > 0 {
 			return sysexits.New(sysexits.Usage, fmt.Errorf("unknown command %q (add, passwd, del, list, check)", c.Args().First()))

@@ -12,7 +12,12 @@ var otherKeys = []string{
 	"listen", "user", "relay-networks", "max-message-size", "max-recipients",
 	"max-errors", "command-timeout", "data-timeout", "allow-insecure-auth",
 	"max-auth-failures", "max-received", "greeting",
-	"mode", "auth-failure-delay", "bare-newline",
+	"mode", "auth-failure-delay",
+	// smtpd's checks on mail in (pkg/check)
+	"dnsbl", "dnswl", "spf", "dkim-verify", "dmarc", "milter", "milter-default-action",
+	"milter-timeout", "filter", "filter-timeout",
+	// queue-runner and mailuser: DKIM signing keys
+	"dkim-keys", "bare-newline",
 	// queue-runner
 	"daemon", "dns", "route", "smtp-port", "retry-after", "max-retry-interval",
 	"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",
