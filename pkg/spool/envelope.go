@@ -19,6 +19,8 @@ import (
 //	auth "alice"
 //	warned 2026-11-23T16:00:00Z
 //	notice dsn
+//	relay yes
+//	junk "dmarc: example.org p=quarantine"
 //	rcpt "bob@example.test" state=pending attempts=2 next=2026-11-23T12:30:00Z error="4.2.0 mailbox busy" orcpt="Bob@example.test"
 //
 // Strings are Go-quoted (so no value can contain a line break); unknown
@@ -47,6 +49,12 @@ func (e *Envelope) Format() string {
 	}
 	if e.Notice != "" {
 		b.WriteString("notice " + strconv.Quote(e.Notice) + "\n")
+	}
+	if e.Relay {
+		b.WriteString("relay yes\n")
+	}
+	if e.Junk != "" {
+		b.WriteString("junk " + strconv.Quote(e.Junk) + "\n")
 	}
 	for _, r := range e.Recipients {
 		st := r.State
@@ -119,6 +127,13 @@ func Parse(text string) (*Envelope, error) {
 			e.Warned, err = time.Parse(time.RFC3339Nano, rest)
 		case "notice":
 			e.Notice, err = unquoteAll(rest)
+		case "relay":
+			if rest != "yes" {
+				err = fmt.Errorf("want yes, not %q", rest)
+			}
+			e.Relay = true
+		case "junk":
+			e.Junk, err = unquoteAll(rest)
 		case "rcpt":
 			var r *Recipient
 			r, err = parseRcpt(rest)

@@ -65,6 +65,14 @@ type Envelope struct {
 	// a delivery status notification to a sender, NoticePostmaster for a
 	// failed bounce handed to the postmaster (which is never bounced again).
 	Notice string
+
+	// Relay marks mail from a client in relay-networks (or RELAYCLIENT):
+	// one of our own hosts, whose mail is DKIM-signed on the way out like
+	// an authenticated user's.
+	Relay bool
+	// Junk says why the message goes to its local recipients' Junk
+	// folder (DMARC p=quarantine, a milter's quarantine); "" when not.
+	Junk string
 }
 
 // Values of Envelope.Notice.
