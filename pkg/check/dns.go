@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -191,4 +192,20 @@ func (r *Resolver) LookupA(ctx context.Context, name string) ([]net.IP, error) {
 // txtFunc adapts LookupTXT to go-msgauth's LookupTXT option, bound to ctx.
 func (r *Resolver) txtFunc(ctx context.Context) func(string) ([]string, error) {
 	return func(name string) ([]string, error) { return r.LookupTXT(ctx, name) }
+}
+
+// ReverseLookup returns the first PTR name of ip through the resolver
+// ("" for none, or when it takes more than 2 seconds): smtpd's Received
+// field and the milters' client name.
+func (c *Checker) ReverseLookup(ip string) string {
+	if c.cfg.Resolver == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	names, err := c.cfg.Resolver.LookupAddr(ctx, ip)
+	if err != nil || len(names) == 0 {
+		return ""
+	}
+	return strings.TrimSuffix(names[0], ".")
 }
