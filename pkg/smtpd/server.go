@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"letterbox/pkg/check"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
 	"letterbox/pkg/users"
@@ -152,9 +153,10 @@ func (c *Config) Defaults() {
 type Server struct {
 	Config
 	Queue      Queue
-	Recipients Recipients    // nil: every local recipient exists
-	Auth       Authenticator // nil: no AUTH offered
-	Senders    Senders       // MAIL FROM after AUTH; nil: only the user's own address
+	Recipients Recipients     // nil: every local recipient exists
+	Auth       Authenticator  // nil: no AUTH offered
+	Senders    Senders        // MAIL FROM after AUTH; nil: only the user's own address
+	Checks     *check.Checker // mail from strangers (checks.go); nil: none
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

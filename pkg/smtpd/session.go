@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 
+	"letterbox/pkg/check"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
@@ -78,6 +79,10 @@ type session struct {
 	bdat     *bdatState
 	bdatFail bool   // a BDAT chunk of this transaction was refused
 	presetID string // the queue id named in the Received header
+
+	chk     *check.Conn // checks on mail from strangers (checks.go)
+	refused *Reply      // the checks refused the connection: only QUIT
+	txID    string      // the transaction's queue id, chosen at MAIL when checked
 }
 
 type bdatState struct {
@@ -282,11 +287,16 @@ func (s *session) serve() {
 		s.bw = bufio.NewWriterSize(tc, 4096)
 	}
 	s.startPTR()
+	defer s.checkClose()
 	banner := s.srv.Hostname + " ESMTP letterbox ready"
 	if s.srv.Greeting != "" {
 		banner += "; " + s.srv.Greeting
 	}
-	s.writeReply(220, "", banner+" (type HELP for the commands)")
+	if s.refused = s.checkConnect(); s.refused != nil {
+		s.writeReply(s.refused.Code, s.refused.Enh, s.refused.Text)
+	} else {
+		s.writeReply(220, "", banner+" (type HELP for the commands)")
+	}
 	for !s.closed {
 		if s.isStopping() {
 			s.abortBDAT()
@@ -329,6 +339,9 @@ func (s *session) command(line string) {
 	}
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
+	if s.refusedCommand(verb) {
+		return
+	}
 	switch verb {
 	case "EHLO", "HELO":
 		s.hello(verb == "EHLO", strings.TrimSpace(arg))
@@ -403,6 +416,11 @@ func (s *session) hello(ehlo bool, arg string) {
 	s.abortBDAT()
 	s.resetTx()
 	s.helo, s.esmtp = name, ehlo
+	if r := s.checkHelo(name); r != nil {
+		s.helo = ""
+		s.replyErr(r)
+		return
+	}
 	greet := fmt.Sprintf("%s Hello %s [%s]", s.srv.Hostname, name, s.clientIP())
 	if !ehlo {
 		s.writeReply(250, "", greet)
@@ -438,6 +456,7 @@ func (s *session) resetTx() {
 	s.utf8 = false
 	s.rcpts = nil
 	s.bdatFail = false
+	s.checkReset()
 }
 
 func cutFold(s, prefix string) (string, bool) {
@@ -547,6 +566,10 @@ func (s *session) mail(arg string) {
 			}
 		}
 	}
+	if r := s.checkMail(from, params); r != nil {
+		s.replyErr(r)
+		return
+	}
 	s.inTx, s.from, s.utf8, s.bdatFail = true, from, utf8, false
 	s.reply(250, "2.1.0", "Sender <"+from+"> OK")
 }
@@ -612,20 +635,25 @@ func (s *session) rcpt(arg string) {
 			return
 		}
 	}
+	if r := s.checkRcpt(to); r != nil {
+		s.replyErr(r)
+		return
+	}
 	s.rcpts = append(s.rcpts, to)
 	s.reply(250, "2.1.5", "Recipient <"+to+"> OK")
 }
 
 func (s *session) newEnvelope() *spool.Envelope {
-	env := &spool.Envelope{From: s.from, Arrived: time.Now(), AuthUser: s.authUser}
+	env := &spool.Envelope{From: s.from, Arrived: time.Now(), AuthUser: s.authUser, Relay: s.trusted}
 	if env.AuthUser == "" {
 		env.AuthUser = s.srv.LocalUser
 	}
 	for _, r := range s.rcpts {
 		env.Recipients = append(env.Recipients, &spool.Recipient{Address: r, State: spool.Pending})
 	}
-	if g, ok := s.srv.Queue.(interface{ NewID() string }); ok {
-		env.ID = g.NewID()
+	env.ID = s.txID
+	if env.ID == "" {
+		env.ID = s.newID()
 	}
 	s.presetID = env.ID
 	return env
@@ -648,6 +676,10 @@ func (s *session) data(arg string) {
 		s.reply(554, "5.5.1", "No valid recipients")
 		return
 	}
+	if r := s.checkData(); r != nil {
+		s.replyErr(r)
+		return
+	}
 	s.writeReply(354, "", "Send the message, end with <CR><LF>.<CR><LF>")
 	s.flush()
 	env := s.newEnvelope()
@@ -655,7 +687,7 @@ func (s *session) data(arg string) {
 	dr := &dotReader{r: s.br, normalize: s.srv.BareNewline == BareNewlineNormalize}
 	chk := newChecker(s.srv.MaxMessageSize, maxTextLine, s.srv.MaxReceived)
 	body := io.MultiReader(strings.NewReader(s.received(env.ID)), s.ownMessage(&checkedReader{r: dr, c: chk}))
-	id, err := s.srv.Queue.Submit(env, body)
+	id, err := s.submit(env, body)
 	derr := dr.drain()
 	s.setState(stateCommand)
 	s.finishMessage(env, id, err, derr, chk)
@@ -704,6 +736,9 @@ func (s *session) finishMessage(env *spool.Envelope, id string, err, connErr err
 			s.log.Error("spool committed a message the checker rejected", "id", id)
 		}
 		s.replyErr(chk.err)
+		return
+	}
+	if s.checkRefusal(err) {
 		return
 	}
 	if err != nil {
@@ -761,6 +796,13 @@ func (s *session) bdatCmd(arg string) {
 		return
 	}
 	if s.bdat == nil {
+		if r := s.checkData(); r != nil {
+			if discard() {
+				s.replyErr(r)
+				s.bdatFail = true
+			}
+			return
+		}
 		env := s.newEnvelope()
 		pr, pw := io.Pipe()
 		b := &bdatState{pw: pw, env: env, done: make(chan submitResult, 1),
@@ -768,7 +810,7 @@ func (s *session) bdatCmd(arg string) {
 		hdr := s.received(env.ID)
 		data := s.ownMessage(pr)
 		go func() {
-			id, err := s.srv.Queue.Submit(env, io.MultiReader(strings.NewReader(hdr), data))
+			id, err := s.submit(env, io.MultiReader(strings.NewReader(hdr), data))
 			pr.CloseWithError(errors.New("smtpd: submit returned"))
 			b.done <- submitResult{id, err}
 		}()
@@ -971,6 +1013,7 @@ func (s *session) starttls(arg string) {
 	s.br = bufio.NewReaderSize(connReader{s}, readBufSize)
 	s.bw = bufio.NewWriterSize(tc, 4096)
 	s.isTLS = true
+	s.checkTLS(tc.ConnectionState())
 	// RFC 3207 § 4.2: forget everything learnt before TLS.
 	s.helo, s.esmtp, s.authUser = "", false, ""
 	s.resetTx()

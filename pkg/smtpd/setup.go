@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"letterbox/pkg/check"
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
@@ -24,7 +25,7 @@ import (
 
 // Flags are smtpd's own flags (the shared ones come from config).
 func Flags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE smtp, submission or submissions; repeatable)"},
 		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session (inetd, tcpserver, systemd Accept=yes)", Value: "smtp"},
 		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
@@ -40,7 +41,7 @@ func Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow AUTH without TLS from non-loopback clients"},
 		&cli.StringFlag{Name: "greeting", Usage: "extra `TEXT` in the 220 banner"},
 		&cli.StringFlag{Name: "bare-newline", Usage: "a bare LF in message data: `reject` (550 5.6.11) or normalize (taken as CRLF)", Value: BareNewlineReject},
-	}
+	}, check.Flags()...)
 }
 
 // New returns a server for the shared configuration with the default
@@ -133,6 +134,9 @@ func Main(c *cli.Context) error {
 	}
 	srv.TLS = ln.TLS
 	if err := srv.ApplyFlags(c); err != nil {
+		return err
+	}
+	if err := srv.applyChecks(c, cm); err != nil {
 		return err
 	}
 	if ln.Stdio {
