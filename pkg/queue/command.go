@@ -16,6 +16,7 @@ import (
 
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
+	"letterbox/pkg/dkim"
 	"letterbox/pkg/remote"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
@@ -33,6 +34,7 @@ func Flags() []cli.Flag {
 		&cli.DurationFlag{Name: "bounce-after", Usage: "give up and bounce after `DURATION`", Value: DefaultBounceAfter},
 		&cli.StringFlag{Name: "mda", Usage: "deliver local mailboxes by piping to `COMMAND` (sh -c) instead of in-process"},
 		&cli.DurationFlag{Name: "interval", Usage: "the daemon's longest `SLEEP` between passes", Value: DefaultInterval},
+		cliapp.Flag(dkim.KeysFlag),
 	}
 }
 
@@ -185,6 +187,7 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 		// starts more work than the client could carry at once.
 		Workers: root.Int("concurrency"), PerDestination: root.Int("concurrency-per-domain"),
 		Log: cm.Log}
+	r.Signer = signer(root.String("dkim-keys"))
 	return r, cm, nil
 }
 

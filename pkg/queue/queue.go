@@ -45,6 +45,7 @@ type Runner struct {
 	Spool      *spool.Spool
 	Router     Resolver
 	Remote     RemoteDeliverer // nil: remote recipients stay queued
+	Signer     Signer          // DKIM-signs our mail to other hosts (sign.go); nil: none
 	Hostname   string
 	Postmaster string // where failed bounces go
 	MDA        string // when set, local mailboxes are delivered by piping to this command
@@ -545,6 +546,7 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 			outs[i] = merge(outs[i], o)
 		}
 	}
+	data := r.remoteData(l, env, log)
 	for _, dom := range domains {
 		refs := byDomain[dom]
 		addrs := make([]string, len(refs))
@@ -556,7 +558,7 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 		if r.Remote == nil {
 			err = ErrRemoteUnavailable
 		} else {
-			res, err = r.Remote.Deliver(ctx, dom, env.From, addrs, func() (io.ReadCloser, error) { return l.Data(), nil })
+			res, err = r.Remote.Deliver(ctx, dom, env.From, addrs, data)
 		}
 		for j, ref := range refs {
 			var o outcome
