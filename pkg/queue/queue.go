@@ -532,6 +532,7 @@ func (r *Runner) deliverAll(ctx context.Context, l *spool.Locked, env *spool.Env
 			if d.Original == "" {
 				d.Original = rc.Original
 			}
+			d = junkFolder(env, d)
 			err := r.local(ctx, l, env.From, d)
 			if err != nil {
 				log.Debug("local delivery failed", "rcpt", rc.Address, "dest", d.Kind.String(), "err", err)
