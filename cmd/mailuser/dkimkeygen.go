@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,19 +27,27 @@ func dkimKeygenCommand() *cli.Command {
 		ArgsUsage: "DOMAIN", Flags: flags,
 		Before: func(c *cli.Context) error { return cliapp.ApplyFile(c, "mailuser", fileFlags) },
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
+			// Options may follow DOMAIN, as the usage line shows them;
+			// urfave/cli stops at the first argument, so those are
+			// taken here.
+			opts := map[string]string{}
+			for _, n := range []string{"selector", "algorithm", "dkim-keys"} {
+				opts[n] = c.String(n)
+			}
+			args, err := trailingOptions(c.Args().Slice(), opts)
+			if err != nil || len(args) != 1 {
 				return sysexits.New(sysexits.Usage, errors.New("usage: mailuser dkim-keygen DOMAIN [--selector S] [--algorithm ed25519|rsa]"))
 			}
-			alg := c.String("algorithm")
+			alg := opts["algorithm"]
 			if alg != "rsa" && alg != "ed25519" {
 				return sysexits.New(sysexits.Usage, fmt.Errorf("--algorithm %q: want rsa or ed25519", alg))
 			}
-			sel := c.String("selector")
+			sel := opts["selector"]
 			if sel == "" {
 				sel = alg
 			}
-			dir := c.String("dkim-keys")
-			k, err := dkim.Generate(dir, c.Args().First(), sel, alg)
+			dir := opts["dkim-keys"]
+			k, err := dkim.Generate(dir, args[0], sel, alg)
 			switch {
 			case errors.Is(err, os.ErrExist):
 				return sysexits.New(sysexits.CantCreat, fmt.Errorf("%w (choose another --selector)", err))
@@ -56,4 +65,31 @@ func dkimKeygenCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// trailingOptions takes the options named in opts (--NAME VALUE,
+// --NAME=VALUE, one or two dashes) out of args, setting opts, and returns
+// the other arguments.
+func trailingOptions(args []string, opts map[string]string) ([]string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(rest, args[i+1:]...), nil
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if _, ok := opts[name]; !ok || !strings.HasPrefix(a, "-") {
+			rest = append(rest, a)
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("option %s needs a value", a)
+			}
+			i++
+			val = args[i]
+		}
+		opts[name] = val
+	}
+	return rest, nil
 }

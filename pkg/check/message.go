@@ -199,7 +199,10 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 		for _, d := range fromDomains(m.fields) {
 			o := cn.c.checkDMARC(ctx, d, spfOut, dkimPass)
 			results = append(results, o.authres())
-			logArgs = append(logArgs, "dmarc", string(o.result)+":"+d, "dmarc_policy", string(o.policy))
+			logArgs = append(logArgs, "dmarc", string(o.result)+":"+d)
+			if o.policy != "" {
+				logArgs = append(logArgs, "dmarc_policy", string(o.policy))
+			}
 			if cfg.DMARC != ModeEnforce || o.result != authres.ResultFail {
 				continue
 			}
