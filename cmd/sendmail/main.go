@@ -10,7 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"letterbox/pkg/config/cliapp"
-	"letterbox/pkg/smtpd"
+	"letterbox/pkg/sendmail"
 	"letterbox/pkg/sysexits"
 )
 
@@ -30,12 +30,12 @@ func main() {
 		}
 		return false
 	}
-	opts, err := smtpd.ParseSendmailArgs(name, os.Args[1:], takesValue)
+	opts, err := sendmail.ParseArgs(name, os.Args[1:], takesValue)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(sysexits.Usage)
 	}
-	app.Action = func(c *cli.Context) error { return smtpd.Sendmail(c, opts) }
+	app.Action = func(c *cli.Context) error { return sendmail.Run(c, opts) }
 	if err := app.Run(append([]string{name}, opts.Long...)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(sysexits.Code(err))

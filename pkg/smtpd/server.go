@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"letterbox/pkg/check"
-	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
+	"letterbox/pkg/submission"
 	"letterbox/pkg/users"
 )
 
@@ -43,29 +43,9 @@ type Queue interface {
 	Submit(env *spool.Envelope, data io.Reader) (string, error)
 }
 
-// Recipients checks a local recipient: nil if it exists, an error wrapping
-// route.ErrNoSuchUser (550 5.1.1), route.ErrBadAddress (501 5.1.3) or
-// route.ErrLoop (550 5.4.6); anything else is a temporary failure (451).
-type Recipients interface {
-	Check(addr string) error
-}
-
 // Authenticator checks a user's password; any error is a failed login.
 type Authenticator interface {
 	Authenticate(user, password string) error
-}
-
-// RouterRecipients adapts a route.Router to Recipients.
-type RouterRecipients struct{ Router *route.Router }
-
-func (r RouterRecipients) Check(addr string) (err error) {
-	defer func() {
-		// A router bug must cost one 451, not the whole server.
-		if p := recover(); p != nil {
-			err = errors.New("route: internal error")
-		}
-	}()
-	return r.Router.Exists(addr)
 }
 
 // UsersAuth adapts a users.DB to Authenticator.
@@ -153,10 +133,10 @@ func (c *Config) Defaults() {
 type Server struct {
 	Config
 	Queue      Queue
-	Recipients Recipients     // nil: every local recipient exists
-	Auth       Authenticator  // nil: no AUTH offered
-	Senders    Senders        // MAIL FROM after AUTH; nil: only the user's own address
-	Checks     *check.Checker // mail from strangers (checks.go); nil: none
+	Recipients submission.Recipients // nil: every local recipient exists
+	Auth       Authenticator         // nil: no AUTH offered
+	Senders    submission.Senders    // MAIL FROM after AUTH; nil: only the user's own address
+	Checks     *check.Checker        // mail from strangers (checks.go); nil: none
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

@@ -21,6 +21,7 @@ import (
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
+	"letterbox/pkg/submission"
 )
 
 const (
@@ -493,7 +494,7 @@ func (s *session) mail(arg string) {
 		s.reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 		return
 	}
-	addr, null, params, err := parsePath(rest, true)
+	addr, null, params, err := submission.ParsePath(rest, true)
 	if err != nil {
 		s.reply(501, "5.1.7", "Bad sender address syntax: "+err.Error())
 		return
@@ -584,7 +585,7 @@ func (s *session) rcpt(arg string) {
 		s.reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 		return
 	}
-	addr, null, params, err := parsePath(rest, true)
+	addr, null, params, err := submission.ParsePath(rest, true)
 	if err != nil || null {
 		s.log.Info("recipient rejected", "from", s.from, "rcpt", truncate(rest, 200), "reason", "syntax")
 		s.reply(501, "5.1.3", "Bad recipient address syntax")
@@ -702,7 +703,7 @@ func (s *session) ownMessage(r io.Reader) io.Reader {
 	if s.authUser == "" && s.srv.LocalUser == "" {
 		return r
 	}
-	return newHeaderFixer(r, s.srv.Hostname, nil)
+	return submission.NewHeaderFixer(r, s.srv.Hostname, nil)
 }
 
 // finishMessage replies to the end of DATA or the last BDAT chunk.
@@ -1129,4 +1130,18 @@ func (s *session) authFailed(user string, err error) {
 		return
 	}
 	s.reply(535, "5.7.8", "Authentication credentials invalid")
+}
+
+// senderAllowed applies the rule to MAIL FROM of an authenticated session;
+// from is the canonical address (not empty). Without Senders only the
+// user's own address is allowed.
+func (s *session) senderAllowed(from string) (bool, error) {
+	if s.srv.Senders != nil {
+		return s.srv.Senders.Owns(s.authUser, from)
+	}
+	local, domain, err := route.ParseAddress(from)
+	if err != nil {
+		return false, nil
+	}
+	return submission.OwnsAddress(s.authUser, local, domain), nil
 }

@@ -15,9 +15,8 @@ import (
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
-	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
-	"letterbox/pkg/users"
+	"letterbox/pkg/submission"
 	// Authentication needs the password code, which pkg/users leaves out
 	// for deliver's sake.
 	_ "letterbox/pkg/users/passwd"
@@ -53,7 +52,7 @@ func New(cm *config.Common) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtpd: spool %s: %w", cm.Spool, err)
 	}
-	rt, db, err := newRouter(cm)
+	rt, db, err := submission.NewRouter(cm)
 	if err != nil {
 		return nil, err
 	}
@@ -65,9 +64,9 @@ func New(cm *config.Common) (*Server, error) {
 			Log:           cm.Log,
 		},
 		Queue:      spoolQueue{sp},
-		Recipients: RouterRecipients{Router: rt},
+		Recipients: submission.RouterRecipients{Router: rt},
 		Auth:       UsersAuth{DB: db},
-		Senders:    NewRouterSenders(rt),
+		Senders:    submission.NewRouterSenders(rt),
 	}
 	srv.RelayNetworks, _ = listen.ParseNetworks([]string{"127.0.0.0/8", "::1/128"})
 	srv.AuthFailureDelay = time.Second
@@ -80,14 +79,6 @@ func New(cm *config.Common) (*Server, error) {
 type spoolQueue struct{ *spool.Spool }
 
 func (spoolQueue) NewID() string { return spool.NewID() }
-
-func newRouter(cm *config.Common) (*route.Router, *users.DB, error) {
-	rt, err := route.New(cm, false)
-	if err != nil {
-		return nil, nil, fmt.Errorf("smtpd: %w", err)
-	}
-	return rt, rt.Users, nil
-}
 
 // ApplyFlags sets the limits and policy from smtpd's flags.
 func (s *Server) ApplyFlags(c *cli.Context) error {

@@ -1,4 +1,4 @@
-package smtpd
+package sendmail
 
 import (
 	"errors"
@@ -9,9 +9,9 @@ import (
 	"letterbox/pkg/sysexits"
 )
 
-func TestParseSendmailArgs(t *testing.T) {
+func TestParseArgs(t *testing.T) {
 	long := func(n string) bool { return n == "config" }
-	o, err := ParseSendmailArgs("sendmail", []string{"-oem", "-t", "-oi", "-fbob@x.test", "-F", "Bob B", "-odi", "-N", "never", "--config", "f.conf", "-v", "a@x.test,b@x.test", "c"}, long)
+	o, err := ParseArgs("sendmail", []string{"-oem", "-t", "-oi", "-fbob@x.test", "-F", "Bob B", "-odi", "-N", "never", "--config", "f.conf", "-v", "a@x.test,b@x.test", "c"}, long)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,22 +22,22 @@ func TestParseSendmailArgs(t *testing.T) {
 		t.Fatalf("%+v", o)
 	}
 	for args, op := range map[string]string{"-bp": "list", "-q": "flush", "-q30m": "flush", "-bs": "smtp", "-bm": "send"} {
-		o, _ := ParseSendmailArgs("sendmail", []string{args}, long)
+		o, _ := ParseArgs("sendmail", []string{args}, long)
 		if o.Op != op {
 			t.Errorf("%s: op %s", args, o.Op)
 		}
 	}
-	if o, _ := ParseSendmailArgs("mailq", nil, long); o.Op != "list" {
+	if o, _ := ParseArgs("mailq", nil, long); o.Op != "list" {
 		t.Error("mailq is not -bp")
 	}
-	if _, err := ParseSendmailArgs("sendmail", []string{"-f"}, long); err == nil {
+	if _, err := ParseArgs("sendmail", []string{"-f"}, long); err == nil {
 		t.Error("-f without argument accepted")
 	}
 }
 
 func TestPrepareMessage(t *testing.T) {
 	me := LocalUser{Login: "joe", Gecos: "Joe User", UID: "1000"}
-	o := &SendmailOptions{ReadHeader: true}
+	o := &Options{ReadHeader: true}
 	in := "To: A <a@remote.test>, b\nCc: c@remote.test\nBcc: secret@remote.test,\n  other@remote.test\nSubject: hi\n\nline\n.\nafter dot\n"
 	p, err := PrepareMessage(o, strings.NewReader(in), me, "host.test", "example.test", 1<<20)
 	if err != nil {
@@ -58,22 +58,22 @@ func TestPrepareMessage(t *testing.T) {
 	}
 
 	// -i keeps the dot line; -F names the sender; a present From stays.
-	o = &SendmailOptions{IgnoreDots: true, FullName: "Robot", Recipients: []string{"x@remote.test"}, Sender: "", SenderSet: true}
+	o = &Options{IgnoreDots: true, FullName: "Robot", Recipients: []string{"x@remote.test"}, Sender: "", SenderSet: true}
 	p, err = PrepareMessage(o, strings.NewReader("Subject: s\n\na\n.\nb\n"), me, "host.test", "example.test", 1<<20)
 	if err != nil || p.From != "" || !strings.Contains(string(p.Data), "\r\na\r\n.\r\nb\r\n") || !strings.Contains(string(p.Data), "From: \"Robot\" <joe@host.test>") {
 		t.Fatalf("%v %+v %q", err, p, p.Data)
 	}
 
 	for _, bad := range []struct {
-		o    *SendmailOptions
+		o    *Options
 		in   string
 		code int
 	}{
-		{&SendmailOptions{ReadHeader: true}, "To: a@@b\n\nx\n", sysexits.DataErr},
-		{&SendmailOptions{Recipients: []string{"a b@c"}}, "x\n", sysexits.DataErr},
-		{&SendmailOptions{Recipients: []string{"a@remote.test"}, Sender: "bad@@x", SenderSet: true}, "x\n", sysexits.DataErr},
-		{&SendmailOptions{}, "x\n", sysexits.Usage},
-		{&SendmailOptions{ReadHeader: true}, "Subject: x\n\nx\n", sysexits.DataErr},
+		{&Options{ReadHeader: true}, "To: a@@b\n\nx\n", sysexits.DataErr},
+		{&Options{Recipients: []string{"a b@c"}}, "x\n", sysexits.DataErr},
+		{&Options{Recipients: []string{"a@remote.test"}, Sender: "bad@@x", SenderSet: true}, "x\n", sysexits.DataErr},
+		{&Options{}, "x\n", sysexits.Usage},
+		{&Options{ReadHeader: true}, "Subject: x\n\nx\n", sysexits.DataErr},
 	} {
 		_, err := PrepareMessage(bad.o, strings.NewReader(bad.in), me, "host.test", "example.test", 1<<20)
 		var se *sysexits.Error

@@ -1,7 +1,8 @@
-package smtpd
+package submission
 
 import (
 	"errors"
+	"net/mail"
 	"strings"
 	"unicode/utf8"
 )
@@ -22,14 +23,14 @@ func (a Address) String() string {
 	return quoteLocal(a.Local) + "@" + a.Domain
 }
 
-// Errors from path parsing; the session maps them to 501/553 replies.
+// Errors from address parsing.
 var (
 	errSyntax   = errors.New("syntax error in mailbox")
 	errNoDomain = errors.New("address needs a domain")
 	errNeedUTF8 = errors.New("non-ASCII address without SMTPUTF8")
 )
 
-// parsePath parses "<[@route,…:]local@domain>" (or a bare address, as
+// ParsePath parses "<[@route,…:]local@domain>" (or a bare address, as
 // lenient servers accept) at the start of s and returns the mailbox and the
 // text after it (the ESMTP parameters). "<>" gives a zero Address and
 // null=true. A source route is parsed and dropped (RFC 5321 § 3.3: SHOULD
@@ -37,7 +38,7 @@ var (
 // "@a,@b:user@c" is user@c and can't smuggle a relay through a local name.
 // The local part is never interpreted: "user%other" and "host!user" are
 // just names that the router will not know.
-func parsePath(s string, utf8OK bool) (addr Address, null bool, rest string, err error) {
+func ParsePath(s string, utf8OK bool) (addr Address, null bool, rest string, err error) {
 	s = strings.TrimLeft(s, " ")
 	if s == "" {
 		return addr, false, "", errSyntax
@@ -252,31 +253,28 @@ func quoteLocal(local string) string {
 	return b.String()
 }
 
-// parseParams parses ESMTP parameters " KEY[=VALUE] …" into upper-case keys.
-func parseParams(s string) (map[string]string, error) {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 32 && s[i] != ' ' || s[i] == 127 {
-			return nil, errSyntax
+// ParseAddress parses one envelope address as a user types it ("joe",
+// "joe@host", "<joe@host>", "Joe <joe@host>") and returns it canonical; a
+// bare local part gets domain.
+func ParseAddress(s, domain string) (string, error) {
+	s = strings.TrimSpace(s)
+	if strings.ContainsAny(s, "<") && !strings.HasPrefix(s, "<") {
+		a, err := mail.ParseAddress(s)
+		if err != nil {
+			return "", err
 		}
+		s = a.Address
 	}
-	out := map[string]string{}
-	for _, f := range strings.Fields(s) {
-		k, v, _ := strings.Cut(f, "=")
-		if k == "" {
-			return nil, errSyntax
-		}
-		for i := 0; i < len(k); i++ {
-			c := k[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
-				return nil, errSyntax
-			}
-		}
-		for i := 0; i < len(v); i++ {
-			if v[i] < 33 || v[i] == '=' || v[i] == 127 {
-				return nil, errSyntax
-			}
-		}
-		out[strings.ToUpper(k)] = v
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
+	a, rest, err := parseMailbox(s, true)
+	if err == errNoDomain && rest == "" {
+		a.Domain, err = strings.ToLower(domain), nil
 	}
-	return out, nil
+	if err != nil {
+		return "", err
+	}
+	if rest != "" {
+		return "", errSyntax
+	}
+	return a.String(), nil
 }

@@ -1,4 +1,10 @@
-package smtpd
+// Package sendmail is sendmail(8): the sendmail-compatible injection command
+// for local programs and cron (also mailq, -bp, -q, -bs). It reads a
+// message, applies the admission rules of package submission (address
+// syntax, the recipient check, the Date and Message-ID fields) and commits
+// it to the spool, or leaves it in the spool's drop directory when the
+// user may not write the spool.
+package sendmail
 
 import (
 	"bytes"
@@ -10,11 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"letterbox/pkg/submission"
 	"letterbox/pkg/sysexits"
 )
 
-// SendmailOptions is a parsed sendmail(8) command line.
-type SendmailOptions struct {
+// Options is a parsed sendmail(8) command line.
+type Options struct {
 	Op         string // "send" (default), "list" (-bp, mailq), "flush" (-q), "smtp" (-bs)
 	ReadHeader bool   // -t: recipients from To, Cc, Bcc
 	IgnoreDots bool   // -i, -oi: a lone "." does not end the input
@@ -32,12 +39,12 @@ type SendmailOptions struct {
 // does.
 const argFlags = "BCFNORVXfhLpr"
 
-// ParseSendmailArgs parses args (without argv[0]) getopt-style by hand:
+// ParseArgs parses args (without argv[0]) getopt-style by hand:
 // urfave/cli can't accept and ignore other sendmails' flags. Long options
 // ("--config FILE", "--help") are passed on in Long; longTakesValue says
 // which of them take a value.
-func ParseSendmailArgs(name string, args []string, longTakesValue func(string) bool) (*SendmailOptions, error) {
-	o := &SendmailOptions{Op: "send"}
+func ParseArgs(name string, args []string, longTakesValue func(string) bool) (*Options, error) {
+	o := &Options{Op: "send"}
 	if name == "mailq" {
 		o.Op = "list"
 	}
@@ -159,7 +166,7 @@ func CurrentUser() LocalUser {
 // Message-ID and From when missing, takes -t recipients from To/Cc/Bcc and
 // removes Bcc. Bad addresses are a sysexits error with code 65, so that
 // nothing is queued.
-func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, domain string, maxSize int64) (*Prepared, error) {
+func PrepareMessage(o *Options, r io.Reader, me LocalUser, hostname, domain string, maxSize int64) (*Prepared, error) {
 	raw, err := io.ReadAll(io.LimitReader(r, maxSize+1))
 	if err != nil {
 		return nil, sysexits.New(sysexits.IOErr, fmt.Errorf("sendmail: reading the message: %w", err))
@@ -179,7 +186,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 	// The header: lines that look like fields (or continue one) up to the
 	// first empty line.
 	end := 0
-	for end < len(lines) && lines[end] != "" && (isFieldLine(lines[end]) || end > 0 && isContinuation(lines[end])) {
+	for end < len(lines) && lines[end] != "" && (submission.IsFieldLine(lines[end]) || end > 0 && submission.IsContinuation(lines[end])) {
 		end++
 	}
 	header, body := lines[:end], lines[end:]
@@ -192,11 +199,11 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 	}
 	var fields []field
 	for _, l := range header {
-		if isContinuation(l) && len(fields) > 0 {
+		if submission.IsContinuation(l) && len(fields) > 0 {
 			fields[len(fields)-1].lines = append(fields[len(fields)-1].lines, l)
 			continue
 		}
-		fields = append(fields, field{fieldName(l), []string{l}})
+		fields = append(fields, field{submission.FieldName(l), []string{l}})
 	}
 	value := func(f field) string {
 		v := strings.Join(f.lines, " ")
@@ -229,7 +236,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 	p := &Prepared{}
 	seen := map[string]bool{}
 	for _, r := range rcpts {
-		a, err := ParseAddress(r, domain)
+		a, err := submission.ParseAddress(r, domain)
 		if err != nil {
 			return nil, sysexits.New(sysexits.DataErr, fmt.Errorf("sendmail: bad recipient address %q: %v", r, err))
 		}
@@ -242,7 +249,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 		s := strings.TrimSpace(o.Sender)
 		if s == "" || s == "<>" {
 			p.From = ""
-		} else if p.From, err = ParseAddress(s, hostname); err != nil {
+		} else if p.From, err = submission.ParseAddress(s, hostname); err != nil {
 			return nil, sysexits.New(sysexits.DataErr, fmt.Errorf("sendmail: bad sender address %q: %v", o.Sender, err))
 		}
 	} else {
@@ -268,7 +275,7 @@ func PrepareMessage(o *SendmailOptions, r io.Reader, me LocalUser, hostname, dom
 		addr := mail.Address{Name: name, Address: me.Login + "@" + hostname}
 		out.WriteString("From: " + addr.String() + "\r\n")
 	}
-	out.WriteString(missingFields(has, hostname, now))
+	out.WriteString(submission.MissingFields(has, hostname, now))
 	out.WriteString("\r\n")
 	for _, l := range body {
 		out.WriteString(l + "\r\n")
@@ -297,7 +304,7 @@ func headerAddresses(v, domain string) ([]string, error) {
 			out = append(out, a.Address)
 			continue
 		}
-		a, err := ParseAddress(part, domain)
+		a, err := submission.ParseAddress(part, domain)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %v", part, err)
 		}
@@ -338,30 +345,4 @@ func splitLines(b []byte) []string {
 		lines[i] = strings.TrimSuffix(l, "\r")
 	}
 	return lines
-}
-
-// ParseAddress parses one envelope address as a user types it ("joe",
-// "joe@host", "<joe@host>", "Joe <joe@host>") and returns it canonical; a
-// bare local part gets domain.
-func ParseAddress(s, domain string) (string, error) {
-	s = strings.TrimSpace(s)
-	if strings.ContainsAny(s, "<") && !strings.HasPrefix(s, "<") {
-		a, err := mail.ParseAddress(s)
-		if err != nil {
-			return "", err
-		}
-		s = a.Address
-	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
-	a, rest, err := parseMailbox(s, true)
-	if err == errNoDomain && rest == "" {
-		a.Domain, err = strings.ToLower(domain), nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if rest != "" {
-		return "", errSyntax
-	}
-	return a.String(), nil
 }

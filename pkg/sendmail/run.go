@@ -1,4 +1,4 @@
-package smtpd
+package sendmail
 
 import (
 	"bytes"
@@ -15,12 +15,14 @@ import (
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
+	"letterbox/pkg/smtpd"
 	"letterbox/pkg/spool"
+	"letterbox/pkg/submission"
 	"letterbox/pkg/sysexits"
 )
 
-// Sendmail runs one sendmail(8) invocation after the config is parsed.
-func Sendmail(c *cli.Context, o *SendmailOptions) error {
+// Run runs one sendmail(8) invocation after the config is parsed.
+func Run(c *cli.Context, o *Options) error {
 	cm, err := cliapp.Load(c)
 	if err != nil {
 		return sysexits.New(sysexits.Config, err)
@@ -40,13 +42,13 @@ func Sendmail(c *cli.Context, o *SendmailOptions) error {
 	if err != nil {
 		return err
 	}
-	rt, _, err := newRouter(cm)
+	rt, _, err := submission.NewRouter(cm)
 	if err != nil {
 		return sysexits.New(sysexits.Config, err)
 	}
-	rc := RouterRecipients{Router: rt}
+	rc := submission.RouterRecipients{Router: rt}
 	for _, r := range p.Recipients {
-		a, _, _, perr := parsePath("<"+r+">", true)
+		a, _, _, perr := submission.ParsePath("<"+r+">", true)
 		if perr != nil || a.Literal || !cm.IsLocalDomain(a.Domain) {
 			continue
 		}
@@ -95,7 +97,7 @@ func inject(dir string, env *spool.Envelope, data []byte) (string, error) {
 }
 
 func sendmailSMTP(cm *config.Common) error {
-	srv, err := New(cm)
+	srv, err := smtpd.New(cm)
 	if err != nil {
 		return sysexits.New(sysexits.TempFail, err)
 	}
@@ -107,7 +109,7 @@ func sendmailSMTP(cm *config.Common) error {
 	if err != nil {
 		return sysexits.New(sysexits.IOErr, err)
 	}
-	srv.ServeConn(conn, ModeSMTP)
+	srv.ServeConn(conn, smtpd.ModeSMTP)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package smtpd
+package submission
 
 import (
 	"io"
@@ -8,20 +8,20 @@ import (
 	"time"
 )
 
-// refFix is the reference for headerFixer, on the whole message at once:
+// refFix is the reference for HeaderFixer, on the whole message at once:
 // the missing fields go where the header ends, with an empty line after
 // them when the body starts without one.
 func refFix(in string, now time.Time) string {
 	has := map[string]bool{}
-	fields := func() string { return missingFields(has, "mx.example.test", now) }
+	fields := func() string { return MissingFields(has, "mx.example.test", now) }
 	started := false
 	for i := 0; i < len(in); {
 		j := strings.Index(in[i:], "\r\n")
 		if j < 0 {
 			l := in[i:]
-			if len(l) <= maxHeaderLine && (started && isContinuation(l) || isFieldLine(l)) {
-				if isFieldLine(l) {
-					has[fieldName(l)] = true
+			if len(l) <= maxHeaderLine && (started && IsContinuation(l) || IsFieldLine(l)) {
+				if IsFieldLine(l) {
+					has[FieldName(l)] = true
 				}
 				return in + "\r\n" + fields()
 			}
@@ -33,10 +33,10 @@ func refFix(in string, now time.Time) string {
 			return in[:i] + fields() + "\r\n" + in[i:]
 		case l == "":
 			return in[:i] + fields() + in[i:]
-		case started && isContinuation(l):
-		case isFieldLine(l):
+		case started && IsContinuation(l):
+		case IsFieldLine(l):
 			started = true
-			has[fieldName(l)] = true
+			has[FieldName(l)] = true
 		default:
 			return in[:i] + fields() + "\r\n" + in[i:]
 		}
@@ -64,7 +64,7 @@ func FuzzHeaderFixer(f *testing.F) {
 		if cut%2 == 1 {
 			r = iotest.OneByteReader(r)
 		}
-		h := newHeaderFixer(r, "mx.example.test", func() time.Time { return fixedNow })
+		h := NewHeaderFixer(r, "mx.example.test", func() time.Time { return fixedNow })
 		var out []byte
 		buf := make([]byte, int(cut/2)+1)
 		for {

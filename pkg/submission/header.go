@@ -1,4 +1,4 @@
-package smtpd
+package submission
 
 import (
 	"crypto/rand"
@@ -15,12 +15,12 @@ import (
 // Date and Message-ID mandatory (SHOULD for Message-ID), and a submission
 // server is where RFC 6409 § 8.2 and 8.3 say to add them.
 
-// isFieldLine reports whether l (without its line end) starts a header
+// IsFieldLine reports whether l (without its line end) starts a header
 // field: a name of printable ASCII, then a colon. White space between the
 // name and the colon is RFC 5322's obsolete syntax (§ 4.5.3), still found
 // in old mail; taking such a line for the start of the body would put a
 // blank line into the header.
-func isFieldLine(l string) bool {
+func IsFieldLine(l string) bool {
 	i := strings.IndexByte(l, ':')
 	if i <= 0 {
 		return false
@@ -37,22 +37,22 @@ func isFieldLine(l string) bool {
 	return true
 }
 
-// fieldName returns the lower-case name of the field that line l starts;
-// l must satisfy isFieldLine.
-func fieldName(l string) string {
+// FieldName returns the lower-case name of the field that line l starts;
+// l must satisfy IsFieldLine.
+func FieldName(l string) string {
 	name, _, _ := strings.Cut(l, ":")
 	return strings.ToLower(strings.TrimSpace(name))
 }
 
-// isContinuation: a folded field goes on in a line starting with white
+// IsContinuation: a folded field goes on in a line starting with white
 // space (RFC 5322 § 2.2.3).
-func isContinuation(l string) bool {
+func IsContinuation(l string) bool {
 	return l != "" && (l[0] == ' ' || l[0] == '\t')
 }
 
-// missingFields returns the Date and Message-ID lines (CRLF-terminated) that
-// a header lacking them needs; has is keyed by fieldName.
-func missingFields(has map[string]bool, hostname string, now time.Time) string {
+// MissingFields returns the Date and Message-ID lines (CRLF-terminated) that
+// a header lacking them needs; has is keyed by FieldName.
+func MissingFields(has map[string]bool, hostname string, now time.Time) string {
 	var b strings.Builder
 	if !has["date"] {
 		b.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
@@ -65,21 +65,21 @@ func missingFields(has map[string]bool, hostname string, now time.Time) string {
 	return b.String()
 }
 
-// maxHeaderLine bounds what headerFixer holds while it looks for the end of
+// maxHeaderLine bounds what HeaderFixer holds while it looks for the end of
 // a header line. smtpd's checker refuses lines over 1000 octets before they
 // get here; the bound keeps the fixer safe on its own too: a longer line is
 // no header field, so the header ends there.
 const maxHeaderLine = 4096
 
-// headerFixer streams a message (CRLF lines, as the checker passes them)
-// and adds the fields missingFields names at the end of its header section,
+// HeaderFixer streams a message (CRLF lines, as the checker passes them)
+// and adds the fields MissingFields names at the end of its header section,
 // without holding more than one header line in memory. Everything the
 // client sent is passed on unchanged and in order; only the missing fields
 // are inserted. The header ends at the empty line; a line that is neither a
 // field nor a continuation ends it too (the body started without the empty
 // line), and then an empty line is inserted after the added fields so the
 // body stays the body, as sendmail's PrepareMessage and Postfix's cleanup do.
-type headerFixer struct {
+type HeaderFixer struct {
 	r        io.Reader
 	hostname string
 	now      func() time.Time
@@ -92,14 +92,14 @@ type headerFixer struct {
 	started bool   // at least one field seen (a continuation needs one)
 }
 
-func newHeaderFixer(r io.Reader, hostname string, now func() time.Time) *headerFixer {
+func NewHeaderFixer(r io.Reader, hostname string, now func() time.Time) *HeaderFixer {
 	if now == nil {
 		now = time.Now
 	}
-	return &headerFixer{r: r, hostname: hostname, now: now, has: map[string]bool{}}
+	return &HeaderFixer{r: r, hostname: hostname, now: now, has: map[string]bool{}}
 }
 
-func (h *headerFixer) Read(p []byte) (int, error) {
+func (h *HeaderFixer) Read(p []byte) (int, error) {
 	for len(h.out) == 0 {
 		if h.err != nil {
 			return 0, h.err
@@ -121,7 +121,7 @@ func (h *headerFixer) Read(p []byte) (int, error) {
 }
 
 // scan takes the next bytes of the header section.
-func (h *headerFixer) scan(b []byte) {
+func (h *HeaderFixer) scan(b []byte) {
 	for len(b) > 0 {
 		if h.inBody {
 			h.out = append(h.out, b...)
@@ -151,7 +151,7 @@ func indexLF(b []byte) int {
 }
 
 // headerLine handles the complete line in h.line.
-func (h *headerFixer) headerLine() {
+func (h *HeaderFixer) headerLine() {
 	l := strings.TrimRight(string(h.line), "\r\n")
 	switch {
 	case len(h.line) > maxHeaderLine:
@@ -160,18 +160,18 @@ func (h *headerFixer) headerLine() {
 		h.endHeader(true)
 	case l == "":
 		h.endHeader(false)
-	case h.started && isContinuation(l):
+	case h.started && IsContinuation(l):
 		h.passLine()
-	case isFieldLine(l):
+	case IsFieldLine(l):
 		h.started = true
-		h.has[fieldName(l)] = true
+		h.has[FieldName(l)] = true
 		h.passLine()
 	default:
 		h.endHeader(true)
 	}
 }
 
-func (h *headerFixer) passLine() {
+func (h *HeaderFixer) passLine() {
 	h.out = append(h.out, h.line...)
 	h.line = h.line[:0]
 }
@@ -179,8 +179,8 @@ func (h *headerFixer) passLine() {
 // endHeader inserts the missing fields before h.line (the empty line, or
 // the first body line when sep is set, which then gets an empty line
 // before it) and passes the rest through.
-func (h *headerFixer) endHeader(sep bool) {
-	h.out = append(h.out, missingFields(h.has, h.hostname, h.now())...)
+func (h *HeaderFixer) endHeader(sep bool) {
+	h.out = append(h.out, MissingFields(h.has, h.hostname, h.now())...)
 	if sep {
 		h.out = append(h.out, "\r\n"...)
 	}
@@ -192,7 +192,7 @@ func (h *headerFixer) endHeader(sep bool) {
 // finish ends a message that ended inside its header: no empty line and no
 // body. A last line without CRLF (BDAT allows it) is completed first if it
 // is a field, so the added fields don't run into it.
-func (h *headerFixer) finish() {
+func (h *HeaderFixer) finish() {
 	if h.inBody {
 		return
 	}
@@ -201,9 +201,9 @@ func (h *headerFixer) finish() {
 		return
 	}
 	l := string(h.line)
-	if h.started && isContinuation(l) || isFieldLine(l) {
-		if isFieldLine(l) {
-			h.has[fieldName(l)] = true
+	if h.started && IsContinuation(l) || IsFieldLine(l) {
+		if IsFieldLine(l) {
+			h.has[FieldName(l)] = true
 		}
 		h.line = append(h.line, "\r\n"...)
 		h.passLine()

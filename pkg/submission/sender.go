@@ -1,4 +1,4 @@
-package smtpd
+package submission
 
 import (
 	"errors"
@@ -48,7 +48,7 @@ func (r RouterSenders) Owns(user, addr string) (bool, error) {
 	if err != nil || domain == "" {
 		return false, nil
 	}
-	if ownsAddress(name, local, domain) {
+	if OwnsAddress(name, local, domain) {
 		return true, nil
 	}
 	if !r.Router.IsLocal(domain) {
@@ -69,7 +69,7 @@ func (r RouterSenders) Owns(user, addr string) (bool, error) {
 		errors.Is(err, route.ErrBadAddress), errors.Is(err, route.ErrNotAllowed):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("smtpd: sender %s of %s: %w", addr, user, err)
+		return false, fmt.Errorf("submission: sender %s of %s: %w", addr, user, err)
 	}
 	for _, d := range dests {
 		if d.User != nil && users.Key(d.User.Name) == users.Key(name) {
@@ -79,10 +79,10 @@ func (r RouterSenders) Owns(user, addr string) (bool, error) {
 	return false, nil
 }
 
-// ownsAddress reports whether local@domain is user's own address: the
+// OwnsAddress reports whether local@domain is user's own address: the
 // same local part, or the local part followed by +detail, and the same
 // domain in any ASCII case (a trailing dot ignored).
-func ownsAddress(user, local, domain string) bool {
+func OwnsAddress(user, local, domain string) bool {
 	i := strings.LastIndexByte(user, '@')
 	if i < 0 {
 		return false
@@ -92,18 +92,4 @@ func ownsAddress(user, local, domain string) bool {
 		return false
 	}
 	return local == ul || strings.HasPrefix(local, ul+"+")
-}
-
-// senderAllowed applies the rule to MAIL FROM of an authenticated session;
-// from is the canonical address (not empty). Without Senders only the
-// user's own address is allowed.
-func (s *session) senderAllowed(from string) (bool, error) {
-	if s.srv.Senders != nil {
-		return s.srv.Senders.Owns(s.authUser, from)
-	}
-	local, domain, err := route.ParseAddress(from)
-	if err != nil {
-		return false, nil
-	}
-	return ownsAddress(s.authUser, local, domain), nil
 }
