@@ -364,13 +364,17 @@ func (s *Spool) commitBatch(batch []*commitReq) {
 			}
 		}
 	}
-	committed := false
-	for i, r := range batch {
-		committed = committed || errs[i] == nil
-		r.done <- errs[i]
+	// Poked before any Submit returns: a sendmail that exits the moment
+	// its Submit returns would otherwise exit before the poke, and the
+	// message would wait for the daemon's next timer.
+	for _, err := range errs {
+		if err == nil {
+			s.Poke()
+			break
+		}
 	}
-	if committed {
-		s.Poke()
+	for i, r := range batch {
+		r.done <- errs[i]
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -298,6 +299,28 @@ func TestPokeAndListen(t *testing.T) {
 	case <-tr.C:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no wake-up after Submit")
+	}
+}
+
+// TestPokedBeforeSubmitReturns: the FIFO holds the poke by the time
+// Submit returns, so a sendmail that exits right after it still wakes the
+// daemon (the poke used to come after the Submit was released).
+func TestPokedBeforeSubmitReturns(t *testing.T) {
+	s := open(t)
+	for i := 0; i < 20; i++ {
+		fd, err := syscall.Open(filepath.Join(s.Dir, "trigger"), syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Submit(testEnv(), strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		n, err := syscall.Read(fd, buf)
+		syscall.Close(fd)
+		if n != 1 || buf[0] != '!' {
+			t.Fatalf("submission %d: the FIFO held %q (%v) when Submit returned, want the poke", i, buf[:max(n, 0)], err)
+		}
 	}
 }
 
