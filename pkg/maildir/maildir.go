@@ -30,8 +30,17 @@ func Create(dir string) error {
 	if dir == "" {
 		return errors.New("maildir: create: empty path")
 	}
-	parent := filepath.Dir(filepath.Clean(dir))
-	existed := isDir(dir)
+	// Every level MkdirAll makes (a first delivery to a domain makes
+	// <mail-root>/<domain>/ too) must reach its parent's disk, not only
+	// the last one.
+	var created []string
+	for p := filepath.Clean(dir); !isDir(p); p = filepath.Dir(p) {
+		created = append(created, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	existed := len(created) == 0
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("maildir: create %s: %w", dir, err)
 	}
@@ -52,8 +61,8 @@ func Create(dir string) error {
 		if err := syncDir(dir); err != nil {
 			return fmt.Errorf("maildir: create %s: %w", dir, err)
 		}
-		if !existed {
-			if err := syncDir(parent); err != nil {
+		for _, c := range created {
+			if err := syncDir(filepath.Dir(c)); err != nil {
 				return fmt.Errorf("maildir: create %s: %w", dir, err)
 			}
 		}
