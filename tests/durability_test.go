@@ -9,8 +9,12 @@ package tests
 // nothing reported before that.
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -56,8 +60,40 @@ func TestDurabilityDeliverMbox(t *testing.T) {
 				firstWriteTo(tr, mb), paths(mb+".lock"), nil).
 			durableAt(what+": deliver exits 0 only with the message on disk and the dotlock gone",
 				tr.exitOK(), paths(mb), paths(mb+".lock")).
+			durableAt(what+": the dotlock (the record of where the append started) goes only once the mbox is on disk",
+				changes(mb+".lock"), paths(mb), nil).
 			check()
 	}
+	// An append that fails half-way (the file size limit stops the write)
+	// cuts the mbox back to where it was, on disk, before the dotlock
+	// recording the append's start goes away.
+	before, err := os.ReadFile(mb)
+	must(t, err)
+	big := durableMsg + strings.Repeat("a line of the body that will not fit\n", 200)
+	c := e.cmd("deliver", "-f", "s@example.org", "--mbox", mb)
+	c.Args = append([]string{"prlimit", fmt.Sprintf("--fsize=%d", len(before)+100), "--"}, c.Args...)
+	c.Path = mustLookPath(t, "prlimit")
+	_, errs, code, tr := e.runTracedCmd(c, big)
+	if code == 0 {
+		t.Fatalf("deliver past the file size limit: exit 0\n%s", errs)
+	}
+	if after, _ := os.ReadFile(mb); string(after) != string(before) {
+		t.Fatalf("a failed append left %d bytes, had %d", len(after), len(before))
+	}
+	tr.promises(t).
+		durableAt("a failed append: the dotlock goes only once the mbox is cut back on disk",
+			changes(mb+".lock"), paths(mb), nil).
+		check()
+}
+
+// mustLookPath finds a program the test needs, failing when it is missing.
+func mustLookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed: %v", name, err)
+	}
+	return p
 }
 
 // firstWriteTo selects the first successful write to the file p.
@@ -228,5 +264,278 @@ func TestDurabilityQueueBounce(t *testing.T) {
 			paths(filepath.Join(dataDir, dsnID)), nil).
 		durableAt("the DSN is on disk before the bounced message leaves the spool", changes(filepath.Join(envDir, id)),
 			paths(filepath.Join(envDir, dsnID), filepath.Join(dataDir, dsnID)), nil).
+		check()
+}
+
+// spoolCommit adds the spool's commit promises: an envelope appears in
+// env/ only with its content and its message data durable.
+func spoolCommit(d *durability, spoolDir string) *durability {
+	envDir, dataDir := filepath.Join(spoolDir, "env"), filepath.Join(spoolDir, "data")
+	return d.published(envDir).
+		rule("a message's data is durable before its envelope appears in env/", func(c *sysCall) bool {
+			return c.ok() && isPublish(c) && filepath.Dir(publishTarget(c)) == envDir
+		}, func(c *sysCall, m *fsModel) []string {
+			if w := m.why(filepath.Join(dataDir, filepath.Base(publishTarget(c))), true); w != "" {
+				return []string{w}
+			}
+			return nil
+		})
+}
+
+// committed returns the ids of the envelopes a trace renamed into env/.
+func committed(tr *sysTrace, spoolDir string) []string {
+	envDir := filepath.Join(spoolDir, "env")
+	var ids []string
+	for _, c := range tr.Calls {
+		if c.ok() && isPublish(c) && filepath.Dir(publishTarget(c)) == envDir {
+			ids = append(ids, filepath.Base(publishTarget(c)))
+		}
+	}
+	return ids
+}
+
+// messagePaths returns env/ID and data/ID of each id.
+func messagePaths(spoolDir string, ids ...string) []string {
+	var out []string
+	for _, id := range ids {
+		out = append(out, filepath.Join(spoolDir, "env", id), filepath.Join(spoolDir, "data", id))
+	}
+	return out
+}
+
+// TestDurabilitySendmail: sendmail (allowed to write the spool) exits 0
+// only once the message is committed and on disk.
+func TestDurabilitySendmail(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("bob@example.test")
+	_, errs, code, tr := e.runTraced("Subject: cron\n\nhello\n", "sendmail", "bob@example.test")
+	if code != 0 {
+		t.Fatalf("sendmail: exit %d\n%s", code, errs)
+	}
+	ids := committed(tr, e.Spool)
+	if len(ids) != 1 {
+		t.Fatalf("sendmail committed %v", ids)
+	}
+	spoolCommit(tr.promises(t), e.Spool).
+		durableAt("sendmail exits 0 only once the message is on disk", tr.exitOK(), paths(messagePaths(e.Spool, ids...)...), nil).
+		check()
+}
+
+// asNobody returns a command running a letterbox command as nobody
+// (setpriv), with e's files made reachable to it. It fails, not skips,
+// when the test cannot switch users.
+func asNobody(t *testing.T, e *env, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		t.Fatalf("running %s as nobody needs root and setpriv(1) (util-linux): euid %d, %v", name, os.Geteuid(), err)
+	}
+	openToNobody(t, e)
+	exe := bin(t, name)
+	must(t, os.Chmod(filepath.Dir(exe), 0o711))
+	must(t, os.Chmod(exe, 0o755))
+	c := exec.Command(setpriv, append([]string{"--reuid=nobody", "--regid=nogroup", "--clear-groups", exe}, args...)...)
+	c.Env = append(os.Environ(), "LETTERBOX_CONFIG="+e.Config)
+	return c
+}
+
+// TestDurabilitySendmailDrop: a user who may not write the spool leaves
+// the message in drop/. The file is marked complete (mode 0744) only once
+// its content is on disk — queue-runner takes complete files in, so a
+// crash must never show a complete mark on partial data — and sendmail
+// exits 0 with it on disk. queue-runner commits what it takes in before
+// it removes the drop file, and the removal is on disk before the pass
+// exits 0 (or the message would be taken in again).
+func TestDurabilitySendmailDrop(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("bob@example.test")
+	qRun(t, e, "list") // the spool, made by root
+	dropDir := filepath.Join(e.Spool, "drop")
+	isDropFile := func(p string) bool { return filepath.Dir(p) == dropDir }
+	for _, readable := range []bool{false, true} {
+		if readable {
+			// A site that lets the writers' group read drop/: then the
+			// directory's entry is flushed too (otherwise fsyncing it is
+			// impossible for the writer and only the file's own fsync,
+			// which journaling file systems extend to its entry, stands).
+			g, err := user.LookupGroup("nogroup")
+			must(t, err)
+			gid, _ := strconv.Atoi(g.Gid)
+			must(t, os.Chown(dropDir, 0, gid))
+			must(t, os.Chmod(dropDir, 0o1773|os.ModeSticky))
+		}
+		_, errs, code, tr := e.runTracedCmd(asNobody(t, e, "sendmail", "bob@example.test"), "Subject: from nobody\n\nhello\n")
+		if code != 0 {
+			t.Fatalf("sendmail as nobody: exit %d\n%s", code, errs)
+		}
+		var drop string
+		for _, c := range tr.Calls {
+			if c.Name == "openat" && c.ok() && strings.Contains(c.Args[2], "O_CREAT") && isDropFile(c.pathAt(0, 1)) {
+				drop = c.pathAt(0, 1)
+			}
+		}
+		if drop == "" {
+			t.Fatalf("sendmail as nobody created no drop file\n%s", errs)
+		}
+		p := tr.promises(t).
+			rule("a drop file is marked complete only once its content is on disk", func(c *sysCall) bool {
+				return c.Name == "fchmod" && c.ok() && c.fdPath(0) == drop
+			}, func(c *sysCall, m *fsModel) []string {
+				if w := m.contentWhy(drop); w != "" {
+					return []string{w}
+				}
+				return nil
+			}).
+			rule("sendmail exits 0 only with the drop file's content on disk", tr.exitOK(), func(c *sysCall, m *fsModel) []string {
+				if w := m.contentWhy(drop); w != "" {
+					return []string{w}
+				}
+				return nil
+			})
+		if readable {
+			p.durableAt("sendmail exits 0 only with the drop file (entry and content) on disk", tr.exitOK(), paths(drop), nil)
+		}
+		p.check()
+
+		_, errs, code, qtr := e.runTraced("", "queue-runner", "--concurrency", "1")
+		if code != 0 || !strings.Contains(errs, "drop taken in") {
+			t.Fatalf("queue-runner: exit %d\n%s", code, errs)
+		}
+		ids := committed(qtr, e.Spool)
+		if len(ids) != 1 {
+			t.Fatalf("queue-runner committed %v from the drop", ids)
+		}
+		spoolCommit(qtr.promises(t), e.Spool).
+			durableAt("a drop file is removed only once its message is committed", changes(drop),
+				paths(messagePaths(e.Spool, ids[0])...), nil).
+			durableAt("the pass exits 0 with the drop file durably removed", qtr.exitOK(), nil, paths(drop)).
+			check()
+	}
+	if n := qCount(t, qMailbox(e, "bob")); n != 2 {
+		t.Fatalf("bob has %d messages, want 2", n)
+	}
+}
+
+// TestDurabilityMailuser: add, passwd and del rewrite the users file
+// atomically: the new file is on disk before it replaces the old one, and
+// in place before mailuser exits 0; add also leaves the new Maildir on
+// disk.
+func TestDurabilityMailuser(t *testing.T) {
+	e := newEnv(t)
+	usersDir := filepath.Dir(e.Users)
+	for _, step := range []struct {
+		stdin string
+		args  []string
+	}{
+		{"pw one\n", []string{"add", "alice@example.test"}},
+		{"pw two\n", []string{"passwd", "alice@example.test"}},
+		{"", []string{"del", "alice@example.test"}},
+	} {
+		_, errs, code, tr := e.runTraced(step.stdin, "mailuser", step.args...)
+		if code != 0 {
+			t.Fatalf("mailuser %v: exit %d\n%s", step.args, code, errs)
+		}
+		what := "mailuser " + step.args[0]
+		p := tr.promises(t).published(usersDir).
+			durableAt(what+" exits 0 only with the new users file on disk", tr.exitOK(), paths(e.Users), nil)
+		if step.args[0] == "add" {
+			p.allDurableAt(what+" exits 0 only with the new Maildir on disk", tr.exitOK(), e.MailRoot, nil)
+		}
+		p.check()
+	}
+}
+
+// TestDurabilityPOP3Maildir: QUIT after DELE removes the messages, and
+// the removals are on disk before the +OK that reports them done.
+func TestDurabilityPOP3Maildir(t *testing.T) {
+	pe := newPOP3Env(t)
+	gone := []string{
+		pe.putMaildir("new", "1700000001.M1P1Q1.host", pop3Msg("one", "x\n")),
+		pe.putMaildir("cur", "1700000002.M1P1Q1.host:2,S", pop3Msg("two", "y\n")),
+	}
+	kept := pe.putMaildir("cur", "1700000003.M1P1Q1.host:2,", pop3Msg("three", "z\n"))
+	s := pe.startTraced("pop3d", "")
+	d := pop3Login(t, s.Addr, "alice@example.test", "alice pw")
+	for i := 1; i <= 2; i++ {
+		d.send("DELE " + strconv.Itoa(i))
+		pop3Expect(d, "+OK")
+	}
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	if _, err := os.Stat(kept); err != nil {
+		t.Fatalf("the kept message: %v", err)
+	}
+	tr := s.stop()
+	tr.promises(t).
+		durableAt("QUIT's +OK only once the deleted messages are durably gone", sent("signing off"), nil, paths(gone...)).
+		check()
+}
+
+// TestDurabilityPOP3Mbox: QUIT after DELE rewrites the mbox: the new file
+// is on disk before it replaces the old one, and in place before the +OK.
+func TestDurabilityPOP3Mbox(t *testing.T) {
+	pe := newPOP3Env(t)
+	must(t, os.WriteFile(pe.Mbox, []byte(mboxRecord(pop3Msg("one", "x\n"))+mboxRecord(pop3Msg("two", "y\n"))), 0o600))
+	s := pe.startTraced("pop3d", "")
+	d := pop3Login(t, s.Addr, "bob@example.test", "bobpw")
+	d.send("DELE 1")
+	pop3Expect(d, "+OK")
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	tr := s.stop()
+	if b, _ := os.ReadFile(pe.Mbox); strings.Contains(string(b), "Subject: one") || !strings.Contains(string(b), "Subject: two") {
+		t.Fatalf("mbox after QUIT:\n%s", b)
+	}
+	tr.promises(t).published(filepath.Dir(pe.Mbox)).
+		durableAt("QUIT's +OK only once the rewritten mbox is in place on disk", sent("signing off"), paths(pe.Mbox), nil).
+		check()
+}
+
+// TestDurabilityQueueLeftover: an envelope whose data is gone (a crash
+// while removing) is taken away when a pass meets it, durably before the
+// pass exits 0.
+func TestDurabilityQueueLeftover(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("bob@example.test")
+	qRun(t, e) // a first pass: the next one does not clean garbage by age
+	id := qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(1))
+	must(t, os.Remove(filepath.Join(e.Spool, "data", id)))
+	_, errs, code, tr := e.runTraced("", "queue-runner", "--concurrency", "1")
+	if code != 0 {
+		t.Fatalf("queue-runner: exit %d\n%s", code, errs)
+	}
+	envp := filepath.Join(e.Spool, "env", id)
+	if _, err := os.Stat(envp); !os.IsNotExist(err) {
+		t.Fatalf("the envelope without data is still there: %v\n%s", err, errs)
+	}
+	tr.promises(t).
+		durableAt("the pass exits 0 with the leftover envelope durably gone", tr.exitOK(), nil, paths(envp)).
+		check()
+}
+
+// TestDurabilityMboxRecovery: a writer died half-way through an append,
+// leaving its dotlock with the append's start. The next locker (here
+// pop3d, which only reads) cuts the partial message away, and that cut is
+// on disk before the dotlock goes: otherwise a crash would bring the
+// partial message back with nothing left to say where it starts.
+func TestDurabilityMboxRecovery(t *testing.T) {
+	pe := newPOP3Env(t)
+	whole := mboxRecord(pop3Msg("one", "x\n"))
+	must(t, os.WriteFile(pe.Mbox, []byte(whole+"From dead@example.org Mon Nov 23 10:00:00 2026\nSubject: cut"), 0o600))
+	dead := exec.Command("true")
+	must(t, dead.Run())
+	must(t, os.WriteFile(pe.Mbox+".lock", []byte(fmt.Sprintf("%d %d\n", dead.Process.Pid, len(whole))), 0o600))
+	s := pe.startTraced("pop3d", "")
+	d := pop3Login(t, s.Addr, "bob@example.test", "bobpw")
+	d.send("STAT")
+	pop3Expect(d, "+OK 1 ")
+	d.send("QUIT")
+	pop3Expect(d, "+OK")
+	tr := s.stop()
+	if b, _ := os.ReadFile(pe.Mbox); string(b) != whole {
+		t.Fatalf("mbox after recovery: %q", b)
+	}
+	tr.promises(t).
+		durableAt("the partial message is cut away on disk before the dotlock goes", changes(pe.Mbox+".lock"), paths(pe.Mbox), nil).
 		check()
 }

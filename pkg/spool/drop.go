@@ -54,12 +54,18 @@ func (s *Spool) Drop(env *Envelope, data io.Reader) (string, error) {
 	if err := w.Flush(); err != nil {
 		return fail(err)
 	}
+	// The content reaches the disk before the mark that makes the file
+	// complete (queue-runner takes complete files in): a crash must never
+	// show a complete file with partial data. The second fsync covers the
+	// mode; on journaling file systems it also commits the file's
+	// creation. The directory is not readable by its writers, so
+	// fsyncing it is best effort.
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
 	if err := f.Chmod(0o744); err != nil {
 		return fail(err)
 	}
-	// The fsync covers the data and the mode; on journaling file systems
-	// it also commits the file's creation. The directory is not readable
-	// by its writers, so fsyncing it is best effort.
 	if err := f.Sync(); err != nil {
 		return fail(err)
 	}
