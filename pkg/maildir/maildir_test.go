@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"letterbox/pkg/internal/testwait"
 )
 
 func TestUniqueNames(t *testing.T) {
@@ -166,7 +168,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 			}
 		}(w)
 	}
-	wg.Wait()
+	testwait.Group(t, &wg, 30*time.Second, "the concurrent deliveries")
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/privsep"
 )
 
@@ -284,21 +285,10 @@ func TestNoUpdateWithoutQuit(t *testing.T) {
 	c := login(t, addr)
 	c.expect("DELE 1", "+OK")
 	c.conn.Close()
-	waitUntil(t, func() bool { _, _, _, closed := drop.state(); return closed })
+	testwait.Until(t, 5*time.Second, "the maildrop to be closed", func() bool { _, _, _, closed := drop.state(); return closed })
 	if committed, _, _, _ := drop.state(); committed {
 		t.Fatal("a dropped connection must not enter UPDATE")
 	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 500; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("timed out")
 }
 
 func TestErrors(t *testing.T) {
@@ -524,7 +514,7 @@ func TestShutdown(t *testing.T) {
 	if !strings.HasPrefix(l, "-ERR [SYS/TEMP]") {
 		t.Fatalf("shutdown reply %q", l)
 	}
-	waitUntil(t, func() bool { _, _, _, closed := drop.state(); return closed })
+	testwait.Until(t, 5*time.Second, "the maildrop to be closed", func() bool { _, _, _, closed := drop.state(); return closed })
 	if committed, _, _, _ := drop.state(); committed {
 		t.Fatal("shutdown must not delete")
 	}
@@ -548,7 +538,7 @@ func TestIdleTimeout(t *testing.T) {
 	if l := c.line(); !strings.Contains(l, "idle") {
 		t.Fatalf("got %q", l)
 	}
-	waitUntil(t, func() bool { _, _, _, closed := drop.state(); return closed })
+	testwait.Until(t, 5*time.Second, "the maildrop to be closed", func() bool { _, _, _, closed := drop.state(); return closed })
 	if committed, _, _, _ := drop.state(); committed {
 		t.Fatal("timeout must not delete")
 	}

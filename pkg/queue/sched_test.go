@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/remote"
 	"letterbox/pkg/spool"
 )
@@ -84,7 +85,7 @@ func blackHole(t *testing.T, ip string) (int, func() int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", ip, err) // a loopback without 127/8 beyond .1
+		t.Fatalf("cannot listen on %s (the tests need all of 127.0.0.0/8 on loopback): %v", ip, err)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -242,13 +243,13 @@ func TestDaemonNotHeldByDeadDestination(t *testing.T) {
 	defer cancel()
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.Daemon(ctx) }()
-	waitUntil(t, 10*time.Second, "the dead destination holds its 3 slots", func() bool { return accepted() >= 3 })
+	testwait.Until(t, 10*time.Second, "the dead destination holds its 3 slots", func() bool { return accepted() >= 3 })
 
 	for i := 0; i < 5; i++ {
 		submit(t, r, "alice@example.test", now, fmt.Sprintf("u%d@sink.test", i))
 	}
 	submit(t, r, "alice@example.test", now, "carol@example.test")
-	waitUntil(t, 10*time.Second, "mail that arrived later delivered", func() bool {
+	testwait.Until(t, 10*time.Second, "mail that arrived later delivered", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return sink.count() == 5 && len(b.got["carol@example.test"]) == 1
@@ -267,17 +268,6 @@ func TestDaemonNotHeldByDeadDestination(t *testing.T) {
 	}
 	if ents, _ := r.Spool.Scan(); len(ents) != 8 {
 		t.Fatalf("%d messages queued after the daemon stopped, want the 8 to the dead domain", len(ents))
-	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -338,13 +328,13 @@ func TestDestinationKeyShared(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan Stats, 1)
 	go func() { st, _ := r.Pass(ctx, false); done <- st }()
-	waitUntil(t, 10*time.Second, "c.test delivered while the smarthost hangs", func() bool {
+	testwait.Until(t, 10*time.Second, "c.test delivered while the smarthost hangs", func() bool {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		return k.delivered == 5
 	})
 	cancel()
-	st := <-done
+	st := testwait.Recv(t, done, 10*time.Second, "the pass to stop after its context ended")
 	if k.maxHung != 3 {
 		t.Fatalf("%d messages hung on the shared destination at once, want its cap of 3", k.maxHung)
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/urfave/cli/v2"
+
+	"letterbox/pkg/internal/testwait"
 )
 
 const testMsg = "From: a@src.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nline one\r\n.leading dot\r\n"
@@ -571,8 +573,8 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 		}(i)
 	}
 	// Two sessions reach DATA at the slow host and hang there.
-	<-slow.inData
-	<-slow.inData
+	testwait.Recv(t, slow.inData, 10*time.Second, "a first session to reach DATA at the slow host")
+	testwait.Recv(t, slow.inData, 10*time.Second, "a second session to reach DATA at the slow host")
 	for i := 0; i < 3; i++ {
 		wantDelivered(t, deliver(t, c, "fast.test", "b@fast.test"))
 	}
@@ -585,7 +587,7 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 	default:
 	}
 	close(slow.block)
-	wg.Wait()
+	testwait.Group(t, &wg, 20*time.Second, "the slow host's deliveries to end once unblocked")
 	for _, r := range slowRes {
 		wantDelivered(t, r)
 	}
@@ -607,7 +609,7 @@ func TestTotalConcurrencyLimit(t *testing.T) {
 	c := f.client(func(c *Config) { c.Concurrency = 1 })
 	done := make(chan []Result)
 	go func() { done <- deliver(t, c, "a.test", "x@a.test") }()
-	<-a.inData
+	testwait.Recv(t, a.inData, 10*time.Second, "the session to a.test to reach DATA")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	res, _ := c.Deliver(ctx, "b.test", "s@src.test", []string{"y@b.test"}, msgOpen(testMsg))

@@ -20,6 +20,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+
+	"letterbox/pkg/internal/testwait"
 )
 
 // testDNS is a miekg/dns server on 127.0.0.1 answering from a map.
@@ -41,7 +43,7 @@ func newTestDNS(t *testing.T) *testDNS {
 	started := make(chan struct{})
 	srv := &dns.Server{PacketConn: pc, Handler: z, NotifyStartedFunc: func() { close(started) }}
 	go srv.ActivateAndServe()
-	<-started
+	testwait.Recv(t, started, 10*time.Second, "the test DNS server to start")
 	t.Cleanup(func() { srv.Shutdown() })
 	return z
 }

@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"letterbox/pkg/aliases"
+	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/users"
 )
 
@@ -396,6 +398,6 @@ func TestConcurrentResolve(t *testing.T) {
 		users.Add(up, &users.User{Name: "u" + string(rune('a'+i)) + "@example.test", Password: "{PLAIN}x"})
 	}
 	for g := 0; g < 4; g++ {
-		<-done
+		testwait.Recv(t, done, 20*time.Second, "the resolving goroutines to finish")
 	}
 }

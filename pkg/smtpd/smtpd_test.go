@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
 )
@@ -323,26 +324,15 @@ func TestSessionShutdownFinishesData(t *testing.T) {
 		done <- ts.srv.Shutdown(ctx)
 	}()
 	// The server is stopping; the message in flight still gets in.
-	waitUntil(t, func() bool { ts.srv.mu.Lock(); defer ts.srv.mu.Unlock(); return ts.srv.stopping })
+	testwait.Until(t, 5*time.Second, "the server to start stopping", func() bool { ts.srv.mu.Lock(); defer ts.srv.mu.Unlock(); return ts.srv.stopping })
 	c.cmd("body\r\n.", "250 2.0.0")
 	c.expect("421 4.3.2")
-	if err := <-done; err != nil {
+	if err := testwait.Recv(t, done, 10*time.Second, "Shutdown to return"); err != nil {
 		t.Fatal(err)
 	}
 	if ts.q.count() != 1 {
 		t.Fatal("message lost")
 	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 500; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition never became true")
 }
 
 func TestSessionMisc(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"letterbox/pkg/internal/testwait"
 )
 
 func testEnv() *Envelope {
@@ -141,7 +143,7 @@ func TestConcurrentSubmit(t *testing.T) {
 			ids <- id
 		}(i)
 	}
-	wg.Wait()
+	testwait.Group(t, &wg, 30*time.Second, "the concurrent submissions")
 	close(ids)
 	list, err := s.List()
 	if err != nil || len(list) != 200 || len(ids) != 200 {
@@ -225,9 +227,12 @@ func TestLockAcrossProcesses(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The child must not outlive its deadline, however the test goes.
+	killed := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	defer killed.Stop()
 	buf := make([]byte, 6)
 	if _, err := io.ReadFull(stdout, buf); err != nil || string(buf) != "LOCKED" {
-		t.Fatalf("child: %q %v", buf, err)
+		t.Fatalf("child: %q %v (killed after 20s if it hung)", buf, err)
 	}
 	if _, err := s.Lock(id); !errors.Is(err, ErrLocked) {
 		t.Fatalf("lock held by child: got %v", err)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"letterbox/pkg/internal/testwait"
 )
 
 func TestParseLine(t *testing.T) {
@@ -349,7 +351,7 @@ func TestConcurrentAdds(t *testing.T) {
 			errs <- Add(p, &User{Name: fmt.Sprintf("u%d@b.test", i), Password: "{PLAIN}x"})
 		}(i)
 	}
-	wg.Wait()
+	testwait.Group(t, &wg, 30*time.Second, "the concurrent adds")
 	close(errs)
 	for err := range errs {
 		if err != nil {
