@@ -33,6 +33,8 @@ import (
 	"time"
 )
 
+var keep bool
+
 // mutation is one row of the list.
 type mutation struct {
 	ID      string
@@ -70,6 +72,7 @@ func main() {
 	jobs := flag.Int("j", 2, "mutations tested at once")
 	noBase := flag.Bool("no-baseline", false, "don't run the tests on the unmutated tree first")
 	timeout := flag.Duration("timeout", 6*time.Minute, "per test run")
+	flag.BoolVar(&keep, "keep", false, "keep the scratch trees (their paths are printed)")
 	flag.Parse()
 
 	root, err := os.Getwd()
@@ -94,6 +97,14 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+	// One snapshot of the tree, taken now: edits made while the mutations
+	// run don't leak into them.
+	snap, err := scratch(root, files)
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(snap)
+	root = snap
 	failed := false
 
 	// Locate every row first: stale rows are reported, not run.
@@ -101,6 +112,7 @@ func main() {
 	var runnable []*mutation
 	for _, m := range sel {
 		if err := locate(root, m); err != nil {
+			fmt.Fprintf(os.Stderr, "mutate: %s: STALE: %v\n", m.ID, err)
 			results = append(results, &result{m: m, status: "STALE", detail: err.Error()})
 			failed = true
 			continue
@@ -115,14 +127,22 @@ func main() {
 	if !*noBase {
 		// The unmutated tree must pass the tests, or a "caught" means
 		// nothing.
-		seen := map[string]bool{}
+		// One run per package, its -run patterns joined.
 		var base []testRun
+		byPkg := map[string]int{}
+		seen := map[string]bool{}
 		for _, m := range runnable {
 			for _, tr := range m.Tests {
-				if !seen[tr.String()] {
-					seen[tr.String()] = true
-					base = append(base, tr)
+				if seen[tr.String()] {
+					continue
 				}
+				seen[tr.String()] = true
+				if i, ok := byPkg[tr.Pkg]; ok {
+					base[i].Run += "|" + tr.Run
+					continue
+				}
+				byPkg[tr.Pkg] = len(base)
+				base = append(base, tr)
 			}
 		}
 		fmt.Fprintf(os.Stderr, "mutate: baseline: %d test runs on the unmutated tree\n", len(base))
@@ -130,16 +150,21 @@ func main() {
 		if err != nil {
 			fatal(err)
 		}
+		baseFailed := false
 		for _, tr := range base {
 			out, err := goTest(dir, tr, *timeout)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "mutate: baseline %s fails on the unmutated tree:\n%s\n", tr, tail(out, 40))
-				failed = true
+				baseFailed = true
+			} else if strings.Contains(out, "no tests to run") {
+				fmt.Fprintf(os.Stderr, "mutate: baseline %s runs no test\n", tr)
+				baseFailed = true
 			}
 		}
 		os.RemoveAll(dir)
-		if failed {
+		if baseFailed {
 			fmt.Fprintln(os.Stderr, "mutate: fix the baseline first")
+			os.RemoveAll(snap)
 			os.Exit(1)
 		}
 	}
@@ -204,6 +229,7 @@ func main() {
 			}
 		}
 	}
+	os.RemoveAll(snap)
 	if failed {
 		os.Exit(1)
 	}
@@ -264,6 +290,10 @@ func readList(path string) ([]*mutation, error) {
 			cur.Replace = val
 		case "test":
 			pkg, run, _ := strings.Cut(val, " ")
+			run, ok := strings.CutPrefix(strings.TrimSpace(run), "-run ")
+			if !ok || strings.TrimSpace(run) == "" {
+				return nil, fmt.Errorf("%s:%d: want test: PACKAGE -run REGEXP", path, n)
+			}
 			cur.Tests = append(cur.Tests, testRun{Pkg: pkg, Run: strings.TrimSpace(run)})
 		case "claim":
 			cur.Claim = val
@@ -396,7 +426,11 @@ func runMutation(root string, files []string, m *mutation, timeout time.Duration
 		r.status, r.detail = "ERROR", err.Error()
 		return r
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		fmt.Fprintf(os.Stderr, "mutate: %s: scratch tree %s\n", m.ID, dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	if err := apply(dir, m); err != nil {
 		r.status, r.detail = "ERROR", err.Error()
 		return r
@@ -408,6 +442,11 @@ func runMutation(root string, files []string, m *mutation, timeout time.Duration
 	}
 	for _, tr := range m.Tests {
 		out, err := goTest(dir, tr, timeout)
+		if err == nil && strings.Contains(out, "no tests to run") {
+			r.status, r.detail = "NOTESTS", tr.String()+" runs no test"
+			r.took = time.Since(start)
+			return r
+		}
 		if err == nil {
 			continue
 		}
