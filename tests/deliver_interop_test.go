@@ -196,25 +196,26 @@ func TestInteropDeliverMblaze(t *testing.T) {
 	}
 	// mblaze takes the messages in (minc: new/ → cur/) and marks one seen
 	// (mflag -S): the names we read back.
-	if _, err := exec.LookPath("mflag"); err == nil {
-		out, err := exec.Command("minc", md).Output()
-		must(t, err)
-		moved := strings.Fields(string(out))
-		if len(moved) != 3 {
-			t.Fatalf("minc: %q", out)
+	if _, err := exec.LookPath("mflag"); err != nil {
+		t.Fatalf("mflag not installed (mblaze in tests/interop/packages.txt): %v", err)
+	}
+	out, err = exec.Command("minc", md).Output()
+	must(t, err)
+	moved := strings.Fields(string(out))
+	if len(moved) != 3 {
+		t.Fatalf("minc: %q", out)
+	}
+	must(t, exec.Command("mflag", "-S", moved[0]).Run())
+	msgs, err := maildir.List(md)
+	must(t, err)
+	seen := 0
+	for _, m := range msgs {
+		if m.Flags == "S" {
+			seen++
 		}
-		must(t, exec.Command("mflag", "-S", moved[0]).Run())
-		msgs, err := maildir.List(md)
-		must(t, err)
-		seen := 0
-		for _, m := range msgs {
-			if m.Flags == "S" {
-				seen++
-			}
-		}
-		if seen != 1 {
-			t.Errorf("after mflag -S: %d seen", seen)
-		}
+	}
+	if seen != 1 {
+		t.Errorf("after mflag -S: %d seen", seen)
 	}
 }
 

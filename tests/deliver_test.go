@@ -70,7 +70,7 @@ func TestDeliverMaildir(t *testing.T) {
 	c := e.cmd("deliver", "--maildir", md2)
 	c.Env = append(c.Env, "SENDER=bob@example.org", "RECIPIENT=v@example.test")
 	c.Stdin = strings.NewReader("Subject: env\n\nx\n")
-	if out, err := c.CombinedOutput(); err != nil {
+	if out, err := bounded(t, c).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	if got := readOnly(t, md2); !strings.HasPrefix(got, "Return-Path: <bob@example.org>\nDelivered-To: v@example.test\nSubject: env\n") {
@@ -234,7 +234,7 @@ func TestDeliverPermissionDenied(t *testing.T) {
 	for _, target := range [][]string{{"--maildir", filepath.Join(locked, "M")}, {"--mbox", filepath.Join(locked, "mbox")}} {
 		cc := exec.Command(c.Path, append(c.Args[1:], target...)...)
 		cc.Stdin = strings.NewReader(deliverMsg)
-		out, err := cc.CombinedOutput()
+		out, err := bounded(t, cc).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 77 {
 			t.Errorf("%v: %v, want exit 77\n%s", target, err, out)

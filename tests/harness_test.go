@@ -6,6 +6,7 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -105,10 +106,35 @@ func (e *env) cmd(name string, args ...string) *exec.Cmd {
 	return c
 }
 
+// processDeadline bounds every command a test runs to completion (a
+// client, a pass of queue-runner, deliver, mailuser …), far below make
+// test's timeout: a command that hangs (a bounce loop, a lost reply) is
+// killed and the test fails naming it.
+const processDeadline = 2 * time.Minute
+
+// bounded returns c (not started yet) made to run under processDeadline:
+// past it, the command is killed and the test fails saying which command
+// hung. Servers a test starts and stops itself don't need it.
+func bounded(t testing.TB, c *exec.Cmd) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), processDeadline)
+	t.Cleanup(cancel)
+	b := exec.CommandContext(ctx, c.Path)
+	b.Args, b.Env, b.Dir, b.SysProcAttr, b.ExtraFiles = c.Args, c.Env, c.Dir, c.SysProcAttr, c.ExtraFiles
+	b.Stdin, b.Stdout, b.Stderr = c.Stdin, c.Stdout, c.Stderr
+	b.Err = c.Err
+	// Children that keep the output pipes open don't hold Wait for ever.
+	b.WaitDelay = 5 * time.Second
+	b.Cancel = func() error {
+		t.Errorf("%s still running after %v: killed", strings.Join(c.Args, " "), processDeadline)
+		return b.Process.Kill()
+	}
+	return b
+}
+
 // run runs a command with stdin and returns stdout, stderr and exit code.
 func (e *env) run(stdin string, name string, args ...string) (string, string, int) {
 	e.t.Helper()
-	c := e.cmd(name, args...)
+	c := bounded(e.t, e.cmd(name, args...))
 	c.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
@@ -222,12 +248,15 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	t.Fatalf("timed out after %v waiting for %s", timeout, what)
 }
 
-// maildirFiles lists the files in dir/sub (sub is "new" or "cur").
+// maildirFiles lists the files in dir/sub (sub is "new", "cur" or "tmp").
+// A missing directory fails the test: "no message there" must not pass
+// because the test looks in the wrong place. Waits for a first delivery,
+// which may create the Maildir, use maildirFilesSoFar.
 func maildirFiles(t testing.TB, dir, sub string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(dir, sub))
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
+	if err != nil {
+		t.Fatalf("maildir: %v", err)
 	}
 	var out []string
 	for _, e := range ents {
@@ -236,11 +265,32 @@ func maildirFiles(t testing.TB, dir, sub string) []string {
 	return out
 }
 
+// mustReadDir lists dir, which must exist: an empty listing of a
+// directory that is not there would pass "nothing left" checks wrongly.
+func mustReadDir(t testing.TB, dir string) []os.DirEntry {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("listing %s: %v", dir, err)
+	}
+	return ents
+}
+
+// maildirFilesSoFar is maildirFiles for a wait: a Maildir not created yet
+// has no files so far.
+func maildirFilesSoFar(t testing.TB, dir, sub string) []string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, sub)); os.IsNotExist(err) {
+		return nil
+	}
+	return maildirFiles(t, dir, sub)
+}
+
 // python runs a Python 3 script with args and returns its combined output;
 // a non-zero exit fails the test.
 func python(t testing.TB, script string, args ...string) string {
 	t.Helper()
-	c := exec.Command("python3", append([]string{"-c", script}, args...)...)
+	c := bounded(t, exec.Command("python3", append([]string{"-c", script}, args...)...))
 	out, err := c.CombinedOutput()
 	if err != nil {
 		t.Fatalf("python3: %v\n%s", err, out)

@@ -41,7 +41,7 @@ func mimeRun(t *testing.T, e *env, stdin []byte, args ...string) ([]byte, string
 	c.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
+	err := bounded(t, c).Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -392,7 +392,7 @@ func TestMimePipelineAndConfig(t *testing.T) {
 	c := exec.Command("sh", "-c", `"$0" -t x@example.net -s report -a report.pdf < note.txt | tee msg.eml | "$0" unpack -d out`, mp)
 	c.Dir = src
 	c.Env = append(os.Environ(), "LETTERBOX_CONFIG="+e.Config)
-	stdout, err := c.CombinedOutput()
+	stdout, err := bounded(t, c).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, stdout)
 	}

@@ -26,13 +26,13 @@ func pop3Nobody(t *testing.T) ([]string, func(string)) {
 	}
 	u, err := user.Lookup("nobody")
 	if err != nil {
-		t.Skip("no user nobody to run clients that refuse root")
+		t.Fatal("no user nobody to run the clients that refuse root")
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	g, err := user.LookupGroupId(u.Gid)
 	if err != nil {
-		t.Skip("no group for nobody")
+		t.Fatal("no group for nobody")
 	}
 	chown := func(p string) {
 		filepath.Walk(p, func(path string, _ os.FileInfo, err error) error {
@@ -59,7 +59,7 @@ func pop3Need(t *testing.T, progs ...string) {
 	t.Helper()
 	for _, p := range progs {
 		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed", p)
+			t.Fatalf("%s not installed (tests/interop/packages.txt; make interop installs it)", p)
 		}
 	}
 }
@@ -248,7 +248,7 @@ set message_cachedir=""
 func TestInteropPOP3DovecotLDA(t *testing.T) {
 	const lda, dpop3 = "/usr/lib/dovecot/dovecot-lda", "/usr/lib/dovecot/pop3"
 	if _, err := os.Stat(lda); err != nil {
-		t.Skip("dovecot-lda not installed")
+		t.Fatal("dovecot-lda not installed (dovecot-core in tests/interop/packages.txt)")
 	}
 	prefix, chown := pop3Nobody(t)
 	dir := pop3OpenDir(t)

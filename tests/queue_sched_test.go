@@ -212,6 +212,9 @@ func TestQueueSchedIndexKill(t *testing.T) {
 	t0 := time.Now()
 	qRun(t, e)
 	full := time.Since(t0)
+	// Kills that landed before the pass ended, and while its index was
+	// being written (its temporary file left behind).
+	midPass, midWrite := 0, 0
 	for i := 0; i < 12; i++ {
 		if i%2 == 0 {
 			os.Remove(index) // the next pass stats everything and writes it whole
@@ -230,7 +233,12 @@ func TestQueueSchedIndexKill(t *testing.T) {
 		must(t, c.Start())
 		time.Sleep(full * time.Duration(i+1) / 12)
 		c.Process.Kill()
-		c.Wait()
+		if c.Wait() != nil {
+			midPass++
+		}
+		if indexBeingWritten(e, c.Process.Pid) {
+			midWrite++
+		}
 
 		_, errs, code := e.run("", "queue-runner")
 		if code != 0 || strings.Contains(errs, "schedule index ignored") {
@@ -240,4 +248,54 @@ func TestQueueSchedIndexKill(t *testing.T) {
 			t.Fatalf("kill %d: the pass after it did not see the %d messages:\n%s", i, n, errs)
 		}
 	}
+	// Kills aimed at the index write: watch for its temporary file and
+	// kill on sight, until one lands while it is there.
+	for try := 0; midWrite == 0 && try < 20; try++ {
+		os.Remove(index)
+		c := e.cmd("queue-runner")
+		must(t, c.Start())
+		tmp := filepath.Join(e.Spool, "tmp", fmt.Sprintf("schedule.%d", c.Process.Pid))
+		exited := make(chan struct{})
+		go func() { c.Wait(); close(exited) }()
+		deadline := time.Now().Add(time.Minute)
+	watch:
+		for {
+			select {
+			case <-exited:
+				break watch
+			default:
+			}
+			if _, err := os.Lstat(tmp); err == nil {
+				c.Process.Kill()
+				<-exited
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Process.Kill()
+				<-exited
+				t.Fatalf("queue-runner still running after %v without writing its index", time.Minute)
+			}
+		}
+		if indexBeingWritten(e, c.Process.Pid) {
+			midWrite++
+		}
+		if _, errs, code := e.run("", "queue-runner"); code != 0 || strings.Contains(errs, "schedule index ignored") {
+			t.Fatalf("aimed kill %d: pass after it: exit %d\n%s", try, code, errs)
+		}
+	}
+	t.Logf("of the kills, %d landed mid-pass, %d while the index was being written", midPass, midWrite)
+	if midPass == 0 || midWrite == 0 {
+		t.Fatalf("%d kills landed mid-pass, %d during the index write: the test proved nothing", midPass, midWrite)
+	}
+}
+
+// indexBeingWritten reports whether the queue-runner pid left its
+// temporary schedule index (killed while writing it), and removes it.
+func indexBeingWritten(e *env, pid int) bool {
+	tmp := filepath.Join(e.Spool, "tmp", fmt.Sprintf("schedule.%d", pid))
+	if _, err := os.Lstat(tmp); err != nil {
+		return false
+	}
+	os.Remove(tmp)
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,13 +42,14 @@ func qCount(t testing.TB, dir string) int {
 	return len(maildirFiles(t, dir, "new")) + len(maildirFiles(t, dir, "cur"))
 }
 
-// qSpoolEmpty reports whether no message is left in the spool.
+// qSpoolEmpty reports whether no message is left in the spool. A spool
+// that is not there fails the test: it is not an empty one.
 func qSpoolEmpty(t testing.TB, e *env) bool {
 	t.Helper()
 	for _, sub := range []string{"env", "data"} {
 		ents, err := os.ReadDir(filepath.Join(e.Spool, sub))
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
+		if err != nil {
+			t.Fatalf("no spool to look in: %v", err)
 		}
 		if len(ents) > 0 {
 			return false
@@ -389,13 +391,17 @@ func TestQueueCrash(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(1))
 	box := qMailbox(e, "bob")
-	kills := 0
+	// Kills that landed while the runner held a message's lock: in the
+	// middle of a message's work, not between messages or after the pass.
+	kills, midMessage := 0, 0
+	const roundTimeout = time.Minute
 	for round := 0; round < 2*n && !qSpoolEmpty(t, e); round++ {
 		// Kill once the runner has delivered a few more messages: it
 		// is then in the middle of its work, whatever the machine's speed.
 		target := qCount(t, box) + 1 + rng.Intn(4)
 		c := e.cmd("queue-runner", "--log-level", "error", "--concurrency", "4")
 		must(t, c.Start())
+		deadline := time.Now().Add(roundTimeout)
 		done := make(chan struct{})
 		go func() { c.Wait(); close(done) }()
 	watch:
@@ -406,21 +412,29 @@ func TestQueueCrash(t *testing.T) {
 			default:
 			}
 			if qCount(t, box) >= target {
+				if holdsFlock(t, c.Process.Pid) {
+					midMessage++
+				}
 				c.Process.Signal(syscall.SIGKILL)
 				<-done
 				kills++
 				break
 			}
+			if time.Now().After(deadline) {
+				c.Process.Kill()
+				<-done
+				t.Fatalf("round %d: queue-runner delivered %d messages, not %d, in %v", round, qCount(t, box), target, roundTimeout)
+			}
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
 	qRun(t, e) // a last pass nobody kills
-	if ents, _ := os.ReadDir(filepath.Join(e.Spool, "env")); len(ents) != 0 {
+	if ents := mustReadDir(t, filepath.Join(e.Spool, "env")); len(ents) != 0 {
 		t.Fatalf("%d messages left in the spool after the last pass", len(ents))
 	}
 	// Data files of notifications killed before their commit point are
 	// garbage, removed by age; none are expected here (no DSNs).
-	if ents, _ := os.ReadDir(filepath.Join(e.Spool, "data")); len(ents) != 0 {
+	if ents := mustReadDir(t, filepath.Join(e.Spool, "data")); len(ents) != 0 {
 		t.Fatalf("%d data files left", len(ents))
 	}
 	seen := map[int]int{}
@@ -442,7 +456,10 @@ func TestQueueCrash(t *testing.T) {
 		}
 		dups += seen[i] - 1
 	}
-	t.Logf("%d kills, %d duplicates", kills, dups)
+	t.Logf("%d kills (%d while a message was locked), %d duplicates", kills, midMessage, dups)
+	if midMessage == 0 {
+		t.Fatal("no kill landed while queue-runner held a message's lock: the test proved nothing")
+	}
 	// A kill between a delivery and the envelope update repeats that
 	// delivery; with --concurrency 4 a pass works up to 4 local messages
 	// at once, so a kill can repeat at most that many.
@@ -454,13 +471,28 @@ func TestQueueCrash(t *testing.T) {
 	}
 }
 
+// holdsFlock reports whether process pid holds an flock(2) lock (a
+// message's lock, the index's) right now, from /proc/locks.
+func holdsFlock(t testing.TB, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/locks")
+	must(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[1] == "FLOCK" && f[4] == strconv.Itoa(pid) {
+			return true
+		}
+	}
+	return false
+}
+
 // TestQueueDropAsNobody: a user who may not write the spool submits with
 // sendmail (which falls back to the drop directory); queue-runner takes
 // the file in, with that user as the submitter, and delivers it.
 func TestQueueDropAsNobody(t *testing.T) {
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil || os.Geteuid() != 0 {
-		t.Skip("needs root and setpriv to run sendmail as nobody")
+		t.Fatalf("running sendmail as nobody needs root and setpriv(1): euid %d, %v", os.Geteuid(), err)
 	}
 	e := newEnv(t)
 	e.addUser("bob@example.test", "pw")
@@ -475,15 +507,15 @@ func TestQueueDropAsNobody(t *testing.T) {
 	c := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin(t, "sendmail"), "bob@example.test")
 	c.Env = append(os.Environ(), "LETTERBOX_CONFIG="+e.Config)
 	c.Stdin = strings.NewReader("Subject: from nobody\n\nhello\n")
-	out, err := c.CombinedOutput()
+	out, err := bounded(t, c).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sendmail as nobody: %v\n%s", err, out)
 	}
-	drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop"))
+	drops := mustReadDir(t, filepath.Join(e.Spool, "drop"))
 	if len(drops) != 1 {
 		t.Fatalf("drop dir: %v\n%s", drops, out)
 	}
-	if envs, _ := os.ReadDir(filepath.Join(e.Spool, "env")); len(envs) != 0 {
+	if envs := mustReadDir(t, filepath.Join(e.Spool, "env")); len(envs) != 0 {
 		t.Fatal("nobody wrote the spool directly")
 	}
 	_, errs, code := e.run("", "queue-runner")
@@ -497,7 +529,7 @@ func TestQueueDropAsNobody(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("bob's maildir: %v\n%s", files, errs)
 	}
-	if drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop")); len(drops) != 0 {
+	if drops := mustReadDir(t, filepath.Join(e.Spool, "drop")); len(drops) != 0 {
 		t.Fatalf("drop not removed: %v", drops)
 	}
 }

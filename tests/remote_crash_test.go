@@ -3,7 +3,6 @@ package tests
 import (
 	"fmt"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,14 +48,20 @@ func TestRemoteCrash(t *testing.T) {
 
 	t.Logf("%d messages queued in %v", n, time.Since(start))
 	rng := rand.New(rand.NewSource(3))
-	kills := 0
-	args := append(append([]string{}, r.args...), "--log-level", "error")
+	// Kills that landed while the runner held a message's lock (mid-work).
+	kills, midMessage := 0, 0
+	// With at most this many messages in flight, a kill between a peer's
+	// 250 and the envelope update repeats at most this many.
+	const concurrency = 8
+	const roundTimeout = time.Minute
+	args := append(append([]string{}, r.args...), "--log-level", "error", "--concurrency", fmt.Sprint(concurrency))
 	for round := 0; round < 400 && !qSpoolEmpty(t, r.e); round++ {
 		// Kill after a random number of further arrivals, so the runner
 		// dies in the middle of its work whatever the machine's speed.
 		target := len(r.sink.messages()) + 1 + rng.Intn(150)
 		c := r.e.cmd("queue-runner", args...)
 		must(t, c.Start())
+		deadline := time.Now().Add(roundTimeout)
 		done := make(chan struct{})
 		go func() { c.Wait(); close(done) }()
 	watch:
@@ -69,10 +74,18 @@ func TestRemoteCrash(t *testing.T) {
 			if len(r.sink.messages()) >= target {
 				// A random extra moment: mid-transaction, mid-update.
 				time.Sleep(time.Duration(rng.Intn(3000)) * time.Microsecond)
+				if holdsFlock(t, c.Process.Pid) {
+					midMessage++
+				}
 				c.Process.Signal(syscall.SIGKILL)
 				<-done
 				kills++
 				break
+			}
+			if time.Now().After(deadline) {
+				c.Process.Kill()
+				<-done
+				t.Fatalf("round %d: the sink got %d messages, not %d, within %v", round, len(r.sink.messages()), target, roundTimeout)
 			}
 			time.Sleep(200 * time.Microsecond)
 		}
@@ -80,7 +93,7 @@ func TestRemoteCrash(t *testing.T) {
 	t.Logf("%d kills in %v", kills, time.Since(start))
 	r.run(t, "flush") // a last pass nobody kills
 	for _, sub := range []string{"env", "data"} {
-		if ents, _ := os.ReadDir(filepath.Join(r.e.Spool, sub)); len(ents) != 0 {
+		if ents := mustReadDir(t, filepath.Join(r.e.Spool, sub)); len(ents) != 0 {
 			t.Fatalf("%d files left in %s/ after the last pass", len(ents), sub)
 		}
 	}
@@ -109,8 +122,11 @@ func TestRemoteCrash(t *testing.T) {
 		}
 		dups += max(seen[i]-1, 0)
 	}
-	if kills == 0 {
-		t.Fatal("queue-runner was never killed: the test proved nothing")
+	t.Logf("%d kills (%d while a message was locked), %d duplicates of %d messages", kills, midMessage, dups, n)
+	if kills == 0 || midMessage == 0 {
+		t.Fatalf("%d kills, %d of them while a message was locked: the test proved nothing", kills, midMessage)
 	}
-	t.Logf("%d kills, %d duplicates of %d messages", kills, dups, n)
+	if dups > concurrency*kills {
+		t.Fatalf("%d duplicates for %d kills: at most %d per kill (the messages in flight)", dups, kills, concurrency)
+	}
 }

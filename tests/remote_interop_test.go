@@ -84,7 +84,7 @@ func TestInteropRemoteToPostfix(t *testing.T) {
 	var got []string
 	waitFor(t, 30*time.Second, "Postfix's virtual(8) to deliver", func() bool {
 		r.run(t)
-		got = maildirFiles(t, box, "new")
+		got = maildirFilesSoFar(t, box, "new")
 		return len(got) == 1
 	})
 	b, err := os.ReadFile(got[0])

@@ -147,7 +147,7 @@ func TestSendmailMailq(t *testing.T) {
 	for _, args := range [][]string{{"mailq"}, {"sendmail", "-bp"}} {
 		c := exec.Command(filepath.Join(filepath.Dir(bin(t, "sendmail")), args[0]), args[1:]...)
 		c.Env = e.cmd("sendmail").Env
-		out, err := c.Output()
+		out, err := bounded(t, c).Output()
 		if err != nil || string(out) != want || !strings.Contains(want, "friend@remote.test") {
 			t.Errorf("%v: %v\n%s\nwant\n%s", args, err, out, want)
 		}
@@ -170,7 +170,7 @@ func TestSendmailDeliveredByQueueRunner(t *testing.T) {
 		c := e.cmd("sendmail", "joe@example.test")
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		c.Stdin = strings.NewReader("Subject: by nobody\n\nfrom the drop directory\n")
-		if out, err := c.CombinedOutput(); err != nil {
+		if out, err := bounded(t, c).CombinedOutput(); err != nil {
 			t.Fatalf("sendmail as nobody: %v\n%s", err, out)
 		}
 		drops, _ := os.ReadDir(filepath.Join(e.Spool, "drop"))
@@ -185,7 +185,7 @@ func TestSendmailDeliveredByQueueRunner(t *testing.T) {
 	md := filepath.Join(e.MailRoot, "example.test", "joe")
 	var files []string
 	waitFor(t, 10*time.Second, "delivery", func() bool {
-		files = append(maildirFiles(t, md, "new"), maildirFiles(t, md, "cur")...)
+		files = append(maildirFilesSoFar(t, md, "new"), maildirFilesSoFar(t, md, "cur")...)
 		return len(files) == want
 	})
 	all := ""

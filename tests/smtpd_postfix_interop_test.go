@@ -57,7 +57,7 @@ func deliverAll(t *testing.T, e *env, local string, n int) []*mail.Message {
 		if out, errs, code := e.run("", "queue-runner"); code != 0 {
 			t.Fatalf("queue-runner: exit %d\n%s%s", code, out, errs)
 		}
-		files = append(maildirFiles(t, md, "new"), maildirFiles(t, md, "cur")...)
+		files = append(maildirFilesSoFar(t, md, "new"), maildirFilesSoFar(t, md, "cur")...)
 		return len(files) >= n
 	})
 	if len(files) != n {

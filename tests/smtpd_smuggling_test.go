@@ -87,7 +87,7 @@ func TestSendmailBsSmuggling(t *testing.T) {
 	for _, fe := range falseEnds() {
 		c := e.cmd("sendmail", "-bs")
 		c.Stdin = strings.NewReader("EHLO local\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<joe@example.test>\r\nDATA\r\nSubject: first\r\n\r\nfirst" + fe + smuggle + "QUIT\r\n")
-		out, err := c.Output()
+		out, err := bounded(t, c).Output()
 		if err != nil {
 			t.Fatalf("sendmail -bs: %v", err)
 		}
@@ -155,8 +155,8 @@ func TestSmtpdBareNewline(t *testing.T) {
 		s := e.start("smtpd", "")
 		f := filepath.Join(e.Dir, "msg.txt")
 		must(t, os.WriteFile(f, []byte("From: bob@remote.test\nSubject: lf\n\nline one\n..dot line\n"), 0o600))
-		out, err := exec.Command("curl", "-sS", "smtp://"+s.Addr+"/client.test", "--mail-from", "bob@remote.test",
-			"--mail-rcpt", "joe@example.test", "-T", f).CombinedOutput()
+		out, err := bounded(t, exec.Command("curl", "-sS", "smtp://"+s.Addr+"/client.test", "--mail-from", "bob@remote.test",
+			"--mail-rcpt", "joe@example.test", "-T", f)).CombinedOutput()
 		if mode == "reject" {
 			// curl reports a refusal after the data as (8) "Weird server
 			// reply"; the server's log says which rule refused it.

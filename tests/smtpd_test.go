@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -128,8 +129,8 @@ func TestSmtpdCurl(t *testing.T) {
 	s := e.start("smtpd", "")
 	f := filepath.Join(e.Dir, "msg.txt")
 	must(t, os.WriteFile(f, []byte("From: bob@remote.test\r\nSubject: curl\r\n\r\nfrom curl\r\n"), 0o600))
-	out, err := exec.Command("curl", "-sS", "smtp://"+s.Addr+"/client.test", "--mail-from", "bob@remote.test",
-		"--mail-rcpt", "joe@example.test", "--mail-rcpt", "postmaster@example.test", "-T", f).CombinedOutput()
+	out, err := bounded(t, exec.Command("curl", "-sS", "smtp://"+s.Addr+"/client.test", "--mail-from", "bob@remote.test",
+		"--mail-rcpt", "joe@example.test", "--mail-rcpt", "postmaster@example.test", "-T", f)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
@@ -138,8 +139,8 @@ func TestSmtpdCurl(t *testing.T) {
 		t.Fatalf("%+v", msgs[0])
 	}
 	// curl to an unknown user fails with the server's reply.
-	out, err = exec.Command("curl", "-sS", "smtp://"+s.Addr, "--mail-from", "bob@remote.test",
-		"--mail-rcpt", "nobody@example.test", "-T", f).CombinedOutput()
+	out, err = bounded(t, exec.Command("curl", "-sS", "smtp://"+s.Addr, "--mail-from", "bob@remote.test",
+		"--mail-rcpt", "nobody@example.test", "-T", f)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "550") {
 		t.Fatalf("curl to unknown user: %v %s", err, out)
 	}
@@ -469,7 +470,7 @@ func smtpdStdio(t *testing.T, e *env, envv []string, input string, args ...strin
 	c.Stdin = strings.NewReader(input)
 	var errb strings.Builder
 	c.Stderr = &errb
-	out, err := c.Output()
+	out, err := bounded(t, c).Output()
 	if err != nil {
 		t.Fatalf("smtpd: %v\n%s", err, errb.String())
 	}
@@ -656,10 +657,15 @@ func TestSmtpdSIGTERMStalledData(t *testing.T) {
 func TestSmtpdSIGKILLDurability(t *testing.T) {
 	e := smtpdEnv(t)
 	accepted := map[string]bool{}
+	// Kills that landed mid-message: a client between DATA and its reply,
+	// or a partial file left (a message being written); of those, how
+	// many left a partial file.
+	midMessage, midWrite := 0, 0
 	body := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n", 100)
 	for round := 0; round < 8; round++ {
 		s := e.start("smtpd", "")
 		results := make(chan string, 10000)
+		var inData atomic.Int32
 		var wg sync.WaitGroup
 		for w := 0; w < 3; w++ {
 			wg.Add(1)
@@ -693,11 +699,13 @@ func TestSmtpdSIGKILLDurability(t *testing.T) {
 					if !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "250") || !strings.HasPrefix(read(), "354") {
 						return
 					}
+					inData.Add(1)
 					// Write the message in pieces so the kill lands mid-DATA.
 					fmt.Fprintf(c, "Subject: r%d w%d m%d\r\n\r\n", round, w, i)
 					c.Write([]byte(body[:len(body)/2]))
 					c.Write([]byte(body[len(body)/2:] + ".\r\n"))
 					l := read()
+					inData.Add(-1)
 					if !strings.HasPrefix(l, "250 ") {
 						return
 					}
@@ -707,8 +715,19 @@ func TestSmtpdSIGKILLDurability(t *testing.T) {
 		}
 		// Let some messages through, then kill while others are in flight.
 		waitFor(t, 10*time.Second, "some accepted messages", func() bool { return len(results) >= 2+round })
+		before := spoolPartials(t, e)
+		receiving := inData.Load() > 0
 		s.Cmd.Process.Kill()
 		s.Cmd.Wait()
+		// A kill that left a new temporary file or a data file without its
+		// envelope landed while a message was being written.
+		partial := spoolPartials(t, e) > before
+		if receiving || partial {
+			midMessage++
+		}
+		if partial {
+			midWrite++
+		}
 		wg.Wait() // the workers see their connections die
 		close(results)
 		for id := range results {
@@ -732,6 +751,27 @@ func TestSmtpdSIGKILLDurability(t *testing.T) {
 		t.Fatalf("only %d messages accepted", len(accepted))
 	}
 	smtpdNoPartial(t, e)
+	t.Logf("of 8 kills, %d landed mid-message, %d left a partial file", midMessage, midWrite)
+	if midMessage < 4 {
+		t.Fatalf("only %d of 8 kills landed while a message was in flight: the test proved little", midMessage)
+	}
+}
+
+// spoolPartials counts the files a writer killed mid-message leaves: in
+// tmp/, and data files without an envelope.
+func spoolPartials(t testing.TB, e *env) int {
+	t.Helper()
+	tmp, err := os.ReadDir(filepath.Join(e.Spool, "tmp"))
+	must(t, err)
+	data, err := os.ReadDir(filepath.Join(e.Spool, "data"))
+	must(t, err)
+	n := len(tmp)
+	for _, d := range data {
+		if _, err := os.Stat(filepath.Join(e.Spool, "env", d.Name())); os.IsNotExist(err) {
+			n++
+		}
+	}
+	return n
 }
 
 // smtpdMsg is a message found in the spool.
@@ -743,10 +783,14 @@ type smtpdMsg struct {
 
 // smtpdSpool reads every committed message (envelope in env/) with its
 // data, through the spool package's own reader.
+//
+// The spool must exist (smtpd makes it when it starts): an empty answer
+// for a spool that is not there would let "nothing was queued" pass for
+// the wrong reason.
 func smtpdSpool(t testing.TB, e *env) []smtpdMsg {
 	t.Helper()
-	if _, err := os.Stat(e.Spool); os.IsNotExist(err) {
-		return nil
+	if _, err := os.Stat(filepath.Join(e.Spool, "env")); err != nil {
+		t.Fatalf("no spool to look in: %v", err)
 	}
 	sp, err := spool.Open(e.Spool)
 	must(t, err)
@@ -787,8 +831,8 @@ func smtpdWaitSpool(t testing.TB, e *env, n int) []smtpdMsg {
 func smtpdNoPartial(t testing.TB, e *env) {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(e.Spool, "env"))
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
+	if err != nil {
+		t.Fatalf("no spool to look in: %v", err)
 	}
 	sp, err := spool.Open(e.Spool)
 	must(t, err)
@@ -824,7 +868,7 @@ with smtplib.SMTP(sys.argv[1], int(sys.argv[2])) as c:
 	md := filepath.Join(e.MailRoot, "example.test", "joe")
 	var files []string
 	waitFor(t, 10*time.Second, "delivery into the Maildir", func() bool {
-		files = append(maildirFiles(t, md, "new"), maildirFiles(t, md, "cur")...)
+		files = append(maildirFilesSoFar(t, md, "new"), maildirFilesSoFar(t, md, "cur")...)
 		return len(files) == 1
 	})
 	b, err := os.ReadFile(files[0])

@@ -436,10 +436,11 @@ func (e *env) runTraced(stdin, name string, args ...string) (string, string, int
 func (e *env) runTracedCmd(c *exec.Cmd, stdin string) (string, string, int, *sysTrace) {
 	e.t.Helper()
 	read := tracedCmd(e.t, c, e.Dir)
+	c = bounded(e.t, c)
 	c.Stdin = strings.NewReader(stdin)
 	var out, errb strings.Builder
 	c.Stdout, c.Stderr = &out, &errb
-	err := runWithin(c, 60*time.Second)
+	err := c.Run()
 	code := 0
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
@@ -449,24 +450,6 @@ func (e *env) runTracedCmd(c *exec.Cmd, stdin string) (string, string, int, *sys
 		code = ee.ExitCode()
 	}
 	return out.String(), errb.String(), code, read()
-}
-
-// runWithin runs c and kills it (and fails with a clear error) when it has
-// not ended after d.
-func runWithin(c *exec.Cmd, d time.Duration) error {
-	if err := c.Start(); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		c.Process.Kill()
-		<-done
-		return fmt.Errorf("%s did not end within %v (killed)", filepath.Base(c.Args[0]), d)
-	}
 }
 
 // tracedServer is a server running under strace.
