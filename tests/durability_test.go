@@ -539,3 +539,75 @@ func TestDurabilityMboxRecovery(t *testing.T) {
 		durableAt("the partial message is cut away on disk before the dotlock goes", changes(pe.Mbox+".lock"), paths(pe.Mbox), nil).
 		check()
 }
+
+// imapCmd sends a tagged IMAP command and fails unless its tagged
+// response is OK.
+func imapCmd(d *dialog, tag, cmd string) string {
+	d.t.Helper()
+	d.send(tag + " " + cmd)
+	l := imapTagged(d, tag)
+	if !strings.HasPrefix(l, tag+" OK") {
+		d.t.Fatalf("%s: %q", cmd, l)
+	}
+	return l
+}
+
+// TestDurabilityIMAP: imapd's OK to APPEND, CREATE, COPY, MOVE, RENAME and
+// DELETE comes only once what it reports is on disk: the message files
+// and the dovecot-uidlist that gives them their UIDs (APPENDUID, COPYUID),
+// the folders, and for MOVE the message's removal from the source.
+func TestDurabilityIMAP(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("alice@example.test")
+	md := filepath.Join(e.MailRoot, "example.test", "alice")
+	s := e.startTraced("imapd", "")
+	d := dial(t, s.Addr)
+	if l := d.line(); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	imapCmd(d, "a1", `LOGIN alice@example.test secret`)
+	msg := "From: bob@example.org\r\nSubject: appended\r\n\r\nbody\r\n"
+	d.send(fmt.Sprintf("a2 APPEND INBOX {%d}", len(msg)))
+	if l := d.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("APPEND: %q", l)
+	}
+	d.raw(msg + "\r\n")
+	if l := imapTagged(d, "a2"); !strings.HasPrefix(l, "a2 OK") {
+		t.Fatalf("APPEND: %q", l)
+	}
+	imapCmd(d, "a3", "CREATE Work")
+	imapCmd(d, "a4", "SELECT INBOX")
+	imapCmd(d, "a5", "COPY 1 Work")
+	imapCmd(d, "a6", "MOVE 1 Sent")
+	imapCmd(d, "a7", "CREATE Old")
+	imapCmd(d, "a8", "RENAME Old New")
+	imapCmd(d, "a9", "DELETE Work")
+	imapCmd(d, "z", "LOGOUT")
+	tr := s.stop()
+	folder := func(name string) string {
+		if name == "" {
+			return md
+		}
+		return filepath.Join(md, "."+name)
+	}
+	uidlist := func(name string) string { return filepath.Join(folder(name), "dovecot-uidlist") }
+	// imapd's caches are rebuilt when missing or damaged (DESIGN): they
+	// need not reach the disk.
+	cache := func(name string) bool { return strings.HasPrefix(name, "letterbox-imap.") }
+	p := tr.promises(t)
+	for _, f := range []string{"", "Work", "Sent"} {
+		p.published(filepath.Join(folder(f), "cur")).publishedExcept(cache, folder(f))
+	}
+	p.allDurableAt("APPEND's OK only once the message is in INBOX on disk", sent("a2 OK"), filepath.Join(md, "cur"), nil).
+		durableAt("APPEND's OK only once its UID is on disk", sent("a2 OK"), paths(uidlist("")), nil).
+		durableAt("CREATE's OK only once the folder is on disk", sent("a3 OK"), paths(filepath.Join(folder("Work"), "cur"), uidlist("Work")), nil).
+		allDurableAt("COPY's OK only once the copy is on disk", sent("a5 OK"), filepath.Join(folder("Work"), "cur"), nil).
+		durableAt("COPY's OK only once the copy's UID is on disk", sent("a5 OK"), paths(uidlist("Work")), nil).
+		allDurableAt("MOVE's OK only once the message is durably in its new folder", sent("a6 OK"), filepath.Join(folder("Sent"), "cur"), nil).
+		allDurableAt("MOVE's OK only once the message is durably out of its old folder", sent("a6 OK"), filepath.Join(md, "cur"), nil).
+		durableAt("MOVE's OK only once the moved message's UID is on disk", sent("a6 OK"), paths(uidlist("Sent")), nil).
+		durableAt("RENAME's OK only once the folder is durably under its new name", sent("a8 OK"),
+			paths(filepath.Join(folder("New"), "cur")), paths(folder("Old"))).
+		durableAt("DELETE's OK only once the folder is durably gone", sent("a9 OK"), nil, paths(folder("Work"))).
+		check()
+}

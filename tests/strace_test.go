@@ -810,10 +810,17 @@ func (d *durability) rule(name string, match func(*sysCall) bool, problems func(
 // directories whose entries are the commit points) finds the file's
 // content already durable, so no crash shows a name for partial data.
 func (d *durability) published(dirs ...string) *durability {
+	return d.publishedExcept(nil, dirs...)
+}
+
+// publishedExcept is published for the names in dirs that skip does not
+// select (files the design lets a crash lose: caches rebuilt when missing).
+func (d *durability) publishedExcept(skip func(name string) bool, dirs ...string) *durability {
 	for _, dir := range dirs {
 		dir := filepath.Clean(dir)
 		d.rule("content flushed before it is published in "+dir, func(c *sysCall) bool {
-			return c.ok() && isPublish(c) && filepath.Dir(publishTarget(c)) == dir
+			return c.ok() && isPublish(c) && filepath.Dir(publishTarget(c)) == dir &&
+				(skip == nil || !skip(filepath.Base(publishTarget(c))))
 		}, func(c *sysCall, m *fsModel) []string {
 			if w := m.contentWhy(publishSource(c)); w != "" {
 				return []string{w}

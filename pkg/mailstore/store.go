@@ -325,6 +325,12 @@ func (a *account) mkFolder(name string) error {
 		os.RemoveAll(dir)
 		return fmt.Errorf("mailstore: create %s: %w", name, err)
 	}
+	// CreateFolder found the directory made above and fsynced only what
+	// it made inside it: the folder's own entry must reach the disk too,
+	// before CREATE's OK (or a COPY into it) is reported.
+	if err := maildir.SyncDir(a.root); err != nil {
+		return fmt.Errorf("mailstore: create %s: %w", name, err)
+	}
 	a.forget(name)
 	f := a.folder(name)
 	f.mu.Lock()

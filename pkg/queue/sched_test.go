@@ -362,15 +362,15 @@ func TestMixedDestinations(t *testing.T) {
 	defer cancel()
 	done := make(chan Stats, 1)
 	go func() { st, _ := r.Pass(ctx, false); done <- st }()
-	waitUntil(t, 15*time.Second, "8 working-domain and 8 local recipients delivered while the dead domain hangs", func() bool {
+	testwait.Until(t, 15*time.Second, "8 working-domain and 8 local recipients delivered while the dead domain hangs", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return sink.count() == 8 && len(b.got) == 8
 	})
-	waitUntil(t, 10*time.Second, "the dead domain's 3 slots taken", func() bool { return accepted() >= 3 })
+	testwait.Until(t, 10*time.Second, "the dead domain's 3 slots taken", func() bool { return accepted() >= 3 })
 	// The delivered recipients are in the envelope files already, while
 	// the dead recipient's session still holds the message.
-	waitUntil(t, 10*time.Second, "the delivered recipients recorded in every envelope", func() bool {
+	testwait.Until(t, 10*time.Second, "the delivered recipients recorded in every envelope", func() bool {
 		for _, id := range ids {
 			env, err := r.Spool.Load(id)
 			if err != nil || env.Recipients[1].State != spool.Delivered || env.Recipients[2].State != spool.Delivered {

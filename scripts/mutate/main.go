@@ -44,10 +44,11 @@ type mutation struct {
 	Replace string // …by this
 	Tests   []testRun
 	Claim   string
-	// Platform, when set ("!linux"), says the line is not built here: the
-	// row is listed, not run.
-	Platform string
-	line     int // where the text was found (1-based)
+	// NotRun, when set, says why the row cannot run here (a line not
+	// built on Linux, a path one file system cannot take, a Sync that is
+	// no flush): it is listed, not run, and covers its line.
+	NotRun string
+	line   int // where the text was found (1-based)
 }
 
 // testRun is a package and a -run pattern.
@@ -73,6 +74,7 @@ func main() {
 	noBase := flag.Bool("no-baseline", false, "don't run the tests on the unmutated tree first")
 	timeout := flag.Duration("timeout", 6*time.Minute, "per test run")
 	flag.BoolVar(&keep, "keep", false, "keep the scratch trees (their paths are printed)")
+	check := flag.Bool("check", false, "only check the list: stale rows and uncovered flushes, no test run")
 	flag.Parse()
 
 	root, err := os.Getwd()
@@ -117,13 +119,17 @@ func main() {
 			failed = true
 			continue
 		}
-		if m.Platform != "" {
-			results = append(results, &result{m: m, status: "n/a", detail: "not built here (" + m.Platform + ")"})
+		if m.NotRun != "" {
+			results = append(results, &result{m: m, status: "n/a", detail: m.NotRun})
 			continue
 		}
 		runnable = append(runnable, m)
 	}
 
+	if *check {
+		runnable = nil
+		*noBase = true
+	}
 	if !*noBase {
 		// The unmutated tree must pass the tests, or a "caught" means
 		// nothing.
@@ -297,8 +303,8 @@ func readList(path string) ([]*mutation, error) {
 			cur.Tests = append(cur.Tests, testRun{Pkg: pkg, Run: strings.TrimSpace(run)})
 		case "claim":
 			cur.Claim = val
-		case "platform":
-			cur.Platform = val
+		case "notrun":
+			cur.NotRun = val
 		default:
 			return nil, fmt.Errorf("%s:%d: unknown key %q", path, n, key)
 		}
