@@ -611,3 +611,24 @@ func TestDurabilityIMAP(t *testing.T) {
 		durableAt("DELETE's OK only once the folder is durably gone", sent("a9 OK"), nil, paths(folder("Work"))).
 		check()
 }
+
+// TestDurabilityDKIMKeygen: mailuser dkim-keygen prints the DNS record
+// (and exits 0) only once the private key — content, owner, its entry and
+// the directories made for it — is on disk: a record published for a key
+// a crash lost would fail every signature.
+func TestDurabilityDKIMKeygen(t *testing.T) {
+	e := newEnv(t)
+	keys := filepath.Join(e.Dir, "dkim", "keys")
+	out, errs, code, tr := e.runTraced("", "mailuser", "dkim-keygen", "example.test", "--selector", "s1", "--dkim-keys", keys)
+	if code != 0 || !strings.Contains(out, "v=DKIM1") {
+		t.Fatalf("dkim-keygen: exit %d\n%s%s", code, out, errs)
+	}
+	key := filepath.Join(keys, "example.test", "s1.key")
+	if _, err := os.Stat(key); err != nil {
+		t.Fatal(err)
+	}
+	tr.promises(t).
+		durableAt("dkim-keygen exits 0 only with the key on disk", tr.exitOK(), paths(key), nil).
+		allDurableAt("dkim-keygen exits 0 only with the key directories on disk", tr.exitOK(), filepath.Join(e.Dir, "dkim"), nil).
+		check()
+}

@@ -8,7 +8,7 @@ package tests
 //
 // The model (fsModel) knows, for every path touched during the run, whether
 // its directory entry (creation, rename, link, removal) and its content are
-// durable: a write, truncate or chmod makes the content dirty, fsync or
+// durable: a write, truncate, chmod or chown makes the content dirty, fsync or
 // fdatasync of the file makes it clean; a directory change is dirty until
 // the directory itself is fsynced; syncfs (or sync) makes everything clean.
 // Paths that existed before the run and that the run never touched count
@@ -41,7 +41,7 @@ import (
 // flush, every write (to files and to sockets: a server's reply is a
 // write), and the process's exit.
 const straceCalls = "clone,clone3,fork,vfork,open,openat,creat,mkdir,mkdirat,write,pwrite64,writev,pwritev,pwritev2,sendto,sendmsg," +
-	"truncate,ftruncate,fallocate,chmod,fchmod,fchmodat,rename,renameat,renameat2,link,linkat,unlink,unlinkat,rmdir," +
+	"truncate,ftruncate,fallocate,chmod,fchmod,fchmodat,chown,fchown,lchown,fchownat,rename,renameat,renameat2,link,linkat,unlink,unlinkat,rmdir," +
 	"fsync,fdatasync,syncfs,sync,exit_group"
 
 // straceArgs are strace's options: follow children and threads, stop only
@@ -586,13 +586,13 @@ func (m *fsModel) apply(c *sysCall) {
 		return
 	}
 	switch c.Name {
-	case "write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "fallocate", "fchmod":
+	case "write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "fallocate", "fchmod", "fchown":
 		if p := c.fdPath(0); p != "" && !systemPath(p) {
 			m.touch(p, c)
 		}
-	case "truncate", "chmod":
+	case "truncate", "chmod", "chown", "lchown":
 		m.touch(c.pathAt(-1, 0), c)
-	case "fchmodat":
+	case "fchmodat", "fchownat":
 		m.touch(c.pathAt(0, 1), c)
 	case "open", "openat", "creat":
 		if len(c.Args) < 2 || c.Name == "openat" && len(c.Args) < 3 {

@@ -141,6 +141,14 @@ func Generate(dir, domain, selector, algorithm string) (*Key, error) {
 		return nil, fmt.Errorf("dkim: %w", err)
 	}
 	ddir := filepath.Join(dir, domain)
+	// The directories MkdirAll makes, to fsync each into its parent.
+	var made []string
+	for p := filepath.Clean(ddir); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		made = append(made, p)
+	}
 	if err := os.MkdirAll(ddir, 0o700); err != nil {
 		return nil, fmt.Errorf("dkim: %w", err)
 	}
@@ -150,18 +158,50 @@ func Generate(dir, domain, selector, algorithm string) (*Key, error) {
 		return nil, fmt.Errorf("dkim: %w", err)
 	}
 	werr := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if werr == nil {
+		giveToOwner(dir, ddir, path)
+	}
+	// The key (its owner too) and every directory entry leading to it are
+	// on disk before the DNS record is printed: a record published for a
+	// key a crash lost would fail every signature.
 	if err := f.Sync(); werr == nil {
 		werr = err
 	}
 	if err := f.Close(); werr == nil {
 		werr = err
 	}
+	for _, d := range append([]string{ddir}, parents(made)...) {
+		if err := syncDir(d); werr == nil {
+			werr = err
+		}
+	}
 	if werr != nil {
 		os.Remove(path)
 		return nil, fmt.Errorf("dkim: write %s: %w", path, werr)
 	}
-	giveToOwner(dir, ddir, path)
 	return &Key{Domain: domain, Selector: selector, Signer: signer}, nil
+}
+
+// parents returns the parent directory of each path.
+func parents(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = filepath.Dir(p)
+	}
+	return out
+}
+
+// syncDir fsyncs a directory, making the entries made in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // giveToOwner chowns ddir and path to the owner of dir when we are root
