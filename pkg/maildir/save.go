@@ -201,8 +201,8 @@ func CRLFSize(r io.Reader) (int64, error) {
 // names (seconds, then microseconds of the modern format), then by name:
 // the order in which new messages get their UIDs.
 func DeliveryOrder(a, b string) int {
-	sa, ua := stamp(a)
-	sb, ub := stamp(b)
+	sa, ua := DeliveryStamp(a)
+	sb, ub := DeliveryStamp(b)
 	switch {
 	case sa != sb:
 		if sa < sb {
@@ -217,6 +217,11 @@ func DeliveryOrder(a, b string) int {
 	}
 	return strings.Compare(a, b)
 }
+
+// DeliveryStamp returns the delivery time in a message key: the leading
+// seconds and the microseconds of the modern format (M<usec>), 0 when
+// absent.
+func DeliveryStamp(key string) (sec, usec int64) { return stamp(key) }
 
 // SyncDir fsyncs a directory, so that the entries renamed or linked into it
 // survive a crash.

@@ -166,8 +166,9 @@ func formatCache(s *cacheState) []byte {
 	}
 	num("messages", int64(len(s.msgs)))
 	num("expunged", int64(len(s.expunged)))
+	head := crc32.ChecksumIEEE(b)
 	b = append(b, "head "...)
-	b = strconv.AppendUint(b, uint64(crc32.ChecksumIEEE(b)), 16)
+	b = strconv.AppendUint(b, uint64(head), 16)
 	b = append(b, '\n')
 	for i := range s.msgs {
 		m := &s.msgs[i]
@@ -196,8 +197,9 @@ func formatCache(s *cacheState) []byte {
 		b = strconv.AppendUint(b, x.modseq, 10)
 		b = append(b, '\n')
 	}
+	sum := crc32.ChecksumIEEE(b)
 	b = append(b, "end "...)
-	b = strconv.AppendUint(b, uint64(crc32.ChecksumIEEE(b)), 16)
+	b = strconv.AppendUint(b, uint64(sum), 16)
 	return append(b, '\n')
 }
 

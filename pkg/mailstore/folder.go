@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	gomaildir "github.com/emersion/go-maildir"
+	"golang.org/x/sys/unix"
 
 	"letterbox/pkg/maildir"
 )
@@ -63,6 +65,8 @@ type folder struct {
 	pending    map[string]bool // keys of appended files waiting for a UID (under acc.mu)
 	assigned   map[string]uint32
 	assignedUV uint32 // the UIDVALIDITY of the assigned UIDs
+	moved      int    // files the last rescan moved from new/ to cur/
+	rescans    int    // how many times the directories were read (tests)
 
 	watchers map[chan struct{}]struct{}
 	stopPoll chan struct{}
@@ -290,7 +294,30 @@ func readSmall(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer fd.Close()
-	return io.ReadAll(io.LimitReader(fd, 64<<20))
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	b := make([]byte, 0, fi.Size()+512)
+	for {
+		n, err := fd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			if len(b) >= 64<<20 {
+				return nil, fmt.Errorf("%s: too large", path)
+			}
+			b = slices.Grow(b, len(b))
+		}
+	}
 }
 
 // readUIDList returns the uidlist (re-read when its version changed; nil
@@ -341,10 +368,16 @@ type fileEntry struct {
 // leaving new/ while new/ is read is in cur/, read after; a file renamed
 // in cur/ while cur/ is read may be missed under both names.)
 func (f *folder) scan(moveNew bool) (map[string]fileEntry, bool, error) {
-	files := make(map[string]fileEntry, len(f.s.msgs)+16)
-	if err := f.scanNew(files, moveNew); err != nil {
+	hint := len(f.s.msgs)
+	if f.ul != nil {
+		hint = max(hint, len(f.ul.recs))
+	}
+	files := make(map[string]fileEntry, hint+16)
+	moved, err := f.scanNew(files, moveNew)
+	if err != nil {
 		return nil, false, err
 	}
+	f.moved += moved
 	before, _ := statKey(f.path("cur"))
 	if err := f.scanCur(files); err != nil {
 		return nil, false, err
@@ -353,18 +386,18 @@ func (f *folder) scan(moveNew bool) (map[string]fileEntry, bool, error) {
 	return files, before.mtime == after.mtime, nil
 }
 
-func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) error {
+func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) (moved int, err error) {
 	d, err := os.Open(f.path("new"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("mailstore: %w", err)
+		return 0, fmt.Errorf("mailstore: %w", err)
 	}
 	defer d.Close()
 	ents, err := d.ReadDir(-1)
 	if err != nil {
-		return fmt.Errorf("mailstore: %w", err)
+		return 0, fmt.Errorf("mailstore: %w", err)
 	}
 	for _, e := range ents {
 		name := e.Name()
@@ -386,6 +419,7 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) error {
 			err := os.Rename(f.path("new/"+name), f.path("cur/"+target))
 			if err == nil {
 				files[key] = fileEntry{name: target}
+				moved++
 				continue
 			}
 			if errors.Is(err, os.ErrNotExist) {
@@ -395,7 +429,7 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) error {
 		}
 		files[key] = fileEntry{name: name, inNew: true}
 	}
-	return nil
+	return moved, nil
 }
 
 // scanCur lists cur/ with go-maildir's Walk. Names it refuses are taken
@@ -483,11 +517,13 @@ type plan struct {
 	cur     []fileEntry // by index of f.s.msgs; name "" = not found
 	add     []uint32    // UIDs the uidlist gave to files not in the state
 	addFile []fileEntry
-	fresh   []fileEntry     // files needing a (new) UID
-	oldUID  []uint32        // the record each fresh file had (0: none)
-	taken   map[string]bool // keys of files given to add or fresh
-	records bool            // state messages the uidlist lacks (or no uidlist)
-	holes   bool            // records above the state's UIDNEXT whose files were not seen
+	fresh   []fileEntry // files needing a (new) UID
+	oldUID  []uint32    // the record each fresh file had (0: none)
+	records bool        // state messages the uidlist lacks (or no uidlist)
+	holes   bool        // records above the state's UIDNEXT whose files were not seen
+	// unmatched are the files not matched to a message of the state (plan
+	// takes the matched ones out of the scan's map).
+	unmatched map[string]fileEntry
 }
 
 func (f *folder) plan(files map[string]fileEntry, ul *uidlist) plan {
@@ -496,7 +532,6 @@ func (f *folder) plan(files map[string]fileEntry, ul *uidlist) plan {
 		idx = f.uidIndex()
 	}
 	p := plan{cur: make([]fileEntry, len(f.s.msgs)), records: ul == nil}
-	matched := 0
 	for i := range f.s.msgs {
 		m := &f.s.msgs[i]
 		key := m.key()
@@ -512,29 +547,21 @@ func (f *folder) plan(files map[string]fileEntry, ul *uidlist) plan {
 			p.records = true
 		}
 		p.cur[i] = fe
-		matched++
+		delete(files, key)
 	}
-	if matched == len(files) && !p.records && (ul == nil || ul.nextUID <= f.s.uidNext) {
+	p.unmatched = files
+	if len(files) == 0 && !p.records && (ul == nil || ul.nextUID <= f.s.uidNext) {
 		return p
 	}
-	if ul != nil && matched == len(files) && !p.records {
+	if ul != nil && len(files) == 0 && !p.records {
 		// Only records ahead of the state: are their files unseen?
 		p.holes = len(ul.recs) > 0 && ul.recs[len(ul.recs)-1].uid >= f.s.uidNext
 		return p
 	}
-	inState := make(map[string]bool, matched)
-	for i := range p.cur {
-		if p.cur[i].name != "" {
-			inState[p.cur[i].name] = true
-		}
-	}
 	var seen map[uint32]bool
-	p.taken = map[string]bool{}
+	p.add = make([]uint32, 0, len(files))
+	p.addFile = make([]fileEntry, 0, len(files))
 	for key, fe := range files {
-		if inState[fe.name] {
-			continue
-		}
-		p.taken[key] = true
 		uid, ok := idx[key]
 		if ok && uid >= f.s.uidNext {
 			p.add = append(p.add, uid)
@@ -567,6 +594,8 @@ func (f *folder) plan(files map[string]fileEntry, ul *uidlist) plan {
 // rescan reads the directories and merges them into the state. It reports
 // whether the state changed.
 func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) (bool, error) {
+	f.moved = 0
+	f.rescans++
 	files, err := f.stableScan(moveNew)
 	if err != nil {
 		return false, err
@@ -576,7 +605,7 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 		// Another UIDVALIDITY: every UID we knew means nothing now.
 		f.acc.log.Warn("UIDVALIDITY changed", "folder", f.name, "was", f.s.uidValidity, "now", ul.uidValidity)
 		f.s.msgs, f.s.expunged = nil, nil
-		f.s.uidNext, f.s.recentFrom = 0, ul.nextUID
+		f.s.uidValidity, f.s.uidNext = 0, 0
 		f.s.vanishedFrom = f.s.highest + 1
 		changed = true
 	}
@@ -657,7 +686,7 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 		return 0
 	}
 	nm, cm := rec(newSt), rec(curSt)
-	if moveNew {
+	if f.moved > 0 {
 		// Our moves changed both; the next sync looks again.
 		nm, cm = 0, 0
 	}
@@ -702,13 +731,7 @@ func (f *folder) number(ul *uidlist, p *plan, files map[string]fileEntry) {
 			extra = append(extra, uidRec{uid: f.s.msgs[i].uid, name: key})
 		}
 	}
-	order := make([]int, len(p.fresh))
-	for i := range order {
-		order[i] = i
-	}
-	sort.Slice(order, func(a, b int) bool {
-		return maildir.DeliveryOrder(baseKey(p.fresh[order[a]].name), baseKey(p.fresh[order[b]].name)) < 0
-	})
+	order := deliveryOrder(p.fresh)
 	drop := map[string]bool{}
 	fresh := make([]fileEntry, 0, len(order))
 	for _, i := range order {
@@ -739,6 +762,36 @@ func (f *folder) number(ul *uidlist, p *plan, files map[string]fileEntry) {
 	sort.Slice(out, func(a, b int) bool { return out[a].uid < out[b].uid })
 	ul.recs = out
 	f.ulIdx = nil
+}
+
+// deliveryOrder returns the indices of files in the order their names'
+// delivery times give (maildir.DeliveryOrder), each name parsed once.
+func deliveryOrder(files []fileEntry) []int {
+	type item struct {
+		sec, usec int64
+		key       string
+		i         int
+	}
+	items := make([]item, len(files))
+	for i, fe := range files {
+		k := baseKey(fe.name)
+		sec, usec := maildir.DeliveryStamp(k)
+		items[i] = item{sec, usec, k, i}
+	}
+	slices.SortFunc(items, func(a, b item) int {
+		if c := cmp.Compare(a.sec, b.sec); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.usec, b.usec); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	order := make([]int, len(items))
+	for i, it := range items {
+		order[i] = it.i
+	}
+	return order
 }
 
 // find returns the index of uid in the state, or -1.
@@ -777,7 +830,7 @@ func (f *folder) apply(p plan, ul *uidlist) bool {
 		if fe.name == "" {
 			// Not seen: gone, unless its last name is still there (a
 			// rename during readdir) and the file is not another UID's now.
-			if p.taken[m.key()] {
+			if _, ok := p.unmatched[m.key()]; ok {
 				gone = append(gone, i)
 				continue
 			}
@@ -799,41 +852,12 @@ func (f *folder) apply(p plan, ul *uidlist) bool {
 			changed = true
 		}
 	}
-	var recIdx map[uint32]int
-	if ul != nil && len(p.add) > 0 {
-		recIdx = make(map[uint32]int, len(p.add))
-		for _, uid := range p.add {
-			if j, ok := slices.BinarySearchFunc(ul.recs, uid, func(r uidRec, u uint32) int { return int(int64(r.uid) - int64(u)) }); ok {
-				recIdx[uid] = j
-			}
-		}
-	}
-	var added []msg
+	infos := f.newInfos(p.add, p.addFile, ul)
+	added := make([]msg, 0, len(p.add))
 	for i, uid := range p.add {
-		fe := p.addFile[i]
-		sub := "cur/"
-		if fe.inNew {
-			sub = "new/"
+		if in := infos[i]; in.ok {
+			added = append(added, msg{uid: uid, modseq: modseq(), size: in.vsize, date: in.date, name: p.addFile[i].name, inNew: p.addFile[i].inNew})
 		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(f.path(sub+fe.name), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-			continue
-		}
-		_, vsize := maildir.NameSizes(fe.name)
-		if vsize < 0 && ul != nil {
-			if j, ok := recIdx[uid]; ok {
-				if w, err := strconv.ParseInt(ul.recs[j].extField('W'), 10, 64); err == nil && w >= 0 {
-					vsize = w
-				}
-			}
-		}
-		if vsize < 0 {
-			vsize = fileCRLFSize(f.path(sub + fe.name))
-			if vsize < 0 {
-				continue
-			}
-		}
-		added = append(added, msg{uid: uid, modseq: modseq(), size: vsize, date: st.Mtim.Sec, name: fe.name, inNew: fe.inNew})
 	}
 	if len(gone) > 0 {
 		f.remove(gone)
@@ -842,8 +866,12 @@ func (f *folder) apply(p plan, ul *uidlist) bool {
 	if len(added) > 0 {
 		// Every UID added is at or above the state's UIDNEXT, above all
 		// the state holds.
-		sort.Slice(added, func(a, b int) bool { return added[a].uid < added[b].uid })
-		f.s.msgs = append(f.s.msgs, added...)
+		slices.SortFunc(added, func(a, b msg) int { return cmp.Compare(a.uid, b.uid) })
+		if len(f.s.msgs) == 0 {
+			f.s.msgs = added
+		} else {
+			f.s.msgs = append(f.s.msgs, added...)
+		}
 		changed = true
 	}
 	return changed
@@ -854,6 +882,102 @@ func (f *folder) trimExpunged() {
 		f.s.vanishedFrom = f.s.expunged[n-1].modseq
 		f.s.expunged = append(f.s.expunged[:0:0], f.s.expunged[n:]...)
 	}
+}
+
+// newInfo is what a message first seen needs from its file.
+type newInfo struct {
+	ok    bool // a regular file, still there
+	vsize int64
+	date  int64
+}
+
+// newInfos stats the files of messages first seen (the modification time
+// is the internal date) and finds their size with CRLF line ends: from
+// ,W= in the name, else the uidlist's W extension, else by reading the
+// file. Relative to directory descriptors, without following symlinks,
+// spread over a few goroutines when there are many (a first SELECT: the
+// stats of a cold cache wait on the disk).
+func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newInfo {
+	infos := make([]newInfo, len(uids))
+	work := func(lo, hi int) {
+		var dfd [2]int
+		for k, sub := range []string{"cur", "new"} {
+			fd, err := unix.Open(f.path(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				fd = -1
+			}
+			dfd[k] = fd
+		}
+		defer func() {
+			for _, fd := range dfd {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
+		}()
+		var st unix.Stat_t
+		for i := lo; i < hi; i++ {
+			fe := files[i]
+			d := dfd[0]
+			if fe.inNew {
+				d = dfd[1]
+			}
+			if d < 0 || unix.Fstatat(d, fe.name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+				continue
+			}
+			_, vsize := maildir.NameSizes(fe.name)
+			if vsize < 0 && ul != nil {
+				if j, ok := slices.BinarySearchFunc(ul.recs, uids[i], func(r uidRec, u uint32) int { return cmp.Compare(r.uid, u) }); ok {
+					if w, err := strconv.ParseInt(ul.recs[j].extField('W'), 10, 64); err == nil && w >= 0 {
+						vsize = w
+					}
+				}
+			}
+			if vsize < 0 {
+				if vsize = fileCRLFSizeAt(d, fe.name); vsize < 0 {
+					continue
+				}
+			}
+			infos[i] = newInfo{ok: true, vsize: vsize, date: st.Mtim.Sec}
+		}
+	}
+	const chunk = 1024
+	if len(uids) <= chunk {
+		work(0, len(uids))
+		return infos
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for lo := 0; lo < len(uids); lo += chunk {
+		hi := min(lo+chunk, len(uids))
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			work(lo, hi)
+			<-sem
+		}()
+	}
+	wg.Wait()
+	return infos
+}
+
+// fileCRLFSizeAt is fileCRLFSize of name in the directory dfd.
+func fileCRLFSizeAt(dfd int, name string) int64 {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	file := os.NewFile(uintptr(fd), name)
+	defer file.Close()
+	if fi, err := file.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return -1
+	}
+	n, err := maildir.CRLFSize(file)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // fileCRLFSize reads a message file to count its size with CRLF line

@@ -1,7 +1,10 @@
 package mailstore
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +13,26 @@ import (
 
 	"letterbox/pkg/maildir"
 )
+
+// logBuf collects a store's log lines for tests to check.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func testLogger(l *logBuf) *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // testStore opens a store on a fresh Maildir.
 func testStore(t testing.TB) (*Store, string) {
@@ -38,6 +61,22 @@ func reopen(t testing.TB, root string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// openAlone opens root with state of its own, shared with no other Store:
+// as another process would.
+func openAlone(t testing.TB, root string, log *logBuf) *Store {
+	t.Helper()
+	if log == nil {
+		log = &logBuf{}
+	}
+	s, err := Open(Options{Root: root}) // creates the Maildir
+	must(t, err)
+	s.Close()
+	a := &account{root: root, log: testLogger(log), folders: map[string]*folder{}, refs: 1}
+	alone := &Store{acc: a}
+	t.Cleanup(func() { alone.Close() })
+	return alone
 }
 
 func deliver(t testing.TB, dir string, i int) string {
@@ -93,3 +132,5 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }

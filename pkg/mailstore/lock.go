@@ -33,9 +33,10 @@ import (
 // process that died holding it, and is removed at once instead of after
 // Dovecot's two minutes. A dot-lock nobody recorded is Dovecot's (or a dead
 // Dovecot's), and is waited for as Dovecot would.
-const (
-	lockFileName = "letterbox-imap.lock"
+const lockFileName = "letterbox-imap.lock"
 
+// Variables so that tests can shorten them.
+var (
 	// dotlockStale is Dovecot's stale timeout for dovecot-uidlist.lock,
 	// dovecot-keywords.lock and subscriptions.lock (2 min), and
 	// dotlockTimeout how long a writer waits before giving up (Dovecot
@@ -44,12 +45,15 @@ const (
 	dotlockTimeout = dotlockStale + 2*time.Second
 	// subscriptions.lock: Dovecot's SUBSCRIPTION_FILE_CHANGE_TIMEOUT.
 	subscriptionsStale = 30 * time.Second
-
-	// ownWindow: a recorded dot-lock counts as ours only if its ctime is
-	// this close after the record was written (a Dovecot lock that reused
-	// the inode of one of ours later is not).
-	ownWindow = 10 * time.Second
 )
+
+// ownWindow: a recorded dot-lock counts as ours only if its ctime is this
+// close after the record was written (a Dovecot lock that reused the
+// inode of one of ours later is not).
+const ownWindow = 10 * time.Second
+
+// testHookDotlockWait runs each time a dot-lock waits for another holder.
+var testHookDotlockWait func(path string)
 
 // ErrLocked means a lock held by another program did not go away in time.
 var ErrLocked = errors.New("mailstore: mailbox is locked by another program")
@@ -66,6 +70,7 @@ type dirLock struct {
 	f    *os.File
 	held bool
 	recs map[string]lockRec // dot-locks recorded in the file
+	dead map[string]lockRec // what the previous holder left recorded: it died holding them
 }
 
 func (l *dirLock) lock() error {
@@ -95,7 +100,19 @@ func (l *dirLock) lock() error {
 		}
 	}
 	l.held = true
-	l.recs = l.readRecs()
+	l.recs = nil
+	l.dead = l.readRecs()
+	if len(l.dead) > 0 {
+		// Keep only records of locks still there (the holder died before
+		// renaming or removing them): others could name an inode reused.
+		for name, r := range l.dead {
+			var st syscall.Stat_t
+			if syscall.Lstat(filepath.Join(l.dir, name+".lock"), &st) != nil || st.Ino != r.ino {
+				delete(l.dead, name)
+			}
+		}
+		l.writeRecs()
+	}
 	return nil
 }
 
@@ -140,8 +157,10 @@ func (l *dirLock) readRecs() map[string]lockRec {
 
 func (l *dirLock) writeRecs() {
 	var b bytes.Buffer
-	for name, r := range l.recs {
-		fmt.Fprintf(&b, "%s %d %d\n", name, r.ino, r.at)
+	for _, m := range []map[string]lockRec{l.dead, l.recs} {
+		for name, r := range m {
+			fmt.Fprintf(&b, "%s %d %d\n", name, r.ino, r.at)
+		}
 	}
 	l.f.WriteAt(b.Bytes(), 0)
 	l.f.Truncate(int64(b.Len()))
@@ -194,10 +213,11 @@ func (l *dirLock) dotlock(name string) (*dotlock, error) {
 		}
 		ctime := time.Unix(st.Ctim.Unix())
 		// (ctime comes from the kernel's coarse clock: allow it to lag.)
-		if r, ok := l.recs[name]; ok && r.ino == st.Ino && !ctime.Before(time.Unix(0, r.at).Add(-time.Second)) && ctime.Before(time.Unix(0, r.at).Add(ownWindow)) {
+		if r, ok := l.dead[name]; ok && r.ino == st.Ino && !ctime.Before(time.Unix(0, r.at).Add(-time.Second)) && ctime.Before(time.Unix(0, r.at).Add(ownWindow)) {
 			// Left by a letterbox process that died holding it.
 			os.Remove(lockPath)
-			l.clearRec(name)
+			delete(l.dead, name)
+			l.writeRecs()
 			continue
 		}
 		stale := dotlockStale
@@ -211,6 +231,9 @@ func (l *dirLock) dotlock(name string) (*dotlock, error) {
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%w: %s", ErrLocked, lockPath)
+		}
+		if testHookDotlockWait != nil {
+			testHookDotlockWait(lockPath)
 		}
 		time.Sleep(wait)
 		if wait < 100*time.Millisecond {

@@ -100,7 +100,9 @@ func (a *account) release() {
 	if a.refs > 0 {
 		return
 	}
-	delete(accounts.m, a.root)
+	if accounts.m[a.root] == a {
+		delete(accounts.m, a.root)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, f := range a.folders {

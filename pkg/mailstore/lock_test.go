@@ -1,0 +1,160 @@
+package mailstore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestDotlockStale: a dovecot-uidlist.lock untouched for Dovecot's two
+// minutes is a dead holder's: removed, and the work goes on.
+func TestDotlockStale(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	lock := filepath.Join(root, uidlistName+".lock")
+	must(t, os.WriteFile(lock, []byte("3 V1 N1\n"), 0o600))
+	old := time.Now().Add(-dotlockStale - time.Second)
+	must(t, os.Chtimes(lock, old, old))
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	if snap := mustSync(t, v); len(snap.Msgs) != 1 {
+		t.Errorf("%d messages", len(snap.Msgs))
+	}
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Errorf("stale lock still there: %v", err)
+	}
+}
+
+// TestDotlockWaits: a live dot-lock (Dovecot's, nobody recorded it) is
+// waited for: nothing is numbered while it is there, and the work goes on
+// when it goes.
+func TestDotlockWaits(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	lock := filepath.Join(root, uidlistName+".lock")
+	must(t, os.WriteFile(lock, nil, 0o600))
+	var waits atomic.Int32
+	testHookDotlockWait = func(string) { waits.Add(1) }
+	defer func() { testHookDotlockWait = nil }()
+	done := make(chan error, 1)
+	go func() {
+		v, err := s.Select("INBOX", false)
+		if err == nil {
+			v.Close()
+		}
+		done <- err
+	}()
+	waitFor(t, "Select to wait for the lock", func() bool { return waits.Load() >= 2 })
+	if _, err := os.Stat(filepath.Join(root, uidlistName)); !os.IsNotExist(err) {
+		t.Errorf("uidlist written under another's lock: %v", err)
+	}
+	must(t, os.Remove(lock))
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Select still waiting after the lock went")
+	}
+	if st, _ := s.Status("INBOX"); st.Messages != 1 || st.UIDNext != 2 {
+		t.Errorf("after the wait: %+v", st)
+	}
+}
+
+// TestDotlockTimeout: a lock that never goes away fails the operation with
+// ErrLocked after the timeout, and nothing is written.
+func TestDotlockTimeout(t *testing.T) {
+	defer func(d time.Duration) { dotlockTimeout = d }(dotlockTimeout)
+	dotlockTimeout = 300 * time.Millisecond
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	must(t, os.WriteFile(filepath.Join(root, uidlistName+".lock"), nil, 0o600))
+	if _, err := s.Select("INBOX", false); !errors.Is(err, ErrLocked) {
+		t.Errorf("Select under a held lock: %v", err)
+	}
+	if err := s.SetSubscribed("x", true); err != nil {
+		t.Errorf("another file's lock is not this one: %v", err)
+	}
+	must(t, os.WriteFile(filepath.Join(root, subscriptionsName+".lock"), nil, 0o600))
+	if err := s.SetSubscribed("y", true); !errors.Is(err, ErrLocked) {
+		t.Errorf("SetSubscribed under a held lock: %v", err)
+	}
+}
+
+// TestDotlockOursCrashed: a dot-lock left by a letterbox process that died
+// holding it (its flock gone, its record still there) is removed at once,
+// without Dovecot's two-minute wait.
+func TestDotlockOursCrashed(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	dead := &dirLock{dir: root}
+	must(t, dead.lock())
+	if _, err := dead.dotlock(uidlistName); err != nil {
+		t.Fatal(err)
+	}
+	dead.f.Close() // the process dies: the kernel drops its flock
+	lock := filepath.Join(root, uidlistName+".lock")
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatal(err)
+	}
+	var waits atomic.Int32
+	testHookDotlockWait = func(string) { waits.Add(1) }
+	defer func() { testHookDotlockWait = nil }()
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	v.Close()
+	if waits.Load() != 0 {
+		t.Errorf("waited %d times for our own dead lock", waits.Load())
+	}
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Errorf("dead lock still there: %v", err)
+	}
+	// A recorded inode that is now another file's (Dovecot's new lock
+	// after ours was renamed away) is not ours.
+	dead2 := &dirLock{dir: root}
+	must(t, dead2.lock())
+	d, err := dead2.dotlock(uidlistName)
+	must(t, err)
+	must(t, os.Rename(d.path, d.path+".moved"))
+	must(t, os.WriteFile(lock, nil, 0o600)) // "Dovecot's" lock, another inode
+	dead2.f.Close()
+	defer func(dl time.Duration) { dotlockTimeout = dl }(dotlockTimeout)
+	dotlockTimeout = 300 * time.Millisecond
+	deliver(t, root, 2)
+	if _, err := s.Status("INBOX"); !errors.Is(err, ErrLocked) {
+		t.Errorf("a foreign lock with an unrecorded inode was not waited for: %v", err)
+	}
+}
+
+// TestFlockSerializes: two states of one folder (two processes) never
+// number at once: UIDs stay unique under concurrent deliveries and syncs.
+func TestFlockSerializes(t *testing.T) {
+	_, root := testStore(t)
+	a := openAlone(t, root, nil)
+	b := openAlone(t, root, nil)
+	done := make(chan []uint32, 2)
+	for _, s := range []*Store{a, b} {
+		go func(s *Store) {
+			var uids []uint32
+			for i := 0; i < 20; i++ {
+				r, err := s.Append("INBOX", nil, time.Time{}, stringsReader("x\n"))
+				if err != nil {
+					t.Error(err)
+					break
+				}
+				uids = append(uids, r.UID)
+				s.Status("INBOX")
+			}
+			done <- uids
+		}(s)
+	}
+	all := append(<-done, <-done...)
+	slices.Sort(all)
+	if len(slices.Compact(slices.Clone(all))) != 40 || all[0] != 1 || all[39] != 40 {
+		t.Errorf("UIDs %v", all)
+	}
+}
