@@ -2,10 +2,10 @@ package mailstore
 
 import (
 	"fmt"
-	"syscall"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )

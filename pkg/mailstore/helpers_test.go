@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"sync"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
