@@ -103,9 +103,10 @@ func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
 
 // Link puts the message file src into dir/cur/ under a new unique name with
 // the given flags, as a hard link (the content is shared, as Dovecot's
-// copies are), and fsyncs cur/. size and vsize are the message's sizes for
-// the ,S= and ,W= fields. Where hard links are refused (another file
-// system) the content is copied with Save.
+// copies are). size and vsize are the message's sizes for the ,S= and ,W=
+// fields. Where hard links are refused (another file system) the content
+// is copied with Save. The caller makes a batch durable with one
+// SyncDir(dir/cur) afterwards.
 func Link(src, dir string, flags string, size, vsize int64) (Saved, error) {
 	s := newSaved(flags, size, vsize)
 	final := filepath.Join(dir, "cur", s.Name)
@@ -115,10 +116,6 @@ func Link(src, dir string, flags string, size, vsize int64) (Saved, error) {
 	}
 	if err != nil {
 		return Saved{}, fmt.Errorf("maildir: link %s: %w", src, err)
-	}
-	if err := syncDir(filepath.Join(dir, "cur")); err != nil {
-		os.Remove(final)
-		return Saved{}, fmt.Errorf("maildir: link: fsync %s/cur: %w", dir, err)
 	}
 	return s, nil
 }
@@ -152,9 +149,10 @@ func copyInto(src, dir, flags string) (Saved, error) {
 }
 
 // Move renames the message file src into dir/cur/ under a new unique name
-// with the given flags, then fsyncs cur/ and src's directory: the message
-// is in its new folder at the instant it leaves the old one. Across file
-// systems it is copied durably, then src removed.
+// with the given flags: the message is in its new folder at the instant it
+// leaves the old one. Across file systems it is copied durably, then src
+// removed. The caller makes a batch durable with SyncDir of dir/cur and of
+// the sources' directories afterwards.
 func Move(src, dir string, flags string, size, vsize int64) (Saved, error) {
 	s := newSaved(flags, size, vsize)
 	final := filepath.Join(dir, "cur", s.Name)
@@ -167,16 +165,10 @@ func Move(src, dir string, flags string, size, vsize int64) (Saved, error) {
 		if err := os.Remove(src); err != nil {
 			return s, fmt.Errorf("maildir: move %s: %w", src, err)
 		}
-		return s, syncDir(filepath.Dir(src))
+		return s, nil
 	}
 	if err != nil {
 		return Saved{}, fmt.Errorf("maildir: move %s: %w", src, err)
-	}
-	if err := syncDir(filepath.Join(dir, "cur")); err != nil {
-		return s, fmt.Errorf("maildir: move: fsync %s/cur: %w", dir, err)
-	}
-	if err := syncDir(filepath.Dir(src)); err != nil {
-		return s, fmt.Errorf("maildir: move: fsync %s: %w", filepath.Dir(src), err)
 	}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -518,6 +519,22 @@ func (v *View) transfer(uids []uint32, dest string, move bool) (CopyResult, erro
 		keys = append(keys, saved.Key)
 		made = append(made, saved.Name)
 		res.SrcUIDs = append(res.SrcUIDs, s.uid)
+	}
+	// One fsync of each directory makes the batch durable before the
+	// destination numbers it (and before the answer).
+	if len(made) > 0 {
+		if err := maildir.SyncDir(dst.path("cur")); err != nil && ferr == nil {
+			ferr = fmt.Errorf("mailstore: %s: %w", dst.name, err)
+		}
+		if move {
+			synced := map[string]bool{}
+			for _, s := range src {
+				if d := filepath.Dir(s.path); !synced[d] {
+					synced[d] = true
+					maildir.SyncDir(d)
+				}
+			}
+		}
 	}
 	if ferr != nil && !move {
 		// A COPY is all or nothing.

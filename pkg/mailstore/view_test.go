@@ -32,6 +32,16 @@ func msgOf(s Snapshot, uid uint32) Msg {
 	return Msg{}
 }
 
+// pathOf is the file of uid as the view's folder knows it now.
+func pathOf(v *View, uid uint32) string {
+	v.f.mu.Lock()
+	defer v.f.mu.Unlock()
+	if i := v.f.find(uid); i >= 0 {
+		return v.f.msgPath(&v.f.s.msgs[i])
+	}
+	return ""
+}
+
 func TestSelect(t *testing.T) {
 	s, root := testStore(t)
 	deliver(t, root, 1)
@@ -259,9 +269,7 @@ func TestExpungeRenamedMeanwhile(t *testing.T) {
 	_, _, err = v.Store([]uint32{1, 2}, StoreAdd, []string{`\Deleted`}, 0)
 	must(t, err)
 	mustSync(t, v)
-	ents, _ := os.ReadDir(filepath.Join(root, "cur"))
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	old := filepath.Join(root, "cur", ents[0].Name())
+	old := pathOf(v, 1)
 	must(t, os.Rename(old, strings.TrimSuffix(old, "T")+"S"))
 	gone, err := v.Expunge(nil)
 	must(t, err)
@@ -301,14 +309,12 @@ func TestOpenMessage(t *testing.T) {
 		t.Errorf("Open(99): %v", err)
 	}
 	// Removed by someone else: ErrExpunged.
-	ents, _ = os.ReadDir(filepath.Join(root, "cur"))
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	must(t, os.Remove(filepath.Join(root, "cur", ents[1].Name())))
+	must(t, os.Remove(pathOf(v, 2)))
 	if _, err := v.Open(2); !errors.Is(err, ErrExpunged) {
 		t.Errorf("Open of a removed file: %v", err)
 	}
 	// A message file replaced by a symlink is not followed.
-	p := filepath.Join(root, "cur", ents[0].Name())
+	p := pathOf(v, 1)
 	secret := filepath.Join(t.TempDir(), "secret")
 	must(t, os.WriteFile(secret, []byte("secret"), 0o600))
 	must(t, os.Remove(p))
@@ -523,9 +529,8 @@ func TestTwoViews(t *testing.T) {
 	}
 	// Another program renames a file (flags) and removes one.
 	drain()
-	ents, _ := os.ReadDir(filepath.Join(root, "cur"))
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	p := filepath.Join(root, "cur", ents[0].Name())
+	p := pathOf(a, 1)
+	three := pathOf(a, 3)
 	must(t, os.Rename(p, strings.TrimSuffix(p, "S")+"FS"))
 	wait("a rename by another program")
 	sa := mustSync(t, a)
@@ -533,7 +538,7 @@ func TestTwoViews(t *testing.T) {
 		t.Errorf("a sees %q", flagsOf(sa, 1))
 	}
 	drain()
-	must(t, os.Remove(filepath.Join(root, "cur", ents[1].Name())))
+	must(t, os.Remove(three))
 	wait("a removal by another program")
 	sb := mustSync(t, b)
 	if !slices.Equal(uidsOf(sb), []uint32{1}) {
