@@ -309,9 +309,16 @@ func (s *session) update(allowExpunge bool) error {
 	return nil
 }
 
-// writeFlagsFetch tells a message's flags: "* n FETCH (FLAGS (…) [UID u]
+// writeFlagsFetch tells a message's flags: "* n FETCH ([UID u ]FLAGS (…)
 // [MODSEQ (m)])".
 func (s *session) writeFlagsFetch(i int, m *mailstore.Msg, withUID bool) {
+	s.writeFetchUpdate(i, m, withUID, true)
+}
+
+// writeFetchUpdate writes FLAGS, MODSEQ (when CONDSTORE is on) or both
+// (RFC 7162 § 3.1.3: a silent STORE still tells the MODSEQ); UID with UID
+// commands and QRESYNC.
+func (s *session) writeFetchUpdate(i int, m *mailstore.Msg, withUID, flags bool) {
 	b := s.scratch[:0]
 	b = append(b, "* "...)
 	b = strconv.AppendInt(b, int64(i+1), 10)
@@ -321,10 +328,15 @@ func (s *session) writeFlagsFetch(i int, m *mailstore.Msg, withUID bool) {
 		b = strconv.AppendUint(b, uint64(m.UID), 10)
 		b = append(b, ' ')
 	}
-	b = append(b, "FLAGS "...)
-	b = appendFlags(b, m.Flags, m.Recent && !s.rev2)
+	if flags {
+		b = append(b, "FLAGS "...)
+		b = appendFlags(b, m.Flags, m.Recent && !s.rev2)
+		if s.condstore {
+			b = append(b, ' ')
+		}
+	}
 	if s.condstore {
-		b = append(b, " MODSEQ ("...)
+		b = append(b, "MODSEQ ("...)
 		b = strconv.AppendUint(b, m.ModSeq, 10)
 		b = append(b, ')')
 	}

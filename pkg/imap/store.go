@@ -62,7 +62,7 @@ func (s *session) cmdStore(uid bool, a storeArgs) result {
 		case !a.silent:
 			s.writeFlagsFetch(i, m, uid)
 		case s.condstore && byUID[u] != nil:
-			s.writeModSeqFetch(i, m, uid)
+			s.writeFetchUpdate(i, m, uid, false)
 		}
 	}
 	if len(failed) > 0 {
@@ -90,24 +90,6 @@ func (sel *selected) addKeywordsTold(s *session, flags []string) {
 		s.untagged(sel.flagsResponse())
 		s.untagged("OK [PERMANENTFLAGS " + permanentFlags(sel) + "] Flags permitted")
 	}
-}
-
-// writeModSeqFetch: "* n FETCH ([UID u ]MODSEQ (m))" after a silent STORE
-// (RFC 7162 § 3.1.3).
-func (s *session) writeModSeqFetch(i int, m *mailstore.Msg, withUID bool) {
-	b := append(s.scratch[:0], "* "...)
-	b = strconv.AppendInt(b, int64(i+1), 10)
-	b = append(b, " FETCH ("...)
-	if withUID || s.qresync {
-		b = append(b, "UID "...)
-		b = strconv.AppendUint(b, uint64(m.UID), 10)
-		b = append(b, ' ')
-	}
-	b = append(b, "MODSEQ ("...)
-	b = strconv.AppendUint(b, m.ModSeq, 10)
-	b = append(b, "))\r\n"...)
-	s.bw.Write(b)
-	s.scratch = b[:0]
 }
 
 func (s *session) cmdCopy(uid, move bool, a copyArgs) result {
