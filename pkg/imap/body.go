@@ -132,6 +132,12 @@ func (p *part) subparts() []*part {
 	return nil
 }
 
+// structureLimits are Dovecot's (max_nested_mime_parts 100,
+// max_total_mime_parts 10000), so that deep messages get the same
+// structure from both.
+var structureLimits = mime.Limits{MaxDepth: 100, MaxParts: 10000,
+	MaxHeaderBytes: mime.DefaultLimits.MaxHeaderBytes, MaxHeaderLines: mime.DefaultLimits.MaxHeaderLines}
+
 // structure is a parsed message.
 type structure struct {
 	root *part
@@ -143,7 +149,7 @@ func parseStructure(r io.Reader) (*structure, error) {
 	byID := map[string]*part{}
 	var root *part
 	cr := &countReader{r: r}
-	err := mime.Walk(cr, mime.DefaultLimits, mime.Handler{Begin: func(mp *mime.Part) io.Writer {
+	err := mime.Walk(cr, structureLimits, mime.Handler{Begin: func(mp *mime.Part) io.Writer {
 		p := &part{Part: mp}
 		byID[mp.ID] = p
 		if i := strings.LastIndexByte(mp.ID, '.'); i >= 0 {
@@ -162,6 +168,7 @@ func parseStructure(r io.Reader) (*structure, error) {
 	if err != nil {
 		return nil, err
 	}
+	root.Offset = 0 // an mbox "From " line that pkg/mime skipped is in the header
 	return &structure{root: root, size: cr.n}, nil
 }
 
@@ -186,6 +193,9 @@ func (st *structure) find(nums []uint32) *part {
 	for i, n := range nums {
 		if i > 0 {
 			parts = cur.subparts()
+			if parts == nil && n == 1 && cur != st.root {
+				continue // part 1 of a leaf part is itself, as Dovecot has it
+			}
 		}
 		if int(n) > len(parts) {
 			return nil
@@ -233,39 +243,36 @@ func (st *structure) sectionSpan(sec section) span {
 }
 
 // readHeader scans a message's header (CRLF form) the way pkg/mime does:
-// after an mbox "From " line, to the blank line, or to the first line that
-// is neither a field nor a continuation. It returns where the header
-// starts and ends (blank line included) and its text.
-func readHeader(r *bufio.Reader) (start, end int64, hdr []byte, err error) {
+// to the blank line, or to the first line that is neither a field nor a
+// continuation. An mbox "From " line first is part of it (pkg/mime skips
+// it; BODY[HEADER] holds it, as in Dovecot). It returns where the header
+// ends (blank line included) and its text.
+func readHeader(r *bufio.Reader) (end int64, hdr []byte, err error) {
 	var n int64
-	first := true
 	for {
 		line, err := readFullLine(r)
 		if len(line) == 0 {
 			if err == io.EOF {
 				err = nil
 			}
-			return start, n, hdr, err
+			return n, hdr, err
 		}
 		body := bytes.TrimRight(line, "\r\n")
 		switch {
-		case first && bytes.HasPrefix(line, []byte("From ")):
-			start = int64(len(line))
 		case len(body) == 0:
 			hdr = append(hdr, line...)
-			return start, n + int64(len(line)), hdr, nil
+			return n + int64(len(line)), hdr, nil
 		case !isFieldLine(body):
-			return start, n, hdr, nil
+			return n, hdr, nil
 		default:
 			hdr = append(hdr, line...)
 		}
-		first = false
 		n += int64(len(line))
 		if err != nil {
 			if err == io.EOF {
 				err = nil
 			}
-			return start, n, hdr, err
+			return n, hdr, err
 		}
 	}
 }

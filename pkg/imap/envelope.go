@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 
@@ -332,12 +333,16 @@ func appendBodyStructure(b []byte, p *part, ext, utf8OK bool) []byte {
 	if strings.HasPrefix(p.Type, "multipart/") {
 		// A multipart whose parts could not be found: one text part.
 		typ, sub = "text", "plain"
-	} else if ct := h.Get("content-type"); ct != "" && strings.Contains(ct, "/") {
-		// Type, subtype and parameters as written, as Dovecot sends them.
+	} else if ct := h.Get("content-type"); ct != "" {
+		// Type, subtype and parameters as written, as Dovecot sends them
+		// (a type without a subtype too: "text" is ("text" "")).
 		var v string
 		v, params = mime.RawParams(ct)
-		if t, s, ok := strings.Cut(v, "/"); ok && strings.EqualFold(t+"/"+s, p.Type) {
-			typ, sub = strings.TrimSpace(t), strings.TrimSpace(s)
+		t, s, _ := strings.Cut(v, "/")
+		if t = strings.TrimSpace(t); strings.EqualFold(t, typ) {
+			typ, sub = t, strings.TrimSpace(s)
+		} else if !strings.Contains(v, "/") {
+			params = nil
 		}
 	}
 	if strings.EqualFold(typ, "text") && !hasParam(params, "charset") {
@@ -413,6 +418,7 @@ func splitType(t string) (string, string) {
 }
 
 func appendParams(b []byte, params [][2]string, utf8OK bool) []byte {
+	params = joinContinuations(params)
 	if len(params) == 0 {
 		return append(b, "NIL"...)
 	}
@@ -426,6 +432,66 @@ func appendParams(b []byte, params [][2]string, utf8OK bool) []byte {
 		b = appendString(b, kv[1], utf8OK)
 	}
 	return append(b, ')')
+}
+
+// joinContinuations joins RFC 2231 continuations (name*0, name*1* …) into
+// one parameter at the first one's place, as Dovecot sends them: "name*"
+// with the charset'language' prefix and the pieces as written when any
+// piece is encoded, else "name".
+func joinContinuations(params [][2]string) [][2]string {
+	type piece struct {
+		idx int
+		enc bool
+		val string
+	}
+	var pieces map[string][]piece
+	for _, kv := range params {
+		base, suf, ok := strings.Cut(kv[0], "*")
+		if !ok || suf == "" || suf == "*" {
+			continue
+		}
+		enc := strings.HasSuffix(suf, "*")
+		n, err := strconv.Atoi(strings.TrimSuffix(suf, "*"))
+		if err != nil || n < 0 || n > 999 {
+			continue
+		}
+		if pieces == nil {
+			pieces = map[string][]piece{}
+		}
+		key := strings.ToLower(base)
+		pieces[key] = append(pieces[key], piece{n, enc, kv[1]})
+	}
+	if pieces == nil {
+		return params
+	}
+	out := make([][2]string, 0, len(params))
+	done := map[string]bool{}
+	for _, kv := range params {
+		base, suf, ok := strings.Cut(kv[0], "*")
+		key := strings.ToLower(base)
+		if !ok || pieces[key] == nil || suf == "" || suf == "*" {
+			out = append(out, kv)
+			continue
+		}
+		if done[key] {
+			continue
+		}
+		done[key] = true
+		ps := pieces[key]
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].idx < ps[j].idx })
+		var v strings.Builder
+		anyEnc := false
+		for _, p := range ps {
+			anyEnc = anyEnc || p.enc
+			v.WriteString(p.val)
+		}
+		name := base
+		if anyEnc {
+			name += "*"
+		}
+		out = append(out, [2]string{name, v.String()})
+	}
+	return out
 }
 
 // appendExtension: disposition, language, location.

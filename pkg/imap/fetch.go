@@ -16,10 +16,10 @@ type fetchMsg struct {
 	s   *session
 	m   *mailstore.Msg
 	hdr struct {
-		done       bool
-		start, end int64
-		text       []byte
-		fields     *mime.Header
+		done   bool
+		end    int64
+		text   []byte
+		fields *mime.Header
 	}
 	st      *structure
 	rc      io.ReadSeekCloser
@@ -85,7 +85,11 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 				s.log.Error("fetch: setting \\Seen", "folder", sel.name, "err", err)
 			}
 			for k := range changed {
-				seen[changed[k].UID] = &changed[k]
+				m := &changed[k]
+				if old := sel.lookup(m.UID); old != nil {
+					m.Recent = old.Recent
+				}
+				seen[m.UID] = m
 			}
 		}
 	}
@@ -241,12 +245,12 @@ func (f *fetchMsg) header() error {
 	if err != nil {
 		return err
 	}
-	start, end, text, err := readHeader(bufio.NewReaderSize(newCRLFReader(rc, false), 4096))
+	end, text, err := readHeader(bufio.NewReaderSize(newCRLFReader(rc, false), 4096))
 	if err != nil {
 		return err
 	}
 	f.hdr.done = true
-	f.hdr.start, f.hdr.end, f.hdr.text = start, end, text
+	f.hdr.end, f.hdr.text = end, text
 	f.hdr.fields = fields(text)
 	return nil
 }
@@ -294,7 +298,7 @@ func (f *fetchMsg) section(b []byte, it fetchItem) ([]byte, error) {
 		case "TEXT":
 			sp = span{start: f.hdr.end, end: f.m.Size}
 		case "HEADER":
-			sp = span{start: f.hdr.start, end: f.hdr.end}
+			sp = span{start: 0, end: f.hdr.end}
 		default:
 			sp = span{text: headerFields(f.hdr.text, it.sec.fields, it.sec.spec == "HEADER.FIELDS.NOT")}
 		}
@@ -462,7 +466,7 @@ func (f *fetchMsg) binary(b []byte, it fetchItem) ([]byte, error) {
 		if err != nil {
 			return b, err
 		}
-		err = mime.Walk(newCRLFReader(rc, false), mime.DefaultLimits, mime.Handler{Begin: func(mp *mime.Part) io.Writer {
+		err = mime.Walk(newCRLFReader(rc, false), structureLimits, mime.Handler{Begin: func(mp *mime.Part) io.Writer {
 			if mp.ID == p.ID {
 				return &buf
 			}

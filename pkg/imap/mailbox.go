@@ -205,18 +205,20 @@ func (s *session) cmdList(a listArgs) result {
 				attrs = append(attrs, `\Noselect`)
 			}
 		}
-		if !a.lsub {
+		// Child information in a plain LIST, or when asked for
+		// (LIST-EXTENDED: RETURN (CHILDREN)), as Dovecot has it.
+		if !a.lsub && (!a.extended || a.retChild) {
 			if mi.HasChildren {
 				attrs = append(attrs, `\HasChildren`)
-			} else {
+			} else if !mi.NonExistent {
 				attrs = append(attrs, `\HasNoChildren`)
 			}
-			if mi.Subscribed && (a.retSubscr || a.selSubscr) {
-				attrs = append(attrs, `\Subscribed`)
-			}
-			if mi.SpecialUse != "" {
-				attrs = append(attrs, mi.SpecialUse)
-			}
+		}
+		if mi.Subscribed && (a.retSubscr || a.selSubscr) {
+			attrs = append(attrs, `\Subscribed`)
+		}
+		if mi.SpecialUse != "" {
+			attrs = append(attrs, mi.SpecialUse)
 		}
 		b := append(s.scratch[:0], "* "...)
 		b = append(b, cmd...)

@@ -30,14 +30,11 @@ func appendString(b []byte, str string, utf8OK bool) []byte {
 }
 
 func quotable(str string, utf8OK bool) bool {
-	if len(str) > 1024 {
-		return false
-	}
 	for i := 0; i < len(str); i++ {
 		c := str[i]
-		// Quotes and backslashes go in a literal, not escaped: some
-		// clients' parsers get escapes wrong (Dovecot does the same).
-		if c == '\r' || c == '\n' || c == 0 || c == '"' || c == '\\' {
+		// A quote goes in a literal, a backslash is escaped, as Dovecot
+		// writes them (some clients get escaped quotes wrong).
+		if c == '\r' || c == '\n' || c == 0 || c == '"' {
 			return false
 		}
 		if c >= 0x80 && !utf8OK {
@@ -94,22 +91,30 @@ func (s *session) mailboxString(name string) string {
 	return string(s.appendMailbox(nil, name))
 }
 
-// appendFlags appends "(" flags ")" (with \Recent when recent).
+// appendFlags appends "(" flags ")": system flags, \Recent when recent,
+// then keywords, as Dovecot orders them.
 func appendFlags(b []byte, flags []string, recent bool) []byte {
 	b = append(b, '(')
 	n := 0
-	for _, f := range flags {
+	add := func(f string) {
 		if n > 0 {
 			b = append(b, ' ')
 		}
 		b = append(b, f...)
 		n++
 	}
-	if recent {
-		if n > 0 {
-			b = append(b, ' ')
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			add(f)
 		}
-		b = append(b, `\Recent`...)
+	}
+	if recent {
+		add(`\Recent`)
+	}
+	for _, f := range flags {
+		if !strings.HasPrefix(f, `\`) {
+			add(f)
+		}
 	}
 	return append(b, ')')
 }

@@ -176,7 +176,8 @@ func (c *searchCtx) match(k *searchKey, sm *searchMsg) bool {
 		return compareDate(dateOf(m.InternalDate), k.date, k.op)
 	case "SENTBEFORE", "SENTON", "SENTSINCE":
 		c.header(sm)
-		d := m.InternalDate
+		// No valid Date: as old as can be, as Dovecot has it.
+		d := time.Unix(0, 0).UTC()
 		if t, err := mail.ParseDate(strings.TrimSpace(sm.hdr.Get("date"))); err == nil {
 			d = t
 		}
@@ -231,7 +232,7 @@ func (c *searchCtx) header(sm *searchMsg) {
 		return // expunged meanwhile: matches no text key
 	}
 	defer rc.Close()
-	_, _, text, err := readHeader(bufio.NewReaderSize(newCRLFReader(rc, false), 4096))
+	_, text, err := readHeader(bufio.NewReaderSize(newCRLFReader(rc, false), 4096))
 	if err == nil {
 		sm.hdr = fields(text)
 	}

@@ -23,6 +23,7 @@ type selected struct {
 	snap        mailstore.Snapshot
 	keywords    map[string]bool // keywords announced in FLAGS
 	recent      int             // \Recent count told (IMAP4rev1)
+	expungeTold bool            // expunges told since the last update: RECENT may follow
 	saved       []uint32        // SEARCHRES "$": UIDs
 }
 
@@ -196,6 +197,7 @@ func (s *session) removeExpunged(idx []int) {
 		j++
 	}
 	sel.uids, sel.modseq = sel.uids[:j], sel.modseq[:j]
+	sel.expungeTold = true
 }
 
 // removeUIDs is removeExpunged by UID (this session's own EXPUNGE, MOVE).
@@ -249,8 +251,8 @@ func (s *session) update(allowExpunge bool) error {
 			}
 		}
 		s.removeExpunged(gone)
-		told = len(gone) > 0
 	}
+	told, sel.expungeTold = sel.expungeTold, false
 	sel.snap = snap
 	// New messages: UIDs above the last one known.
 	var last uint32
@@ -394,9 +396,9 @@ func (s *session) cmdSelect(a selectArgs, readOnly bool) result {
 	if s.sel != nil {
 		s.closeMailbox()
 		s.state = stateAuth
-		if s.qresync || s.rev2 {
-			s.untagged("OK [CLOSED] Previous mailbox closed")
-		}
+		// RFC 7162 asks for it with QRESYNC; Dovecot says it always, and
+		// clients ignore codes they don't know.
+		s.untagged("OK [CLOSED] Previous mailbox closed")
 	}
 	view, err := s.store.Select(a.name, readOnly)
 	if err != nil {

@@ -135,10 +135,11 @@ func compareTime(a, b time.Time) int {
 	return 0
 }
 
-// firstMailbox is the addr-mailbox (local part) of the first address.
+// firstMailbox is the addr-mailbox of the first address as ENVELOPE has
+// it (a group's name for a group), RFC 5256 § 3.
 func firstMailbox(v string) string {
 	for _, a := range parseAddresses(v) {
-		if !a.groupStart && !a.groupEnd {
+		if !a.groupEnd {
 			return a.mailbox
 		}
 	}

@@ -53,6 +53,9 @@ func (s *session) cmdStore(uid bool, a storeArgs) result {
 		if m != nil {
 			sel.modseq[i] = m.ModSeq
 			sel.addKeywordsTold(s, m.Flags)
+			if old := sel.lookup(u); old != nil {
+				m.Recent = old.Recent // this session's \Recent, not the store's answer
+			}
 		} else if failedSet.contains(u) {
 			continue
 		} else if m = sel.lookup(u); m == nil {
