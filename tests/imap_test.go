@@ -214,7 +214,7 @@ func TestIMAPPython(t *testing.T) {
 		`Subject: first`, `BODYSTRUCTURE ((\"text\" \"plain\"` + "",
 		`"flags_after_body": ["OK", ["1 (FLAGS (\\Seen \\Recent))"]]`,
 		`"search": ["OK", ["2"]]`, `"uid_search": ["OK", ["2"]]`,
-		`\\Flagged $Work`, `"copy": ["OK", ["[COPYUID `, `"uid_move": ["OK"`, `"append": ["OK", ["[APPENDUID `,
+		`\\Flagged \\Recent $Work`, `"copy": ["OK", ["[COPYUID `, `"uid_move": ["OK"`, `"append": ["OK", ["[APPENDUID `,
 		`"status": ["OK", ["Projects.2024 (MESSAGES 2 UIDNEXT 3 UNSEEN 1 SIZE `,
 		`"expunge": ["OK", ["1"`, `"rename": ["OK"`, `"examine": ["OK", ["2"]]`, `"close": ["OK"`,
 		`"delete": ["OK"`, `"logout": ["BYE"`,
