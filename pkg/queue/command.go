@@ -17,9 +17,11 @@ import (
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/dkim"
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/remote"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
+	"letterbox/pkg/submission"
 	"letterbox/pkg/sysexits"
 )
 
@@ -188,7 +190,21 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 		Workers: root.Int("concurrency"), PerDestination: root.Int("concurrency-per-domain"),
 		Log: cm.Log}
 	r.Signer = signer(root.String("dkim-keys"))
+	r.Pickup = pickup(cm)
 	return r, cm, nil
+}
+
+// pickup admits local users' drop files: the trace field comes from the
+// file's owner; root, queue-runner's own user and mail-user may set any
+// sender without a warning (Postfix's trusted users).
+func pickup(cm *config.Common) spool.Pickup {
+	trusted := []uint32{0, uint32(os.Geteuid())}
+	if cm.MailUser != "" {
+		if c, err := privsep.LookupUser(cm.MailUser); err == nil {
+			trusted = append(trusted, c.UID)
+		}
+	}
+	return submission.Pickup{Hostname: cm.Hostname, IsLocal: cm.IsLocalDomain, Trusted: trusted}.Header
 }
 
 // deliverers adds the router and the remote client (for passes).

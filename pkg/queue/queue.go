@@ -70,6 +70,11 @@ type Runner struct {
 	Now func() time.Time // the clock (tests move it)
 	Log *slog.Logger
 
+	// Pickup admits drop files (local users' sendmail): the trace field
+	// naming the file's owner, and a warning for a forged sender
+	// (submission.Pickup). nil: taken in as they are (tests).
+	Pickup spool.Pickup
+
 	// deliverLocal is delivery.DeliverContext, replaceable in tests.
 	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
 
@@ -176,7 +181,7 @@ func earliest(a, b time.Time) time.Time {
 // others) filled in.
 func (r *Runner) scan(flush bool) ([]string, Stats, error) {
 	var st Stats
-	for _, t := range r.Spool.TakeDrops() {
+	for _, t := range r.Spool.TakeDrops(r.Pickup) {
 		if t.Err != nil {
 			r.log().Warn("drop refused", "drop", t.Drop, "user", t.User, "err", t.Err)
 		} else {

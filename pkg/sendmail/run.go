@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +24,14 @@ import (
 )
 
 // Run runs one sendmail(8) invocation after the config is parsed.
+//
+// root, or the spool's owner, commits the message to the spool itself: it
+// checks the local recipients against the users file and aliases and
+// writes the trace field naming itself. Anyone else leaves the message in
+// the drop directory and needs nothing it cannot read (the users file and
+// the aliases are private): queue-runner writes that field from the drop
+// file's owner when it takes the file in, and its delivery checks the
+// recipients, bouncing unknown ones to the sender.
 func Run(c *cli.Context, o *Options) error {
 	cm, err := cliapp.Load(c)
 	if err != nil {
@@ -35,19 +45,52 @@ func Run(c *cli.Context, o *Options) error {
 		return execQueueRunner(c, "list")
 	case "flush":
 		return execQueueRunner(c, "flush")
-	case "smtp":
-		return sendmailSMTP(cm)
 	}
-	p, err := PrepareMessage(o, os.Stdin, CurrentUser(), cm.Hostname, cm.Domains[0], 35<<20)
+	sp, err := spool.Open(cm.Spool)
+	if err != nil {
+		return sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: %w", err))
+	}
+	if o.Op == "smtp" {
+		return sendmailSMTP(cm, sp)
+	}
+	me := CurrentUser()
+	p, err := PrepareMessage(o, os.Stdin, me, cm.Hostname, cm.Domains[0], 35<<20)
 	if err != nil {
 		return err
 	}
+	env := &spool.Envelope{From: p.From, Arrived: time.Now(), AuthUser: me.Login}
+	for _, r := range p.Recipients {
+		env.Recipients = append(env.Recipients, &spool.Recipient{Address: r, State: spool.Pending})
+	}
+	var id string
+	if sp.MaySubmit() {
+		if err := checkRecipients(cm, p.Recipients); err != nil {
+			return err
+		}
+		trace := submission.LocalReceived(me.Login, me.UID, cm.Hostname, time.Now())
+		id, err = sp.Submit(env, io.MultiReader(strings.NewReader(trace), bytes.NewReader(p.Data)))
+	} else {
+		id, err = sp.Drop(env, bytes.NewReader(p.Data))
+	}
+	if err != nil {
+		return sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: queueing the message: %w", err))
+	}
+	cm.Log.Info("queued", "id", id, "from", p.From, "rcpts", p.Recipients, "size", len(p.Data))
+	if o.Verbose {
+		fmt.Fprintf(os.Stderr, "sendmail: queued as %s\n", id)
+	}
+	return nil
+}
+
+// checkRecipients checks the local recipients against the router: an
+// unknown one is an error (67) and nothing is queued.
+func checkRecipients(cm *config.Common, rcpts []string) error {
 	rt, _, err := submission.NewRouter(cm)
 	if err != nil {
 		return sysexits.New(sysexits.Config, err)
 	}
 	rc := submission.RouterRecipients{Router: rt}
-	for _, r := range p.Recipients {
+	for _, r := range rcpts {
 		a, _, _, perr := submission.ParsePath("<"+r+">", true)
 		if perr != nil || a.Literal || !cm.IsLocalDomain(a.Domain) {
 			continue
@@ -63,43 +106,26 @@ func Run(c *cli.Context, o *Options) error {
 			}
 		}
 	}
-	env := &spool.Envelope{From: p.From, Arrived: time.Now(), Size: int64(len(p.Data)), AuthUser: CurrentUser().Login}
-	for _, r := range p.Recipients {
-		env.Recipients = append(env.Recipients, &spool.Recipient{Address: r, State: spool.Pending})
-	}
-	id, err := inject(cm.Spool, env, p.Data)
-	if err != nil {
-		return err
-	}
-	cm.Log.Info("queued", "id", id, "from", p.From, "rcpts", p.Recipients, "size", len(p.Data))
-	if o.Verbose {
-		fmt.Fprintf(os.Stderr, "sendmail: queued as %s\n", id)
-	}
 	return nil
 }
 
-// inject commits the message to the spool; a user who may not write the
-// spool leaves it in the drop directory instead (Postfix's postdrop
-// design), which queue-runner checks and takes in.
-func inject(dir string, env *spool.Envelope, data []byte) (string, error) {
-	sp, err := spool.Open(dir)
-	if err != nil {
-		return "", sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: %w", err))
-	}
-	id, err := sp.Submit(env, bytes.NewReader(data))
-	if errors.Is(err, os.ErrPermission) {
-		id, err = sp.Drop(env, bytes.NewReader(data))
-	}
-	if err != nil {
-		return "", sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: queueing the message: %w", err))
-	}
-	return id, nil
-}
-
-func sendmailSMTP(cm *config.Common) error {
-	srv, err := smtpd.New(cm)
-	if err != nil {
-		return sysexits.New(sysexits.TempFail, err)
+// sendmailSMTP is -bs: an SMTP dialog on stdin and stdout with smtpd's
+// engine, the caller trusted as a local user. One who may not write the
+// spool gets the same split as a message on stdin: no recipient checks
+// (no users file, no aliases), the drop directory for a queue.
+func sendmailSMTP(cm *config.Common, sp *spool.Spool) error {
+	var srv *smtpd.Server
+	if sp.MaySubmit() {
+		var err error
+		if srv, err = smtpd.New(cm); err != nil {
+			return sysexits.New(sysexits.TempFail, err)
+		}
+	} else {
+		srv = &smtpd.Server{
+			Config: smtpd.Config{Hostname: cm.Hostname, IsLocal: cm.IsLocalDomain, PrimaryDomain: cm.Domains[0], Log: cm.Log},
+			Queue:  dropQueue{sp},
+		}
+		srv.Defaults()
 	}
 	// The peer is a local user on a pipe: it may relay, as with
 	// RELAYCLIENT under tcpserver.
@@ -111,6 +137,13 @@ func sendmailSMTP(cm *config.Common) error {
 	}
 	srv.ServeConn(conn, smtpd.ModeSMTP)
 	return nil
+}
+
+// dropQueue queues -bs messages of a user who may not write the spool.
+type dropQueue struct{ *spool.Spool }
+
+func (q dropQueue) Submit(env *spool.Envelope, data io.Reader) (string, error) {
+	return q.Drop(env, data)
 }
 
 // execQueueRunner replaces this process with the queue-runner next to us.

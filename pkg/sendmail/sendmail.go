@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,24 +149,26 @@ type Prepared struct {
 type LocalUser struct {
 	Login string
 	Gecos string
-	UID   string
+	UID   uint32
 }
 
-// CurrentUser returns the invoking user, falling back to uid numbers when
-// the passwd entry is missing (containers).
+// CurrentUser returns the invoking user; without a passwd entry
+// (containers) the login is the uid in decimal.
 func CurrentUser() LocalUser {
-	u, err := user.Current()
+	uid := uint32(os.Getuid())
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
 	if err != nil {
-		return LocalUser{Login: "nobody"}
+		return LocalUser{Login: strconv.FormatUint(uint64(uid), 10), UID: uid}
 	}
 	gecos, _, _ := strings.Cut(u.Name, ",")
-	return LocalUser{Login: u.Username, Gecos: gecos, UID: u.Uid}
+	return LocalUser{Login: u.Username, Gecos: gecos, UID: uid}
 }
 
 // PrepareMessage reads the message from r as sendmail does and returns the
 // envelope and the data in the spool's form (CRLF line ends). It adds Date,
 // Message-ID and From when missing, takes -t recipients from To/Cc/Bcc and
-// removes Bcc. Bad addresses are a sysexits error with code 65, so that
+// removes Bcc. The trace field naming the user is not its to write (see
+// Run). Bad addresses are a sysexits error with code 65, so that
 // nothing is queued.
 func PrepareMessage(o *Options, r io.Reader, me LocalUser, hostname, domain string, maxSize int64) (*Prepared, error) {
 	raw, err := io.ReadAll(io.LimitReader(r, maxSize+1))
@@ -258,7 +262,6 @@ func PrepareMessage(o *Options, r io.Reader, me LocalUser, hostname, domain stri
 
 	var out bytes.Buffer
 	now := time.Now()
-	fmt.Fprintf(&out, "Received: (from %s uid %s)\r\n\tby %s (letterbox sendmail); %s\r\n", me.Login, me.UID, hostname, now.Format(time.RFC1123Z))
 	for _, f := range fields {
 		if f.name == "bcc" {
 			continue // never shown to the other recipients

@@ -36,7 +36,7 @@ func TestParseArgs(t *testing.T) {
 }
 
 func TestPrepareMessage(t *testing.T) {
-	me := LocalUser{Login: "joe", Gecos: "Joe User", UID: "1000"}
+	me := LocalUser{Login: "joe", Gecos: "Joe User", UID: 1000}
 	o := &Options{ReadHeader: true}
 	in := "To: A <a@remote.test>, b\nCc: c@remote.test\nBcc: secret@remote.test,\n  other@remote.test\nSubject: hi\n\nline\n.\nafter dot\n"
 	p, err := PrepareMessage(o, strings.NewReader(in), me, "host.test", "example.test", 1<<20)
@@ -52,6 +52,9 @@ func TestPrepareMessage(t *testing.T) {
 		if !strings.Contains(d, s) {
 			t.Errorf("missing %q in %q", s, d)
 		}
+	}
+	if strings.Contains(d, "Received:") {
+		t.Errorf("the trace field is not PrepareMessage's to write: %q", d)
 	}
 	if strings.Contains(d, "secret") || strings.Contains(d, "other@") || strings.Contains(d, "after dot") || strings.Contains(strings.ReplaceAll(d, "\r\n", ""), "\n") {
 		t.Errorf("bad data %q", d)

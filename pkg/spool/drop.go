@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The drop directory (Postfix's maildrop design): <spool>/drop is mode
@@ -22,15 +24,29 @@ import (
 // owner-execute bit and read for all (0744: queue-runner, not root, must
 // read it) and fsyncs it. queue-runner takes complete files in with
 // TakeDrops after checking them, and trusts nothing in them that a user
-// could forge: the submitting user is the file's owner.
+// could forge: the submitting user is the file's owner, as fstat says,
+// and the trace field naming them is written by queue-runner (Pickup),
+// never taken from the file.
 const dropReady os.FileMode = 0o100
 
 // MaxDrop bounds the size of a drop file queue-runner takes in.
 var MaxDrop int64 = 64 << 20
 
+// MaySubmit reports whether this process may commit messages to the spool
+// itself (Submit); a user who may not leaves them in drop/ (Drop). It asks
+// the kernel with this process's effective ids.
+func (s *Spool) MaySubmit() bool {
+	for _, d := range []string{tmpDir, dataDir, envDir} {
+		if unix.Faccessat(unix.AT_FDCWD, filepath.Join(s.Dir, d), unix.W_OK|unix.X_OK, unix.AT_EACCESS) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // Drop leaves a message in the drop directory, for users who may not write
-// the spool (Submit failed with a permission error). It returns the drop
-// file's name, which is not the queue id the message gets when taken in.
+// the spool (see MaySubmit). It returns the drop file's name, which is not
+// the queue id the message gets when taken in.
 func (s *Spool) Drop(env *Envelope, data io.Reader) (string, error) {
 	id := NewID()
 	p := s.path(dropDir, id)
@@ -78,6 +94,20 @@ func (s *Spool) Drop(env *Envelope, data io.Reader) (string, error) {
 	return id, nil
 }
 
+// DropFile is a complete drop file being taken in: what may be trusted
+// about it.
+type DropFile struct {
+	Name  string    // its name in drop/
+	UID   uint32    // its owner, who submitted it (fstat of the open file)
+	Login string    // the owner's login name; the uid in decimal when it has none
+	Env   *Envelope // the envelope as the user wrote it: only From and the recipients are kept
+}
+
+// Pickup decides how a drop file is taken in: it returns the header
+// fields to put before its message (the trace field naming the user),
+// or an error that refuses the file.
+type Pickup func(DropFile) (string, error)
+
 // Taken is the outcome for one drop file.
 type Taken struct {
 	Drop string // the drop file's name
@@ -88,10 +118,11 @@ type Taken struct {
 
 // TakeDrops takes complete drop files into the spool: each is checked
 // (a regular file with one link, complete, not too large, a valid
-// envelope), submitted with its owner as AuthUser, then removed. Invalid
-// files are removed and reported; incomplete ones are left (Clean removes
-// them after an age).
-func (s *Spool) TakeDrops() []Taken {
+// envelope), given pickup's header fields (none when pickup is nil),
+// submitted with its owner as AuthUser, then removed. Invalid files are
+// removed and reported; incomplete ones are left (Clean removes them
+// after an age).
+func (s *Spool) TakeDrops(pickup Pickup) []Taken {
 	dir := filepath.Join(s.Dir, dropDir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -106,7 +137,7 @@ func (s *Spool) TakeDrops() []Taken {
 		if strings.HasPrefix(name, ".") {
 			continue
 		}
-		t, keep := s.takeDrop(name)
+		t, keep := s.takeDrop(name, pickup)
 		if t.Err == nil && t.ID == "" {
 			continue // not complete yet
 		}
@@ -121,7 +152,7 @@ func (s *Spool) TakeDrops() []Taken {
 	return out
 }
 
-func (s *Spool) takeDrop(name string) (t Taken, keep bool) {
+func (s *Spool) takeDrop(name string, pickup Pickup) (t Taken, keep bool) {
 	t.Drop = name
 	p := s.path(dropDir, name)
 	// O_NOFOLLOW: a symlink planted here must not make us read (and mail
@@ -143,7 +174,7 @@ func (s *Spool) takeDrop(name string) (t Taken, keep bool) {
 		return t, true
 	}
 	uid, nlink, _ := fileInfoUID(fi)
-	t.User = userName(uid)
+	t.User = loginOf(uid)
 	switch {
 	case !fi.Mode().IsRegular():
 		t.Err = fmt.Errorf("spool: drop %s: not a regular file", name)
@@ -158,7 +189,9 @@ func (s *Spool) takeDrop(name string) (t Taken, keep bool) {
 		t.Err = fmt.Errorf("spool: drop %s: %d bytes, more than %d", name, fi.Size(), MaxDrop)
 		return t, false
 	}
-	br := bufio.NewReader(f)
+	// What is read is what fstat measured, however the file grows since:
+	// the cap holds for the bytes taken in, not for a size seen earlier.
+	br := bufio.NewReader(io.LimitReader(f, fi.Size()))
 	var head strings.Builder
 	for {
 		line, err := br.ReadString('\n')
@@ -189,7 +222,16 @@ func (s *Spool) takeDrop(name string) (t Taken, keep bool) {
 	for _, r := range env.Recipients {
 		clean.Recipients = append(clean.Recipients, &Recipient{Address: r.Address, Original: r.Original, State: Pending})
 	}
-	id, err := s.Submit(clean, br)
+	var data io.Reader = br
+	if pickup != nil {
+		prefix, err := pickup(DropFile{Name: name, UID: uid, Login: t.User, Env: clean})
+		if err != nil {
+			t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
+			return t, false
+		}
+		data = io.MultiReader(strings.NewReader(prefix), br)
+	}
+	id, err := s.Submit(clean, data)
 	if err != nil {
 		t.Err = fmt.Errorf("spool: drop %s: %w", name, err)
 		return t, true
@@ -230,9 +272,45 @@ func validDropEnvelope(env *Envelope) error {
 	return nil
 }
 
-func userName(uid uint32) string {
+// loginOf returns uid's login name, or the uid in decimal when the system
+// does not know it.
+func loginOf(uid uint32) string {
 	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
 		return u.Username
 	}
-	return "uid:" + strconv.FormatUint(uint64(uid), 10)
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+// cleanDrops removes what sits in drop/ since before cutoff and will
+// never be taken in: unfinished files (the writer died), dot-files,
+// anything that is not a regular file, and complete files this process
+// cannot read. Age is the change time, which the file's owner cannot set
+// back (touch sets the modification time, even into the future).
+func (s *Spool) cleanDrops(cutoff time.Time) int {
+	dir := filepath.Join(s.Dir, dropDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || !time.Unix(st.Ctim.Unix()).Before(cutoff) {
+			continue
+		}
+		takeable := fi.Mode().IsRegular() && fi.Mode()&dropReady != 0 && !strings.HasPrefix(e.Name(), ".") &&
+			unix.Access(p, unix.R_OK) == nil
+		if takeable {
+			continue // TakeDrops' to take or refuse
+		}
+		if os.RemoveAll(p) == nil {
+			n++
+		}
+	}
+	return n
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -275,8 +274,9 @@ func (l *Locked) Unlock() error { return l.f.Close() }
 // Clean removes garbage older than age: files left in tmp/ by writers that
 // died, data files whose envelope never appeared (a crash before the
 // commit point), envelopes whose data is missing (a crash while removing,
-// or before the directory fsyncs; removed whatever their age), and
-// unfinished drop files. It returns how many files it removed.
+// or before the directory fsyncs; removed whatever their age), and what
+// drop/ holds that will never be taken in (cleanDrops). It returns how many
+// files it removed.
 func (s *Spool) Clean(age time.Duration) (int, error) {
 	cutoff := time.Now().Add(-age)
 	n := 0
@@ -327,17 +327,7 @@ func (s *Spool) Clean(age time.Duration) (int, error) {
 			}
 		}
 	}
-	drops, _ := names(dropDir)
-	for name := range drops {
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		p := s.path(dropDir, name)
-		fi, err := os.Lstat(p)
-		if err == nil && fi.Mode()&dropReady == 0 && fi.ModTime().Before(cutoff) && os.Remove(p) == nil {
-			n++
-		}
-	}
+	n += s.cleanDrops(cutoff)
 	return n, nil
 }
 

@@ -353,7 +353,7 @@ func TestDrop(t *testing.T) {
 	os.WriteFile(filepath.Join(s.Dir, "drop", "BAD"), []byte("garbage\n.\nx"), 0o744)
 	os.WriteFile(filepath.Join(s.Dir, "drop", "BADRCPT"), []byte(strings.Replace(testEnv().Format(), "bob@example.test", "bob@x>\\r\\nRCPT", 1)+".\nx"), 0o744)
 
-	taken := s.TakeDrops()
+	taken := s.TakeDrops(nil)
 	byName := map[string]Taken{}
 	for _, tk := range taken {
 		byName[tk.Drop] = tk
@@ -492,5 +492,92 @@ func TestSubmitKeepsCallerID(t *testing.T) {
 	}
 	if id2 == "../evil" || !ValidID(id2) {
 		t.Fatalf("an invalid caller id must be replaced, got %q", id2)
+	}
+}
+
+// The pickup hook's fields go before the message; what is taken in is
+// what fstat measured, however the file grows while it is read (the cap is
+// on the bytes read, not on a size seen earlier).
+func TestDropPickupAndLimit(t *testing.T) {
+	s := open(t)
+	defer func(m int64) { MaxDrop = m }(MaxDrop)
+	msg := "Subject: big\n\n" + strings.Repeat("0123456789abcdef\n", 8<<10) // 136 KiB, beyond bufio's buffer
+	name, err := s.Drop(testEnv(), strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Dir, "drop", name)
+	fi, _ := os.Stat(p)
+	MaxDrop = fi.Size()
+	var got DropFile
+	taken := s.TakeDrops(func(d DropFile) (string, error) {
+		got = d
+		// The user appends after queue-runner's fstat.
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(strings.Repeat("APPENDED\n", 64<<10))
+		f.Close()
+		return "Received: (from joe uid 1000)\r\n", nil
+	})
+	if len(taken) != 1 || taken[0].Err != nil {
+		t.Fatalf("%+v", taken)
+	}
+	if got.UID != uint32(os.Geteuid()) || got.Login == "" || got.Name != name || got.Env.From != testEnv().From {
+		t.Fatalf("pickup saw %+v", got)
+	}
+	f, _ := s.OpenData(taken[0].ID)
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "Received: (from joe uid 1000)\r\n"+msg {
+		t.Fatalf("data: %d bytes, appended data taken in: %v", len(b), strings.Contains(string(b), "APPENDED"))
+	}
+
+	// A pickup error refuses (and removes) the file.
+	name, _ = s.Drop(testEnv(), strings.NewReader("x\n"))
+	taken = s.TakeDrops(func(DropFile) (string, error) { return "", errors.New("no") })
+	if len(taken) != 1 || taken[0].Err == nil || taken[0].ID != "" {
+		t.Fatalf("%+v", taken)
+	}
+	if _, err := os.Lstat(filepath.Join(s.Dir, "drop", name)); err == nil {
+		t.Fatal("refused drop left in drop/")
+	}
+}
+
+// Clean removes what drop/ holds that will never be taken in, by change
+// time, which a user cannot set back: an unfinished file whose mtime says
+// the past is still fresh, one whose mtime says the future is old all the
+// same; dot-files and directories go too, complete files stay for
+// TakeDrops.
+func TestCleanDropsByCtime(t *testing.T) {
+	s := open(t)
+	drop := filepath.Join(s.Dir, "drop")
+	past, future := time.Now().Add(-48*time.Hour), time.Now().Add(365*24*time.Hour)
+	write := func(name string, mode os.FileMode, mtime time.Time) string {
+		p := filepath.Join(drop, name)
+		os.WriteFile(p, []byte("x"), 0o600)
+		os.Chmod(p, mode)
+		os.Chtimes(p, mtime, mtime)
+		return p
+	}
+	unfinishedPast := write("UNFINISHED1", 0o600, past)
+	unfinishedFuture := write("UNFINISHED2", 0o600, future)
+	dot := write(".hidden", 0o744, future)
+	ready := write("READY", 0o744, past)
+	dir := filepath.Join(drop, "DIR")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o700)
+	if n, _ := s.Clean(time.Hour); n != 0 {
+		t.Fatalf("fresh change times, yet Clean removed %d", n)
+	}
+	// An hour from now, all of them are old by their change time.
+	s.cleanDrops(time.Now().Add(time.Hour))
+	for _, p := range []string{unfinishedPast, unfinishedFuture, dot, dir} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s not removed", filepath.Base(p))
+		}
+	}
+	if _, err := os.Lstat(ready); err != nil {
+		t.Error("a complete drop file was removed by Clean")
 	}
 }
