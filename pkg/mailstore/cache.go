@@ -39,7 +39,7 @@ import (
 //	cur MTIME
 //	uidlist INO SIZE MTIME   (the uidlist and keywords files merged)
 //	keywords INO SIZE MTIME
-//	counts MESSAGES UNSEEN DELETED SIZE
+//	counts MESSAGES UNSEEN DELETED SIZE RECENT
 //	k INDEX NAME             (each keyword of dovecot-keywords, as merged)
 //	messages N
 //	expunged N
@@ -91,6 +91,7 @@ type cacheState struct {
 type counts struct {
 	messages, unseen, deleted uint32
 	size                      int64
+	recent                    uint32 // messages at or above recentFrom
 }
 
 type msg struct {
@@ -117,10 +118,13 @@ func nameLetters(name string) string {
 
 func hasLetter(letters string, c byte) bool { return strings.IndexByte(letters, c) >= 0 }
 
-func countsOf(msgs []msg) counts {
+func countsOf(msgs []msg, recentFrom uint32) counts {
 	var c counts
 	c.messages = uint32(len(msgs))
 	for i := range msgs {
+		if msgs[i].uid >= recentFrom {
+			c.recent++
+		}
 		l := msgs[i].letters()
 		if !hasLetter(l, 'S') {
 			c.unseen++
@@ -153,8 +157,8 @@ func formatCache(s *cacheState) []byte {
 	num("cur", s.curMtime)
 	num("uidlist", int64(s.uidlistKey.ino), int64(s.uidlistKey.size), s.uidlistKey.mtime)
 	num("keywords", int64(s.kwKey.ino), int64(s.kwKey.size), s.kwKey.mtime)
-	c := countsOf(s.msgs)
-	num("counts", int64(c.messages), int64(c.unseen), int64(c.deleted), c.size)
+	c := countsOf(s.msgs, s.recentFrom)
+	num("counts", int64(c.messages), int64(c.unseen), int64(c.deleted), c.size, int64(c.recent))
 	for i, k := range s.kw {
 		if k != "" {
 			b = append(b, "k "...)
@@ -280,10 +284,10 @@ func parseCacheHeader(text string) (cacheState, int, int, string, error) {
 		}
 		*k.key = fileKey{uint64(v[0]), uint64(v[1]), v[2]}
 	}
-	if v, err = ints("counts", 4); err != nil {
+	if v, err = ints("counts", 5); err != nil {
 		return s, 0, 0, "", err
 	}
-	s.counts = counts{uint32(v[0]), uint32(v[1]), uint32(v[2]), v[3]}
+	s.counts = counts{uint32(v[0]), uint32(v[1]), uint32(v[2]), v[3], uint32(v[4])}
 	for strings.HasPrefix(rest, "k ") {
 		l, _ := line()
 		f := strings.SplitN(l, " ", 3)
@@ -370,7 +374,7 @@ func parseCache(b []byte) (cacheState, error) {
 	if len(s.msgs) != nm || len(s.expunged) != nx {
 		return s, cacheErr("%d messages and %d expunges, header says %d and %d", len(s.msgs), len(s.expunged), nm, nx)
 	}
-	if countsOf(s.msgs) != s.counts {
+	if countsOf(s.msgs, s.recentFrom) != s.counts {
 		return s, cacheErr("counts do not match")
 	}
 	return s, nil
@@ -418,7 +422,8 @@ func readCacheFile(dir string) ([]byte, fileKey, bool) {
 	return b, fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, true
 }
 
-// readCacheHeader reads only the header of dir's cache (for STATUS).
+// readCacheHeader reads only the header of dir's cache (for STATUS); the
+// header's own CRC vouches for it.
 func readCacheHeader(dir string) (cacheState, fileKey, bool) {
 	f, err := os.OpenFile(filepath.Join(dir, cacheName), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {

@@ -232,3 +232,33 @@ func TestUnreadableUIDList(t *testing.T) {
 		t.Errorf("uidlist changed to %q", got)
 	}
 }
+
+// TestStatusFromHeader: STATUS of a folder this process does not hold, in
+// a Maildir unchanged since the cache was written, reads the cache's
+// header only, and says what a full look says; after a change it looks.
+func TestStatusFromHeader(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	_, err := s.Append("INBOX", []string{`\Seen`, `\Deleted`}, time.Time{}, stringsReader("ab\n"))
+	must(t, err)
+	full, err := s.Status("INBOX")
+	must(t, err)
+	settleDirs(t, root)
+	_, err = openAlone(t, root, nil).Status("INBOX") // records the settled directories
+	must(t, err)
+	p := openAlone(t, root, nil)
+	st, err := p.Status("INBOX")
+	must(t, err)
+	if f := p.acc.folder("INBOX"); f.loaded || f.rescans != 0 {
+		t.Errorf("STATUS loaded the folder (rescans %d)", f.rescans)
+	}
+	if st != full {
+		t.Errorf("from the header %+v, full %+v", st, full)
+	}
+	deliver(t, root, 3)
+	st, err = p.Status("INBOX")
+	must(t, err)
+	if st.Messages != 3 || st.UIDNext != 4 || st.Recent != 3 {
+		t.Errorf("after a delivery: %+v", st)
+	}
+}

@@ -539,7 +539,10 @@ func (s *Store) existing(name string) (*folder, error) {
 	return f, nil
 }
 
-// Status returns a folder's counters without selecting it.
+// Status returns a folder's counters without selecting it. A folder this
+// process does not hold in memory is answered from its cache's header
+// alone when the Maildir has not changed since the cache was written (no
+// message list read: LIST-STATUS over many folders stays cheap).
 func (s *Store) Status(name string) (Status, error) {
 	f, err := s.existing(name)
 	if err != nil {
@@ -547,19 +550,45 @@ func (s *Store) Status(name string) (Status, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.loaded {
+		if st, ok := f.headerStatus(); ok {
+			return st, nil
+		}
+	}
 	if _, _, err := f.sync(syncOpt{}); err != nil {
 		return Status{}, err
 	}
 	return f.status(), nil
 }
 
+// headerStatus is the Status of the cache header when everything it was
+// built from is unchanged (the same test as folder.quick).
+func (f *folder) headerStatus() (Status, bool) {
+	h, _, ok := readCacheHeader(f.dir)
+	if !ok || h.newMtime == 0 || h.curMtime == 0 {
+		return Status{}, false
+	}
+	if k, _ := statKey(f.path("cur")); k.mtime != h.curMtime {
+		return Status{}, false
+	}
+	if k, _ := statKey(f.path("new")); k.mtime != h.newMtime {
+		return Status{}, false
+	}
+	if k, _ := statKey(f.path(uidlistName)); k != h.uidlistKey {
+		return Status{}, false
+	}
+	if k, _ := statKey(f.path(keywordsName)); k != h.kwKey {
+		return Status{}, false
+	}
+	c := h.counts
+	return Status{Messages: c.messages, Recent: c.recent, Unseen: c.unseen, Deleted: c.deleted, Size: c.size,
+		UIDNext: h.uidNext, UIDValidity: h.uidValidity, HighestModSeq: h.highest}, true
+}
+
 func (f *folder) status() Status {
-	c := countsOf(f.s.msgs)
-	st := Status{Messages: c.messages, Unseen: c.unseen, Deleted: c.deleted, Size: c.size,
+	c := countsOf(f.s.msgs, f.s.recentFrom)
+	return Status{Messages: c.messages, Recent: c.recent, Unseen: c.unseen, Deleted: c.deleted, Size: c.size,
 		UIDNext: f.s.uidNext, UIDValidity: f.s.uidValidity, HighestModSeq: f.s.highest}
-	i := sort.Search(len(f.s.msgs), func(i int) bool { return f.s.msgs[i].uid >= f.s.recentFrom })
-	st.Recent = uint32(len(f.s.msgs) - i)
-	return st
 }
 
 // Append stores a message durably (tmp, fsync, rename, fsync dir) before
