@@ -529,9 +529,13 @@ func (v *View) transfer(uids []uint32, dest string, move bool) (CopyResult, erro
 		if move {
 			synced := map[string]bool{}
 			for _, s := range src {
-				if d := filepath.Dir(s.path); !synced[d] {
-					synced[d] = true
-					maildir.SyncDir(d)
+				d := filepath.Dir(s.path)
+				if synced[d] {
+					continue
+				}
+				synced[d] = true
+				if err := maildir.SyncDir(d); err != nil && ferr == nil {
+					ferr = fmt.Errorf("mailstore: %s: %w", v.f.name, err)
 				}
 			}
 		}
