@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -493,5 +494,25 @@ func TestPOP3SessionProcessDies(t *testing.T) {
 	})
 	if stat, _ := pop3Stat(t, s.Addr, "alice@example.test"); !strings.HasPrefix(stat, "+OK 1 ") {
 		t.Fatalf("after the death: %q", stat)
+	}
+}
+
+// Clients nobody here wrote, against sessions served by a session process:
+// Python's poplib (every command, then deletion) and curl.
+func TestPOP3ClientsOwnerSession(t *testing.T) {
+	alice := privseptest.NewUser(t)
+	o := newOwnerEnv(t)
+	o.add("alice@example.test", alice, "")
+	msgs := []string{pop3Msg("p1", "first\n.dot line\n"), pop3Msg("p2", "second\r\nwith CRLF\r\n")}
+	md := userMaildir(t, alice, map[string]string{"new/1700000001.M1P1Q1.host": msgs[0], "new/1700000002.M1P1Q1.host": msgs[1]})
+	s := o.start("pop3d", "")
+	out, err := bounded(t, exec.Command("curl", "-sS", "--max-time", "20", "-u", "alice@example.test:pw", "pop3://"+s.Addr+"/2")).CombinedOutput()
+	if err != nil || string(out) != crlf(msgs[1]) {
+		t.Fatalf("curl RETR 2: %v %q", err, out)
+	}
+	checkPy(t, runPyPOP3(t, s.Addr, "alice@example.test", "pw", "keep"), msgs)
+	checkPy(t, runPyPOP3(t, s.Addr, "alice@example.test", "pw", "delete"), msgs)
+	if n := len(maildirFiles(t, md, "cur")) + len(maildirFiles(t, md, "new")); n != 0 {
+		t.Fatalf("%d messages left after poplib's DELE and QUIT", n)
 	}
 }
