@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Daemons that the packages may have started are not ours: the tests run their own.
-for s in postfix dovecot; do (service "$s" stop >/dev/null 2>&1 || true); done
+for s in postfix dovecot rspamd clamav-daemon clamav-freshclam clamav-milter spamd spamass-milter opendkim; do (service "$s" stop >/dev/null 2>&1 || true); done
 go test -tags interop -run '^TestInterop' -count=1 -timeout 20m -v ./tests/ 2>&1 | tee /tmp/letterbox-interop.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' || true
 tail -3 /tmp/letterbox-interop.log
 grep -q '^ok' /tmp/letterbox-interop.log
