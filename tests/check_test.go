@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,7 +93,8 @@ func authResults(data string) string {
 func TestCheckSPF(t *testing.T) {
 	z := newRemoteDNS(t,
 		`pass.test. IN TXT "v=spf1 ip4:127.0.0.2 -all"`,
-		`fail.test. IN TXT "v=spf1 ip4:192.0.2.1 -all"`)
+		`fail.test. IN TXT "v=spf1 ip4:192.0.2.1 -all"`,
+		`2.0.0.127.in-addr.arpa. IN PTR client.pass.test.`)
 	e := checkEnv(t, z, `spf = "reject"`)
 	s := e.start("smtpd", "")
 	mail, _ := checkSend(t, "127.0.0.2", s.Addr, "a@fail.test", "joe@example.test", "Subject: x\n\nx\n")
@@ -107,13 +109,21 @@ func TestCheckSPF(t *testing.T) {
 	python(t, `
 import smtplib, sys
 with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), source_address=("127.0.0.2", 0)) as c:
-    c.sendmail("a@pass.test", ["joe@example.test"], "From: a@pass.test\r\nSubject: spf\r\n\r\nhello\r\n")
+    c.sendmail("a@pass.test", ["joe@example.test"], "Authentication-Results: mx.example.test; spf=pass; dkim=pass header.d=forged.test\r\nFrom: a@pass.test\r\nSubject: spf\r\n\r\nhello\r\n")
 `, host, port)
 	msgs := smtpdWaitSpool(t, e, 1)
 	ar := authResults(msgs[0].Data)
 	if !strings.HasPrefix(msgs[0].Data, "Authentication-Results: mx.example.test;") ||
 		!strings.Contains(ar, "spf=pass smtp.mailfrom=a@pass.test") || !strings.Contains(ar, "dkim=none") || !strings.Contains(ar, "dmarc=none header.from=pass.test") {
 		t.Fatalf("message:\n%s", msgs[0].Data)
+	}
+	// The client's claim of our results is gone; the name in Received
+	// came from the same DNS server (the dns key).
+	if strings.Count(msgs[0].Data, "Authentication-Results:") != 1 || strings.Contains(msgs[0].Data, "forged.test") {
+		t.Errorf("a forged Authentication-Results survived:\n%s", msgs[0].Data)
+	}
+	if !strings.Contains(msgs[0].Data, " (client.pass.test [127.0.0.2])\r\n\tby mx.example.test") {
+		t.Errorf("Received:\n%s", msgs[0].Data)
 	}
 }
 
@@ -137,12 +147,17 @@ func TestCheckDNSBL(t *testing.T) {
 	d.expect("220 ")
 }
 
-// TestCheckSkipped: a client in relay-networks, and one that
-// authenticated, are not checked (no Authentication-Results), and the
-// relay's envelope is marked for DKIM signing.
+// TestCheckSkipped: a client in relay-networks, one that authenticated,
+// one on the submission port and a session on pipes are not checked (no
+// DNS list, no SPF, no Authentication-Results), and the relay's envelope
+// is marked for DKIM signing.
 func TestCheckSkipped(t *testing.T) {
-	z := newRemoteDNS(t, `pass.test. IN TXT "v=spf1 -all"`)
-	e := checkEnv(t, z, `spf = "reject"`, "allow-insecure-auth = true")
+	z := newRemoteDNS(t, `pass.test. IN TXT "v=spf1 -all"`, `4.0.0.127.bl.test. IN A 127.0.0.2`)
+	e := checkEnv(t, z, `spf = "reject"`, "allow-insecure-auth = true", `dnsbl = ["bl.test"]`)
+	// A session on pipes (the peer's address unknown) is local: unchecked.
+	if out := smtpdStdio(t, e, nil, "EHLO local\r\nMAIL FROM:<a@pass.test>\r\nQUIT\r\n"); !strings.Contains(out, "250 2.1.0") {
+		t.Fatalf("stdio:\n%s", out)
+	}
 	s := e.start("smtpd", "")
 	if _, end := checkSend(t, "127.0.0.1", s.Addr, "a@pass.test", "joe@example.test", "Subject: relay\n\nx\n"); !strings.HasPrefix(end, "250") {
 		t.Fatalf("relay: %q", end)
@@ -156,6 +171,13 @@ func TestCheckSkipped(t *testing.T) {
 	if r := smtpdSend(d, "joe@example.test", "demo@example.test", "Subject: auth\r\n\r\nx\r\n"); !strings.HasPrefix(r, "250") {
 		t.Fatalf("authenticated: %q", r)
 	}
+	// A listed client is not refused on the submission port (its users
+	// authenticate there).
+	sub := e.start("smtpd", "submission")
+	d = dialFrom(t, "127.0.0.4", sub.Addr)
+	d.expect("220 ")
+	s4 := dialFrom(t, "127.0.0.4", s.Addr)
+	s4.expect("554 5.7.1") // the same client on the smtp port
 	msgs := smtpdWaitSpool(t, e, 2)
 	sp, err := spool.Open(e.Spool)
 	must(t, err)
@@ -181,6 +203,11 @@ func TestCheckHeaderLimits(t *testing.T) {
 	if !strings.HasPrefix(end, "552 5.3.4 Message header too large") {
 		t.Fatalf("1001 fields: %q", end)
 	}
+	// One field folded over more than 1 MiB.
+	big := "X-Big: start\n" + strings.Repeat(" "+strings.Repeat("x", 900)+"\n", 1200) + "\nbody\n"
+	if _, end := checkSend(t, "127.0.0.2", s.Addr, "a@b.test", "joe@example.test", big); !strings.HasPrefix(end, "552 5.3.4 Message header too large") {
+		t.Fatalf("header over 1 MiB: %q", end)
+	}
 	smtpdNoPartial(t, e)
 	if n := len(smtpdSpool(t, e)); n != 0 {
 		t.Fatalf("%d messages committed", n)
@@ -205,6 +232,10 @@ func TestCheckFilter(t *testing.T) {
 	if !strings.Contains(msgs[0].Data, "how are you") {
 		t.Fatal(msgs[0].Data)
 	}
+	// Nothing of the refused message is left, not even in tmp/.
+	if ents, _ := os.ReadDir(filepath.Join(e.Spool, "tmp")); len(ents) != 0 {
+		t.Errorf("left in tmp/: %v", ents)
+	}
 }
 
 // testMilter is a milter in the test process: it adds a header to every
@@ -222,8 +253,11 @@ func (m *testMilter) Header(name, value string, _ milter.Modifier) (*milter.Resp
 }
 
 func (m *testMilter) EndOfMessage(mod milter.Modifier) (*milter.Response, error) {
-	if m.subject == "reject me" {
+	switch m.subject {
+	case "reject me":
 		return milter.RejectWithCodeAndReason(550, "5.7.1 the milter says no")
+	case "discard me":
+		return milter.RespDiscard, nil
 	}
 	mod.AddHeader("X-Test-Milter", "seen "+mod.Get("i"))
 	return milter.RespAccept, nil
@@ -246,9 +280,10 @@ func startTestMilter(t *testing.T, addr string) (stop func()) {
 }
 
 // TestCheckMilter: a milter's header is in the committed message (DATA
-// and BDAT), its refusal is the reply; a milter stopped mid-session gets
-// the default action tempfail (451, nothing committed), and the client's
-// retry goes through once it is back: nothing is lost.
+// and BDAT), its refusal is the reply, its discard a 250 for nothing; a
+// milter stopped mid-session gets the default action tempfail (451 for
+// the rest of the session, nothing committed), and the client's retry in
+// a new session goes through once it is back: nothing is lost.
 func TestCheckMilter(t *testing.T) {
 	z := newRemoteDNS(t)
 	maddr := freeAddr(t, "127.0.0.1")
@@ -259,6 +294,9 @@ func TestCheckMilter(t *testing.T) {
 	id := smtpdQueueID(t, end)
 	if _, end := checkSend(t, "127.0.0.2", s.Addr, "a@b.test", "joe@example.test", "Subject: reject me\n\nbad\n"); end != "550 5.7.1 the milter says no" {
 		t.Fatalf("refused by the milter: %q", end)
+	}
+	if _, end := checkSend(t, "127.0.0.2", s.Addr, "a@b.test", "joe@example.test", "Subject: discard me\n\nbad\n"); !strings.HasPrefix(end, "250 2.0.0") {
+		t.Fatalf("discarded by the milter: %q", end)
 	}
 	// BDAT, in two chunks.
 	d := dialFrom(t, "127.0.0.2", s.Addr)
@@ -293,13 +331,15 @@ func TestCheckMilter(t *testing.T) {
 	stop()
 	d.send("MAIL FROM:<a@b.test>")
 	d.expect("451 4.7.1")
+	startTestMilter(t, maddr) // back, but this session stays refused
+	d.send("MAIL FROM:<a@b.test>")
+	d.expect("451 4.7.1")
 	d.send("QUIT")
 	d.expect("221 ")
 	if n := len(smtpdSpool(t, e)); n != 2 {
 		t.Fatalf("%d messages in the spool after the milter stopped", n)
 	}
 	// The client retries once the milter is back.
-	startTestMilter(t, maddr)
 	if _, end := checkSend(t, "127.0.0.2", s.Addr, "a@b.test", "joe@example.test", "Subject: retried\n\nagain\n"); !strings.HasPrefix(end, "250 ") {
 		t.Fatalf("retry: %q", end)
 	}
@@ -427,5 +467,39 @@ func TestCheckDKIMDMARC(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(demo, ".Junk")); err == nil {
 		t.Error("a Junk folder was created for demo")
+	}
+}
+
+// TestCheckDkimKeygen: the selector defaults to the algorithm; an existing
+// key is never overwritten (exit 73); options go before or after the
+// domain; as root, in a dkim-keys directory owned by another user, the
+// new files are that user's; bad arguments exit 64.
+func TestCheckDkimKeygen(t *testing.T) {
+	e := newEnv(t)
+	keys := filepath.Join(e.Dir, "dkim")
+	must(t, os.MkdirAll(keys, 0o755))
+	uid, gid := openToNobody(t, e)
+	must(t, os.Chown(keys, uid, gid))
+	out, errs, code := e.run("", "mailuser", "dkim-keygen", "--dkim-keys", keys, "example.org")
+	if code != 0 || !strings.HasPrefix(out, "rsa._domainkey.example.org. IN TXT \"v=DKIM1; k=rsa; p=") {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	for _, p := range []string{filepath.Join(keys, "example.org"), filepath.Join(keys, "example.org", "rsa.key")} {
+		fi, err := os.Stat(p)
+		must(t, err)
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid {
+			t.Errorf("%s belongs to uid %d, not the directory's owner %d", p, st.Uid, uid)
+		}
+	}
+	if _, errs, code := e.run("", "mailuser", "dkim-keygen", "--algorithm", "ed25519", "--selector", "rsa", "--dkim-keys", keys, "example.org"); code != 73 || !strings.Contains(errs, "exists") {
+		t.Errorf("overwrite: exit %d %s", code, errs)
+	}
+	if out, _, code := e.run("", "mailuser", "dkim-keygen", "example.org", "--algorithm", "ed25519", "--dkim-keys", keys); code != 0 || !strings.HasPrefix(out, "ed25519._domainkey.example.org. IN TXT") {
+		t.Errorf("options after the domain: exit %d %s", code, out)
+	}
+	for _, args := range [][]string{{"dkim-keygen"}, {"dkim-keygen", "a.org", "b.org"}, {"dkim-keygen", "--algorithm", "dsa", "a.org"}, {"dkim-keygen", "../x.org"}} {
+		if _, _, code := e.run("", "mailuser", append(args, "--dkim-keys", keys)...); code != 64 {
+			t.Errorf("%v: exit %d, want 64", args, code)
+		}
 	}
 }

@@ -48,6 +48,8 @@ func TestDKIMVerify(t *testing.T) {
 		{"malformed tags", "DKIM-Signature: v=1; a=rsa-sha256; d=signed.test; d=x; s=;;= b\n" + plainMsg, "dkim=permerror reason=\"malformed signature tags"},
 		{"no version", "DKIM-Signature: a=rsa-sha256; d=signed.test; s=rsa; h=from; bh=AAAA; b=AAAA\n" + plainMsg, "dkim=permerror reason=\"incompatible signature version\""},
 		{"garbage", "DKIM-Signature: \x01\x02;;;;===;;\n" + plainMsg, "dkim=permerror"},
+		// RFC 8301: rsa-sha1 is not valid, whatever the signature.
+		{"rsa-sha1", strings.Replace(signedRSA, "a=rsa-sha256", "a=rsa-sha1", 1), "dkim=permerror reason=\"hash algorithm too weak: sha1\""},
 	} {
 		o := run(t, c, transaction{from: "alice@signed.test", rcpts: []string{"u@example.test"}, msg: tc.msg})
 		if o.err != nil {

@@ -295,6 +295,15 @@ func TestMilterVerdicts(t *testing.T) {
 				t.Errorf("message %v", o.err)
 			}
 		}},
+		{"every recipient deleted", &script{eom: func(m milter.Modifier) *milter.Response {
+			m.DeleteRecipient("<u@example.test>")
+			m.DeleteRecipient("<v@example.test>")
+			return milter.RespAccept
+		}}, func(t *testing.T, o outcome) {
+			if v, ok := o.err.(*Verdict); !ok || !v.Discard || o.result != nil {
+				t.Errorf("message %v", o.err)
+			}
+		}},
 		{"accept at mail: nothing more sent", &script{mail: milter.RespAccept, eom: func(m milter.Modifier) *milter.Response {
 			m.AddHeader("X-Should-Not", "be here")
 			return milter.RespAccept
@@ -424,5 +433,36 @@ func TestMilterBroken(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFramedConn: packets of length 0 (go-milter would index their first
+// byte) or over 1 MiB (it would allocate them) are refused before the
+// library sees them, and so are more replies per message than the limit.
+func TestFramedConn(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		total int64
+		ok    bool
+	}{
+		{"continue", []byte{0, 0, 0, 1, 'c'}, 100, true},
+		{"empty", []byte{0, 0, 0, 0}, 100, false},
+		{"huge", []byte{0x7f, 0, 0, 0, 'c'}, 1 << 40, false},
+		{"over the message's total", []byte{0, 0, 0, 10, 'b', 1, 2, 3, 4, 5, 6, 7, 8, 9}, 5, false},
+	} {
+		a, b := net.Pipe()
+		go func() { b.Write(tc.data); b.Close() }()
+		c := &framedConn{Conn: a, maxTotal: tc.total}
+		var hdr [4]byte
+		_, err := io.ReadFull(c, hdr[:])
+		if err == nil {
+			body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+			_, err = io.ReadFull(c, body)
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		a.Close()
 	}
 }

@@ -57,6 +57,9 @@ func TestSignOutgoing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Signer = signer(dir)
+	// A key that cannot be read: the mail goes unsigned, with a warning.
+	os.MkdirAll(filepath.Join(dir, "broken.test"), 0o700)
+	os.WriteFile(filepath.Join(dir, "broken.test", "sel.key"), []byte("not a key"), 0o600)
 	dr := &dataRemote{sent: map[string]string{}, spool: r.Spool.Dir}
 	r.Remote = dr
 	msg := "From: Alice <alice@example.test>\nTo: x@remote.test\nSubject: hi\n\nhello\n"
@@ -64,10 +67,15 @@ func TestSignOutgoing(t *testing.T) {
 		{From: "alice@example.test", AuthUser: "alice@example.test", Recipients: []*spool.Recipient{{Address: "auth@remote.test"}}},
 		{From: "alice@example.test", Relay: true, Recipients: []*spool.Recipient{{Address: "relay@remote.test"}}},
 		{From: "alice@example.test", Recipients: []*spool.Recipient{{Address: "stranger@remote.test"}}},
+		{From: "bob@broken.test", AuthUser: "bob", Recipients: []*spool.Recipient{{Address: "broken@remote.test"}}},
 	} {
 		e.Arrived = start
 		e.Recipients[0].State = spool.Pending
-		if _, err := r.Spool.Submit(e, strings.NewReader(msg)); err != nil {
+		m := msg
+		if e.From == "bob@broken.test" {
+			m = strings.Replace(msg, "alice@example.test", "bob@broken.test", 1)
+		}
+		if _, err := r.Spool.Submit(e, strings.NewReader(m)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,11 +103,17 @@ func TestSignOutgoing(t *testing.T) {
 	if !strings.Contains(logs.String(), "dkim: signed") {
 		t.Errorf("no log line:\n%s", logs)
 	}
+	if sent := dr.sent["broken@remote.test"]; strings.Contains(sent, "DKIM-Signature") || !strings.Contains(sent, "bob@broken.test") {
+		t.Errorf("with a broken key:\n%s", sent)
+	}
+	if !strings.Contains(logs.String(), `msg="dkim: sent unsigned"`) || !strings.Contains(logs.String(), "domain=broken.test err=") {
+		t.Errorf("no warning:\n%s", logs)
+	}
 	if len(dr.files) == 0 {
 		t.Fatal("no data file seen")
 	}
 	for _, f := range dr.files {
-		if f != msg {
+		if f != msg && !strings.Contains(f, "broken.test") {
 			t.Fatalf("a data file changed:\n%s", f)
 		}
 	}
