@@ -19,10 +19,17 @@ bin: $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
 	ln -sf sendmail bin/mailq
 	@touch bin
 
-# The whole suite: formatting, vet, unit and integration tests, man pages
-# under mandoc and groff (scripts/check-man.sh; with CI set, both must exist).
+# The whole suite: formatting, vet, unit and integration tests, the
+# concurrent packages under -race, man pages under mandoc and groff
+# (scripts/check-man.sh; with CI set, both must exist).
+# The packages whose code starts goroutines or shares state between them
+# run their unit tests a second time under the race detector (the others,
+# pure computation such as the password hashes, would only be slower).
+RACE_PKGS = $(addprefix ./,$(sort $(dir $(shell grep -lE '\bgo func|^\s*go [a-zA-Z_]|sync\.(Mutex|RWMutex|WaitGroup|Once)|atomic\.' -r --include=*.go --exclude=*_test.go pkg cmd))))
+
 test: lint
 	$(GO) test -count=1 -timeout 8m ./...
+	$(GO) test -race -count=1 -timeout 8m $(RACE_PKGS)
 
 lint:
 	@out=$$(gofmt -l cmd pkg tests 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -15,7 +15,7 @@ func dkimZone(t *testing.T) *zone {
 	rk, ek := testKeys(t)
 	publishKey(t, z, "rsa", "signed.test", rk)
 	publishKey(t, z, "ed", "signed.test", ek)
-	z.servfail["temp._domainkey.signed.test."] = true
+	z.mark(z.servfail, "temp._domainkey.signed.test.")
 	return z
 }
 

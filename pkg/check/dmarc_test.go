@@ -24,7 +24,7 @@ func dmarcZone(t *testing.T) *zone {
 	z.txt(t, "_dmarc.signed.test", "v=DMARC1; p=reject; adkim=s")
 	z.txt(t, "_dmarc.org.test", "v=DMARC1; p=none; sp=reject")
 	z.txt(t, "_dmarc.pct.test", "v=DMARC1; p=reject; pct=0")
-	z.servfail["_dmarc.temp.test."] = true
+	z.mark(z.servfail, "_dmarc.temp.test.")
 	z.txt(t, "temp.test", "v=spf1 -all")
 	return z
 }

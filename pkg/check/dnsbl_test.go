@@ -48,8 +48,8 @@ func TestDNSBL(t *testing.T) {
 	z.add(t, "3.2.0.192.bl.test. 60 IN A 127.255.255.254") // the list refusing our resolver
 	z.add(t, "4.2.0.192.wl.test. 60 IN A 127.0.10.1")
 	z.add(t, "4.2.0.192.bl.test. 60 IN A 127.0.0.2")
-	z.hang["5.2.0.192.bl.test."] = true
-	z.garbage["6.2.0.192.bl.test."] = true
+	z.mark(z.hang, "5.2.0.192.bl.test.")
+	z.mark(z.garbage, "6.2.0.192.bl.test.")
 	z.txt(t, "spf.test", "v=spf1 -all")
 	bl := func(s string) List { l, _ := ParseList(s); return l }
 	c := newChecker(t, z, Config{DNSBL: []List{bl("bl.test")}, DNSWL: []List{bl("wl.test")}, SPF: ModeReject, DKIMVerify: ModeOff, DMARC: ModeOff})

@@ -51,6 +51,14 @@ func startDNS(t testing.TB) *zone {
 	return z
 }
 
+// mark sets name in one of the zone's answer switches (servfail, hang,
+// garbage) under the lock the server's goroutines read them with.
+func (z *zone) mark(set map[string]bool, name string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	set[name] = true
+}
+
 // add adds records in zone-file syntax.
 func (z *zone) add(t testing.TB, lines ...string) {
 	t.Helper()

@@ -12,7 +12,7 @@ func spfZone(t *testing.T) *zone {
 	z.txt(t, "neutral.test", "v=spf1 ?all")
 	z.add(t, "none.test. 60 IN A 192.0.2.50")
 	z.txt(t, "perm.test", "v=spf1 foo:bar -all")
-	z.servfail["temp.test."] = true
+	z.mark(z.servfail, "temp.test.")
 	z.txt(t, "include.test", "v=spf1 include:inc.include.test -all")
 	z.txt(t, "inc.include.test", "v=spf1 ip4:192.0.2.2 -all")
 	z.txt(t, "redirect.test", "v=spf1 redirect=pass.test")
