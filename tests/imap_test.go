@@ -547,7 +547,7 @@ func TestIMAPStdio(t *testing.T) {
 		c := ie.cmd("imapd", args...)
 		c.Env = append(c.Env, env...)
 		c.Stdin = strings.NewReader("a CAPABILITY\r\nb LOGIN alice@example.test \"alice pw\"\r\nc STATUS INBOX (MESSAGES)\r\nd LOGOUT\r\n")
-		out, err := c.Output()
+		out, err := bounded(t, c).Output()
 		if err != nil {
 			t.Fatalf("imapd on pipes: %v", err)
 		}
