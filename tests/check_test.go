@@ -503,3 +503,17 @@ func TestCheckDkimKeygen(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPTR: with the dns key set, the client's name in Received comes
+// from that server, even with every check off.
+func TestCheckPTR(t *testing.T) {
+	z := newRemoteDNS(t, `5.0.0.127.in-addr.arpa. IN PTR five.example.net.`)
+	e := checkEnv(t, z, `spf = "off"`, `dkim-verify = "off"`, `dmarc = "off"`)
+	s := e.start("smtpd", "")
+	if _, end := checkSend(t, "127.0.0.5", s.Addr, "a@b.test", "joe@example.test", "Subject: ptr\n\nx\n"); !strings.HasPrefix(end, "250 ") {
+		t.Fatal(end)
+	}
+	if m := smtpdWaitSpool(t, e, 1)[0]; !strings.Contains(m.Data, "(five.example.net [127.0.0.5])") {
+		t.Fatalf("Received:\n%s", m.Data)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -20,6 +21,29 @@ import (
 // parse.
 type Resolver struct {
 	DNS *dnsclient.Client
+
+	mu    sync.Mutex
+	cache map[cacheKey]cacheEntry
+}
+
+// Answers are kept for their TTL, at most maxCacheTTL, up to maxCache
+// names: the same senders' records are asked for message after message.
+// NXDOMAIN and empty answers are kept for the negative TTL of the SOA
+// the server sent with them (none, none kept); failures are never kept.
+const (
+	maxCache    = 10000
+	maxCacheTTL = 10 * time.Minute
+)
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+type cacheEntry struct {
+	rrs      []dns.RR
+	notFound bool
+	expires  time.Time
 }
 
 // NewResolver returns a Resolver asking addr (see dnsclient.New).
@@ -40,28 +64,69 @@ func dnsErr(name, msg string, notFound, temporary bool) *net.DNSError {
 // net.Resolver's NODATA is not an error to SPF's void-lookup count either:
 // the count looks at the number of answers).
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	key := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
+	now := time.Now()
+	r.mu.Lock()
+	e, ok := r.cache[key]
+	r.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		if e.notFound {
+			return nil, dnsErr(name, "no such host", true, false)
+		}
+		return e.rrs, nil
+	}
+	rrs, ttl, err := r.ask(ctx, name, qtype)
+	if ttl > 0 {
+		var de *net.DNSError
+		e := cacheEntry{rrs: rrs, expires: now.Add(min(ttl, maxCacheTTL)), notFound: errors.As(err, &de) && de.IsNotFound}
+		r.mu.Lock()
+		if r.cache == nil || len(r.cache) >= maxCache {
+			r.cache = map[cacheKey]cacheEntry{}
+		}
+		r.cache[key] = e
+		r.mu.Unlock()
+	}
+	return rrs, err
+}
+
+// ask sends the question; ttl is how long the answer may be kept (0: not
+// at all).
+func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (rrs []dns.RR, ttl time.Duration, err error) {
 	resp, err := r.DNS.Exchange(ctx, name, qtype)
 	if err != nil {
 		var ne net.Error
 		timeout := errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
 		e := dnsErr(name, err.Error(), false, true)
 		e.IsTimeout = timeout
-		return nil, e
+		return nil, 0, e
+	}
+	// The negative TTL (RFC 2308): the SOA's, bounded by its minimum.
+	negTTL := time.Duration(0)
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			negTTL = time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+		}
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess:
 	case dns.RcodeNameError:
-		return nil, dnsErr(name, "no such host", true, false)
+		return nil, negTTL, dnsErr(name, "no such host", true, false)
 	default:
-		return nil, dnsErr(name, "server answered "+dns.RcodeToString[resp.Rcode], false, true)
+		return nil, 0, dnsErr(name, "server answered "+dns.RcodeToString[resp.Rcode], false, true)
 	}
 	var out []dns.RR
+	ttl = maxCacheTTL
 	for _, rr := range resp.Answer {
-		if rr.Header().Rrtype == qtype {
+		if h := rr.Header(); h.Rrtype == qtype {
 			out = append(out, rr)
 		}
+		// CNAMEs on the way count too.
+		ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
 	}
-	return out, nil
+	if len(out) == 0 {
+		ttl = negTTL
+	}
+	return out, ttl, nil
 }
 
 // LookupTXT returns the TXT records of name, each one's strings joined
@@ -194,16 +259,13 @@ func (r *Resolver) txtFunc(ctx context.Context) func(string) ([]string, error) {
 	return func(name string) ([]string, error) { return r.LookupTXT(ctx, name) }
 }
 
-// ReverseLookup returns the first PTR name of ip through the resolver
-// ("" for none, or when it takes more than 2 seconds): smtpd's Received
-// field and the milters' client name.
-func (c *Checker) ReverseLookup(ip string) string {
-	if c.cfg.Resolver == nil {
-		return ""
-	}
+// ReverseLookup returns the first PTR name of ip ("" for none, or when
+// it takes more than 2 seconds): smtpd's Received field and the milters'
+// client name.
+func (r *Resolver) ReverseLookup(ip string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	names, err := c.cfg.Resolver.LookupAddr(ctx, ip)
+	names, err := r.LookupAddr(ctx, ip)
 	if err != nil || len(names) == 0 {
 		return ""
 	}

@@ -134,6 +134,16 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	case !exists:
 		m.Rcode = dns.RcodeNameError
 	}
+	if len(m.Answer) == 0 {
+		// The SOA of the zone the name is in, for negative caching.
+		z.mu.Lock()
+		for k, rrs := range z.rrs {
+			if soaName, ok := strings.CutSuffix(k, "|SOA"); ok && dns.IsSubDomain(soaName, name) {
+				m.Ns = append(m.Ns, rrs...)
+			}
+		}
+		z.mu.Unlock()
+	}
 	w.WriteMsg(m)
 }
 

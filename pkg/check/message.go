@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"sort"
 	"strings"
+	"sync"
 
 	milter "github.com/d--j/go-milter"
 	"github.com/emersion/go-msgauth/authres"
@@ -62,6 +63,8 @@ func (m *message) bodyReader() io.Reader {
 	return m.st.section(m.bodyOff)
 }
 
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // Message reads the message (the data of DATA or BDAT, with smtpd's
 // Received field on top) from r into a staging file while the DKIM
 // verifier follows it, then checks it and, if it may be accepted, calls
@@ -71,15 +74,14 @@ func (m *message) bodyReader() io.Reader {
 // committed.
 func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (string, error) {
 	cfg := &cn.c.cfg
-	st, err := newStaged(cfg.TempDir)
-	if err != nil {
-		return "", err
-	}
+	st := newStaged(cfg.TempDir)
 	defer st.close()
 	hp := &headerParser{lim: cfg.Header}
 	verify := cfg.DKIMVerify != ModeOff && !cn.allowed
 	var run *dkimRun
-	buf := make([]byte, 32<<10)
+	bp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bp)
+	buf := *bp
 	var off int64
 	var rerr error
 	for {

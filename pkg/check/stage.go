@@ -6,32 +6,64 @@ import (
 	"sync"
 )
 
-// staged is a message being written to its staging file, an unlinked
-// temporary file: readers (the DKIM verifier) follow it while it grows,
-// and it disappears with its descriptor, whatever happens to the process.
+// memoryLimit is how much of a message is staged in memory; a larger
+// message moves to a file. Most mail is smaller, and a file costs the
+// spool's batch barrier (syncfs) its pages and its creation.
+const memoryLimit = 256 << 10
+
+// staged is a message being staged while it arrives: in memory up to
+// memoryLimit, then in an unlinked temporary file, which disappears with
+// its descriptor whatever happens to the process. Readers (the DKIM
+// verifier) follow it while it grows.
 type staged struct {
-	f *os.File
+	dir string
 
 	mu   sync.Mutex
 	cond *sync.Cond
+	buf  []byte   // the message while it fits in memory
+	f    *os.File // the message once it did not
 	size int64
 	done bool
 	err  error // the writer failed: readers stop with it
 }
 
-func newStaged(dir string) (*staged, error) {
-	f, err := os.CreateTemp(dir, "check-*")
-	if err != nil {
-		return nil, err
-	}
-	os.Remove(f.Name())
-	s := &staged{f: f}
+// buffers keeps staging buffers between messages: most messages fit in
+// the first 64 KiB, and allocating it anew for each costs the collector.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func newStaged(dir string) *staged {
+	s := &staged{dir: dir, buf: (*buffers.Get().(*[]byte))[:0]}
 	s.cond = sync.NewCond(&s.mu)
-	return s, nil
+	return s
 }
 
 func (s *staged) Write(p []byte) (int, error) {
-	n, err := s.f.Write(p)
+	s.mu.Lock()
+	if s.f == nil && len(s.buf)+len(p) <= memoryLimit {
+		s.buf = append(s.buf, p...)
+		s.size += int64(len(p))
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		return len(p), nil
+	}
+	if s.f == nil {
+		f, err := os.CreateTemp(s.dir, "check-*")
+		if err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		os.Remove(f.Name())
+		if _, err := f.Write(s.buf); err != nil {
+			f.Close()
+			s.mu.Unlock()
+			return 0, err
+		}
+		s.f, s.buf = f, nil // not back to the pool: a reader may hold it
+	}
+	f := s.f
+	s.mu.Unlock()
+	// Only this writer appends; readers read what size says is there.
+	n, err := f.Write(p)
 	s.mu.Lock()
 	s.size += int64(n)
 	s.cond.Broadcast()
@@ -48,8 +80,32 @@ func (s *staged) finish(err error) {
 	s.mu.Unlock()
 }
 
-// follow returns a reader of the file from its start that waits for the
-// writer at the end of what is written.
+// ReadAt reads what is written already.
+func (s *staged) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	if off >= s.size {
+		s.mu.Unlock()
+		return 0, io.EOF
+	}
+	if rest := s.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	if s.f == nil {
+		n := copy(p, s.buf[off:])
+		s.mu.Unlock()
+		return n, nil
+	}
+	f := s.f
+	s.mu.Unlock()
+	n, err := f.ReadAt(p, off)
+	if err == io.EOF && n == len(p) {
+		err = nil
+	}
+	return n, err
+}
+
+// follow returns a reader of the message from its start that waits for
+// the writer at the end of what is written.
 func (s *staged) follow() io.Reader { return &follower{s: s} }
 
 type follower struct {
@@ -71,10 +127,7 @@ func (r *follower) Read(p []byte) (int, error) {
 	if r.off >= size {
 		return 0, io.EOF
 	}
-	if rest := size - r.off; int64(len(p)) > rest {
-		p = p[:rest]
-	}
-	n, err := s.f.ReadAt(p, r.off)
+	n, err := s.ReadAt(p, r.off)
 	r.off += int64(n)
 	if err == io.EOF && n > 0 {
 		err = nil
@@ -82,9 +135,28 @@ func (r *follower) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// section returns a reader of the file from off to its end.
+// section returns a reader of the message from off to its end (once it is
+// finished).
 func (s *staged) section(off int64) io.Reader {
-	return io.NewSectionReader(s.f, off, s.size-off)
+	return io.NewSectionReader(s, off, s.size-off)
 }
 
-func (s *staged) close() { s.f.Close() }
+// close frees the message.
+func (s *staged) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A reader still running (a verifier being stopped) finds nothing.
+	s.size, s.done = 0, true
+	if s.err == nil {
+		s.err = io.ErrClosedPipe
+	}
+	s.cond.Broadcast()
+	if s.f != nil {
+		s.f.Close()
+	}
+	if s.buf != nil && cap(s.buf) <= memoryLimit {
+		b := s.buf[:0]
+		buffers.Put(&b)
+	}
+	s.buf = nil
+}

@@ -33,10 +33,14 @@ func (s *Server) applyChecks(c *cli.Context, cm *config.Common) error {
 		return fmt.Errorf("smtpd: %w", err)
 	}
 	s.Checks = ch
-	if ch != nil && s.ReverseLookup == nil {
-		// The Received field's name and the milters' macros come from
-		// the same resolver as every other lookup (the dns key).
-		s.ReverseLookup = ch.ReverseLookup
+	if addr := c.String("dns"); addr != "" && s.ReverseLookup == nil {
+		// The client's name, in the Received field and the milters'
+		// macros, comes from the resolver of every other lookup.
+		r, err := check.NewResolver(addr)
+		if err != nil {
+			return fmt.Errorf("smtpd: %w", err)
+		}
+		s.ReverseLookup = r.ReverseLookup
 	}
 	return nil
 }
