@@ -161,9 +161,10 @@ func (e *env) addUser(addr, password string) {
 
 // server is a running letterbox server process.
 type server struct {
-	Cmd    *exec.Cmd
-	Addr   string
-	stderr *syncBuffer
+	Cmd      *exec.Cmd
+	Addr     string
+	stderr   *syncBuffer
+	stopOnce sync.Once
 }
 
 // start runs a server with --listen on a free loopback port and waits until
@@ -178,16 +179,27 @@ func (e *env) start(name, mode string, args ...string) *server {
 	c := e.cmd(name, append([]string{"--listen", spec}, args...)...)
 	s := &server{Cmd: c, Addr: addr, stderr: &syncBuffer{}}
 	c.Stderr = s.stderr
+	// A session child still holding stderr does not hold stop for ever.
+	c.WaitDelay = 5 * time.Second
 	must(e.t, c.Start())
 	e.t.Cleanup(func() {
-		c.Process.Kill()
-		c.Wait()
+		s.stop()
 		if e.t.Failed() {
 			e.t.Logf("%s stderr:\n%s", name, s.stderr.String())
 		}
 	})
 	waitListening(e.t, addr)
 	return s
+}
+
+// stop kills the server and waits until everything it (and any child
+// still holding its stderr) wrote is in Log: a line written just before
+// a child exits may still be in the pipe when the exit is seen.
+func (s *server) stop() {
+	s.stopOnce.Do(func() {
+		s.Cmd.Process.Kill()
+		s.Cmd.Wait()
+	})
 }
 
 // Log returns what the server wrote on stderr so far.

@@ -57,6 +57,7 @@ func TestIMAPSessionAsOwner(t *testing.T) {
 			hasLine(t, c.ok("FETCH 1 BODY[]"), "Subject: mine")
 			c.ok("LOGOUT")
 			waitFor(t, 10*time.Second, "the session process to exit", func() bool { return len(sessionChildren(t, s.Cmd.Process.Pid)) == 0 })
+			s.stop()
 			if n := strings.Count(s.Log(), `msg="session end" cmd=imapd remote=`+c.conn.LocalAddr().String()); n != 1 {
 				t.Errorf("%d session end lines for one session:\n%s", n, s.Log())
 			}

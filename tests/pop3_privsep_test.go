@@ -151,6 +151,7 @@ func TestPOP3SessionAsOwner(t *testing.T) {
 			d.send("QUIT")
 			pop3Expect(d, "+OK")
 			waitFor(t, 10*time.Second, "the session process to exit", func() bool { return len(sessionChildren(t, s.Cmd.Process.Pid)) == 0 })
+			s.stop()
 			if n := strings.Count(s.Log(), `msg="session end" cmd=pop3d remote=`+d.conn.LocalAddr().String()); n != 1 {
 				t.Errorf("%d session end lines for one session:\n%s", n, s.Log())
 			}
