@@ -29,6 +29,13 @@ func newCRLFReader(r io.Reader, noNUL bool) *crlfReader {
 	return &crlfReader{src: r, buf: make([]byte, 32<<10), noNUL: noNUL}
 }
 
+// reset makes c read r from its start, keeping its buffer (one reader
+// per session serves every message of a FETCH).
+func (c *crlfReader) reset(r io.Reader, noNUL bool) *crlfReader {
+	*c = crlfReader{src: r, buf: c.buf, noNUL: noNUL}
+	return c
+}
+
 func (c *crlfReader) Read(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
@@ -89,13 +96,18 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// indexLFNUL finds the first LF (or NUL, with nul), looking for NUL only
+// before the LF so that each byte is scanned once.
 func indexLFNUL(b []byte, nul bool) int {
 	i := bytes.IndexByte(b, '\n')
 	if !nul {
 		return i
 	}
-	j := bytes.IndexByte(b, 0)
-	if j >= 0 && (i < 0 || j < i) {
+	upto := b
+	if i >= 0 {
+		upto = b[:i]
+	}
+	if j := bytes.IndexByte(upto, 0); j >= 0 {
 		return j
 	}
 	return i

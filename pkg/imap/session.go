@@ -113,6 +113,7 @@ type session struct {
 	fetchedBytes, appendedBytes                         int64
 
 	scratch []byte
+	crlf    *crlfReader // reused for the bodies FETCH sends
 	// stCache is the last message structure parsed.
 	stCache struct {
 		view View
