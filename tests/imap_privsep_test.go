@@ -148,3 +148,28 @@ func TestIMAPSIGTERMSessionProcess(t *testing.T) {
 		t.Fatalf("session process %d outlived imapd", child)
 	}
 }
+
+// Not root and not the mailbox's owner (imapd --user nobody, the users
+// file naming another uid): the login gets NO [UNAVAILABLE] and nothing
+// is touched. An mbox user is pop3d's only: NO [UNAVAILABLE] too.
+func TestIMAPNotOwner(t *testing.T) {
+	alice := privseptest.NewUser(t)
+	o := newOwnerEnv(t)
+	md := userMaildir(t, alice, map[string]string{"new/1700000001.M1P1Q1.host": pop3Msg("one", "x\n")})
+	o.lines = append(o.lines, fmt.Sprintf("alice@example.test:{PLAIN}pw:%d:%d:::", alice.UID, alice.GID)+":mail=maildir:"+md,
+		"bob@example.test:{PLAIN}pw::::::mail=mbox:"+alice.Path("mbox"))
+	must(t, os.WriteFile(o.Users, []byte(strings.Join(o.lines, "\n")+"\n"), 0o644))
+	s := o.start("imapd", "", "--user", "nobody")
+	for _, u := range []string{"alice", "bob"} {
+		c := imapDial(t, s.Addr)
+		c.expect("LOGIN "+u+"@example.test pw", "NO [UNAVAILABLE]")
+	}
+	if _, err := os.Stat(md + "/dovecot-uidlist"); !os.IsNotExist(err) {
+		t.Fatalf("the Maildir was touched: %v", err)
+	}
+	for _, why := range []string{"imapd runs as", "served by pop3d only"} {
+		if !strings.Contains(s.Log(), why) {
+			t.Errorf("no %q in the log:\n%s", why, s.Log())
+		}
+	}
+}
