@@ -168,7 +168,7 @@ func TestIMAPNotOwner(t *testing.T) {
 		t.Fatalf("the Maildir was touched: %v", err)
 	}
 	for _, why := range []string{"imapd runs as", "served by pop3d only"} {
-		if !strings.Contains(s.Log(), why) {
+		if !waitForLog(s, why) {
 			t.Errorf("no %q in the log:\n%s", why, s.Log())
 		}
 	}
