@@ -246,6 +246,7 @@ func TestIMAPPython(t *testing.T) {
 	if len(cur) != 2 || flagged != 1 {
 		t.Errorf("Projects.Done/cur: %v", cur)
 	}
+	waitForLog(s, "folders_selected=2") // stderr is copied asynchronously
 	if !strings.Contains(s.Log(), "msg=\"session end\"") || !strings.Contains(s.Log(), "user=alice@example.test") ||
 		!strings.Contains(s.Log(), "folders_selected=2") || !strings.Contains(s.Log(), "fetched_bytes=") {
 		t.Errorf("no session log line with user, folders and bytes:\n%s", s.Log())
