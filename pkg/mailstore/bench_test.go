@@ -13,7 +13,9 @@ import (
 // benchMaildir makes a Maildir of n messages in cur/ named as deliver and
 // Dovecot name them (,S= and ,W=), some with flags, directories dated a
 // minute back (settled, as a folder nobody touched in the last seconds).
-func benchMaildir(b *testing.B, n int) string {
+func benchMaildir(b *testing.B, n int) string { return benchMaildirIn(b, n, "cur") }
+
+func benchMaildirIn(b *testing.B, n int, sub string) string {
 	b.Helper()
 	root := filepath.Join(b.TempDir(), "Maildir")
 	for _, sub := range []string{"cur", "new", "tmp"} {
@@ -22,8 +24,11 @@ func benchMaildir(b *testing.B, n int) string {
 	body := "From: a@example.org\nSubject: benchmark\n\n" + strings.Repeat("a line of text\n", 100)
 	flags := []string{"", "S", "RS", "FS", "Sa"}
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("%d.M%dP%d.bench,S=%d,W=%d:2,%s", 1700000000+i/100, i, 4242, len(body), len(body)+strings.Count(body, "\n"), flags[i%len(flags)])
-		must(b, os.WriteFile(filepath.Join(root, "cur", name), []byte(body), 0o600))
+		name := fmt.Sprintf("%d.M%dP%d.bench,S=%d,W=%d", 1700000000+i/100, i, 4242, len(body), len(body)+strings.Count(body, "\n"))
+		if sub == "cur" {
+			name += ":2," + flags[i%len(flags)]
+		}
+		must(b, os.WriteFile(filepath.Join(root, sub, name), []byte(body), 0o600))
 	}
 	must(b, os.WriteFile(filepath.Join(root, keywordsName), []byte("0 $Label1\n"), 0o600))
 	settle(b, root)
@@ -94,6 +99,23 @@ func BenchmarkOpenFirst(b *testing.B) {
 		b.StopTimer()
 		os.Remove(filepath.Join(root, uidlistName))
 		os.Remove(filepath.Join(root, cacheName))
+		forget(root)
+		b.StartTimer()
+		c.begin()
+		benchSelect(b, root)
+		c.end()
+	}
+	c.report()
+}
+
+// BenchmarkOpenFirstNew: the same with the 10,000 messages in new/, as
+// deliver leaves them (each taken into cur/).
+func BenchmarkOpenFirstNew(b *testing.B) {
+	b.ReportAllocs()
+	c := cpuMeter{b: b}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		root := benchMaildirIn(b, 10000, "new")
 		forget(root)
 		b.StartTimer()
 		c.begin()

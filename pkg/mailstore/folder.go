@@ -66,6 +66,9 @@ type folder struct {
 	assigned   map[string]uint32
 	assignedUV uint32 // the UIDVALIDITY of the assigned UIDs
 	moved      int    // files the last rescan moved from new/ to cur/
+	wantMove   bool   // the last scan left many files in new/ for moveInBackground
+	moving     bool   // moveInBackground runs
+	closed     bool   // the account let the folder go
 	rescans    int    // how many times the directories were read (tests)
 
 	watchers map[chan struct{}]struct{}
@@ -134,7 +137,7 @@ func (f *folder) quick(o syncOpt) bool {
 	if o.claim && f.unclaimed() {
 		return false
 	}
-	if o.moveNew {
+	if o.moveNew && !f.moving {
 		for i := range f.s.msgs {
 			if f.s.msgs[i].inNew {
 				return false
@@ -185,7 +188,7 @@ func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
 	curSt, _ := statKey(f.path("cur"))
 	needScan := !f.loaded || f.s.newMtime == 0 || f.s.curMtime == 0 ||
 		newSt.mtime != f.s.newMtime || curSt.mtime != f.s.curMtime || ulKey != f.s.uidlistKey
-	if o.moveNew && !needScan {
+	if o.moveNew && !needScan && !f.moving {
 		for i := range f.s.msgs {
 			if f.s.msgs[i].inNew {
 				needScan = true
@@ -209,7 +212,87 @@ func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
 	if dirty {
 		f.writeCache()
 	}
+	if o.moveNew && f.wantMove && !f.moving {
+		f.moveInBackground()
+	}
+	f.wantMove = false
 	return lo, hi, nil
+}
+
+// bulkNew: more files than this in new/ are taken into cur/ after the
+// SELECT that found them has its answer, a chunk at a time (a first SELECT
+// of a large folder delivered to new/ would otherwise wait for every
+// rename). Their UIDs are theirs already.
+const bulkNew = 256
+
+// moveInBackground takes the state's messages in new/ into cur/, a chunk
+// at a time with the locks held, and lets go between chunks (f.mu held).
+func (f *folder) moveInBackground() {
+	f.moving = true
+	tried := map[uint32]bool{}
+	go func() {
+		for {
+			f.mu.Lock()
+			done := f.closed || f.moveChunk(512, tried)
+			if done {
+				f.moving = false
+				f.mu.Unlock()
+				return
+			}
+			f.mu.Unlock()
+		}
+	}()
+}
+
+// moveChunk renames up to n messages of new/ into cur/ and reports
+// whether none is left to try (f.mu held).
+func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
+	if !f.exists() || f.lock.lock() != nil {
+		return true
+	}
+	defer f.lock.unlock()
+	// Another process may have changed the state: take its version first.
+	if f.reloadCache() {
+		return true
+	}
+	newfd, err := unix.Open(f.path("new"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(newfd)
+	curfd, err := unix.Open(f.path("cur"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(curfd)
+	tries := 0
+	for i := range f.s.msgs {
+		m := &f.s.msgs[i]
+		if !m.inNew || tried[m.uid] {
+			continue
+		}
+		tried[m.uid] = true
+		tries++
+		target := m.name
+		if !strings.Contains(target, ":") {
+			target += ":2,"
+		}
+		// A failure (moved or expunged meanwhile) is the next rescan's.
+		if unix.Renameat(newfd, m.name, curfd, target) == nil {
+			m.name, m.inNew = target, false
+		}
+		if tries == n {
+			break
+		}
+	}
+	if tries == 0 {
+		return true
+	}
+	// Both directories changed under the state: the next sync reads them
+	// (and finds these names).
+	f.s.newMtime, f.s.curMtime = 0, 0
+	f.writeCache()
+	return tries < n
 }
 
 // reloadCache reads the cache file when another process changed it, and
@@ -399,6 +482,19 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) (moved int, e
 	if err != nil {
 		return 0, fmt.Errorf("mailstore: %w", err)
 	}
+	// Renames relative to the two directories: no path lookups, no lstat
+	// (os.Rename's) per file.
+	curfd := -1
+	if moveNew && len(ents) > 0 {
+		if curfd, err = unix.Open(f.path("cur"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err != nil {
+			return 0, fmt.Errorf("mailstore: %s: %w", f.path("cur"), err)
+		}
+		defer unix.Close(curfd)
+	}
+	if moveNew && len(ents) > bulkNew {
+		moveNew, f.wantMove = false, true
+	}
+	newfd := int(d.Fd())
 	for _, e := range ents {
 		name := e.Name()
 		if name[0] == '.' || !e.Type().IsRegular() || strings.ContainsRune(name, 0) {
@@ -416,13 +512,13 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) (moved int, e
 			if !strings.Contains(name, ":") {
 				target += ":2,"
 			}
-			err := os.Rename(f.path("new/"+name), f.path("cur/"+target))
+			err := unix.Renameat(newfd, name, curfd, target)
 			if err == nil {
 				files[key] = fileEntry{name: target}
 				moved++
 				continue
 			}
-			if errors.Is(err, os.ErrNotExist) {
+			if errors.Is(err, unix.ENOENT) {
 				continue // moved by someone else: cur/ has it
 			}
 			f.acc.log.Warn("new/ to cur/ failed", "folder", f.name, "file", name, "err", err)

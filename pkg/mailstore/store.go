@@ -107,6 +107,7 @@ func (a *account) release() {
 	defer a.mu.Unlock()
 	for _, f := range a.folders {
 		f.mu.Lock()
+		f.closed = true
 		f.lock.close()
 		f.mu.Unlock()
 	}
@@ -146,6 +147,7 @@ func (a *account) forget(name string) {
 	for n, f := range a.folders {
 		if n == name || strings.HasPrefix(n, name+".") {
 			f.mu.Lock()
+			f.closed = true
 			f.lock.close()
 			f.mu.Unlock()
 			delete(a.folders, n)
@@ -386,6 +388,7 @@ func (a *account) forgetOnly(name string) {
 	defer a.mu.Unlock()
 	if f := a.folders[name]; f != nil {
 		f.mu.Lock()
+		f.closed = true
 		f.lock.close()
 		f.mu.Unlock()
 		delete(a.folders, name)

@@ -627,3 +627,45 @@ func TestAppendConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkNewMovedLater: a SELECT finding many messages in new/ answers
+// with their UIDs at once and takes them into cur/ afterwards, a chunk at
+// a time; nothing about them changes for the sessions (UIDs, MODSEQs).
+func TestBulkNewMovedLater(t *testing.T) {
+	s, root := testStore(t)
+	n := bulkNew + 600
+	for i := 0; i < n; i++ {
+		must(t, os.WriteFile(filepath.Join(root, "new", fmt.Sprintf("1700000000.M%dP1.bulk", i)), []byte("Subject: x\n\n"), 0o600))
+	}
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	first := mustSync(t, v)
+	if len(first.Msgs) != n {
+		t.Fatalf("%d messages, want %d", len(first.Msgs), n)
+	}
+	waitFor(t, "new/ to be emptied", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(root, "new"))
+		return len(ents) == 0
+	})
+	waitFor(t, "the mover to finish", func() bool {
+		v.f.mu.Lock()
+		defer v.f.mu.Unlock()
+		return !v.f.moving
+	})
+	after := mustSync(t, v)
+	if ents, _ := os.ReadDir(filepath.Join(root, "cur")); len(ents) != n {
+		t.Errorf("cur/ has %d files, want %d", len(ents), n)
+	}
+	if after.HighestModSeq != first.HighestModSeq || !slices.Equal(uidsOf(after), uidsOf(first)) {
+		t.Errorf("moving changed the folder: HIGHESTMODSEQ %d → %d", first.HighestModSeq, after.HighestModSeq)
+	}
+	for i, m := range after.Msgs {
+		if m.ModSeq != first.Msgs[i].ModSeq || !m.Recent {
+			t.Fatalf("UID %d: MODSEQ %d → %d, recent %v", m.UID, first.Msgs[i].ModSeq, m.ModSeq, m.Recent)
+		}
+	}
+	r, err := v.Open(after.Msgs[n-1].UID)
+	must(t, err)
+	r.Close()
+}
