@@ -262,3 +262,23 @@ func TestStatusFromHeader(t *testing.T) {
 		t.Errorf("after a delivery: %+v", st)
 	}
 }
+
+// TestSettled: which directory mtimes the state may be trusted with.
+func TestSettled(t *testing.T) {
+	now := time.Now().UnixNano()
+	sec := now - now%int64(time.Second)
+	for _, c := range []struct {
+		mtime int64
+		want  bool
+	}{
+		{0, false},
+		{now - int64(100*time.Millisecond), false}, // within a clock tick's reach
+		{now - int64(300*time.Millisecond) + 1, true},
+		{sec - int64(time.Second), false}, // whole seconds: the file system may be coarse
+		{sec - int64(3*time.Second), true},
+	} {
+		if got := settled(c.mtime, now); got != c.want {
+			t.Errorf("settled(now-%v) = %v", time.Duration(now-c.mtime), got)
+		}
+	}
+}

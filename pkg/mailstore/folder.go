@@ -75,9 +75,24 @@ type folder struct {
 	stopPoll chan struct{}
 }
 
-// dirSlack: a directory mtime at least this old when read cannot be shared
-// by a later change (file systems keep coarse timestamps).
-const dirSlack = 2 * time.Second
+// A directory mtime at least this old when read cannot be shared by a
+// later change: file systems stamp with a clock that lags by up to a tick
+// (a jiffy, ≤ 10 ms, on Linux), and some keep whole seconds only (an mtime
+// without nanoseconds: dirSlackCoarse).
+const (
+	dirSlack       = 200 * time.Millisecond
+	dirSlackCoarse = 2 * time.Second
+)
+
+// settled reports whether a directory mtime read at now can be trusted to
+// change with the next change of the directory.
+func settled(mtime, now int64) bool {
+	slack := dirSlack
+	if mtime%int64(time.Second) == 0 {
+		slack = dirSlackCoarse
+	}
+	return mtime != 0 && now-mtime > int64(slack)
+}
 
 // maxExpunges bounds the expunge log (ranges); older ranges are dropped
 // and VANISHED before them becomes inexact.
@@ -180,10 +195,9 @@ func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
 	if f.reloadKeywords() {
 		dirty = true
 	}
-	ul, ulKey, err := f.readUIDList()
-	if err != nil {
-		return lo, hi, err
-	}
+	// The uidlist is read only when the directories must be: a state up
+	// to date needs its version alone.
+	ulKey, _ := statKey(f.path(uidlistName))
 	newSt, _ := statKey(f.path("new"))
 	curSt, _ := statKey(f.path("cur"))
 	needScan := !f.loaded || f.s.newMtime == 0 || f.s.curMtime == 0 ||
@@ -197,6 +211,10 @@ func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
 		}
 	}
 	if needScan {
+		ul, ulKey, err := f.readUIDList()
+		if err != nil {
+			return lo, hi, err
+		}
 		changed, err := f.rescan(o.moveNew, ul, ulKey, newSt, curSt)
 		if err != nil {
 			return lo, hi, err
@@ -776,7 +794,7 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 	// enough to trust.
 	now := nanotime()
 	rec := func(k fileKey) int64 {
-		if k.mtime != 0 && now-k.mtime > int64(dirSlack) {
+		if settled(k.mtime, now) {
 			return k.mtime
 		}
 		return 0
