@@ -27,6 +27,9 @@ type SaveOptions struct {
 	Flags   string    // flag letters after ":2," (sorted by Save)
 	Mtime   time.Time // the file's modification time (IMAP INTERNALDATE); zero: now
 	MaxSize int64     // content larger than this fails with ErrTooBig; 0: no limit
+	// Host is the host part of the new name (several hosts may deliver to
+	// one Maildir); "" is this host's name.
+	Host string
 }
 
 // Saved is a message Save, Link or Move put in place.
@@ -42,7 +45,7 @@ type Saved struct {
 // modification time set, linked into cur/, cur/ fsynced. A failure leaves
 // nothing behind (an oversize message fails with ErrTooBig).
 func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
-	name := uniqueName()
+	name := uniqueNameOn(o.Host)
 	tmp := filepath.Join(dir, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -107,12 +110,12 @@ func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
 // fields. Where hard links are refused (another file system) the content
 // is copied with Save. The caller makes a batch durable with one
 // SyncDir(dir/cur) afterwards.
-func Link(src, dir string, flags string, size, vsize int64) (Saved, error) {
-	s := newSaved(flags, size, vsize)
+func Link(src, dir string, size, vsize int64, o SaveOptions) (Saved, error) {
+	s := newSaved(o, size, vsize)
 	final := filepath.Join(dir, "cur", s.Name)
 	err := os.Link(src, final)
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EMLINK) {
-		return copyInto(src, dir, flags)
+		return copyInto(src, dir, o)
 	}
 	if err != nil {
 		return Saved{}, fmt.Errorf("maildir: link %s: %w", src, err)
@@ -121,8 +124,18 @@ func Link(src, dir string, flags string, size, vsize int64) (Saved, error) {
 }
 
 // newSaved names a message under a new unique name.
-func newSaved(flags string, size, vsize int64) Saved {
-	return namedSaved(uniqueName(), flags, size, vsize)
+func newSaved(o SaveOptions, size, vsize int64) Saved {
+	return namedSaved(uniqueNameOn(o.Host), o.Flags, size, vsize)
+}
+
+// uniqueNameOn is uniqueName with another host part ("" keeps this host's),
+// escaped as host() escapes it.
+func uniqueNameOn(h string) string {
+	n := uniqueName()
+	if h == "" {
+		return n
+	}
+	return strings.TrimSuffix(n, host()) + strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`).Replace(h)
 }
 
 func namedSaved(unique, flags string, size, vsize int64) Saved {
@@ -132,7 +145,7 @@ func namedSaved(unique, flags string, size, vsize int64) Saved {
 	return s
 }
 
-func copyInto(src, dir, flags string) (Saved, error) {
+func copyInto(src, dir string, o SaveOptions) (Saved, error) {
 	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return Saved{}, fmt.Errorf("maildir: copy %s: %w", src, err)
@@ -145,7 +158,8 @@ func copyInto(src, dir, flags string) (Saved, error) {
 	if !fi.Mode().IsRegular() {
 		return Saved{}, fmt.Errorf("maildir: copy %s: not a regular file", src)
 	}
-	return Save(dir, f, SaveOptions{Flags: flags, Mtime: fi.ModTime()})
+	o.Mtime = fi.ModTime()
+	return Save(dir, f, o)
 }
 
 // Move renames the message file src into dir/cur/ under a new unique name
@@ -153,12 +167,12 @@ func copyInto(src, dir, flags string) (Saved, error) {
 // leaves the old one. Across file systems it is copied durably, then src
 // removed. The caller makes a batch durable with SyncDir of dir/cur and of
 // the sources' directories afterwards.
-func Move(src, dir string, flags string, size, vsize int64) (Saved, error) {
-	s := newSaved(flags, size, vsize)
+func Move(src, dir string, size, vsize int64, o SaveOptions) (Saved, error) {
+	s := newSaved(o, size, vsize)
 	final := filepath.Join(dir, "cur", s.Name)
 	err := os.Rename(src, final)
 	if errors.Is(err, syscall.EXDEV) {
-		s, err := copyInto(src, dir, flags)
+		s, err := copyInto(src, dir, o)
 		if err != nil {
 			return Saved{}, err
 		}

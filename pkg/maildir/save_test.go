@@ -61,11 +61,11 @@ func TestLinkMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := filepath.Join(a, "cur", s.Name)
-	l, err := Link(src, b, "S", s.Size, s.VSize)
+	l, err := Link(src, b, s.Size, s.VSize, SaveOptions{Flags: "S", Host: "other.host:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Key == s.Key || !strings.HasSuffix(l.Name, ",S=6,W=7:2,S") {
+	if l.Key == s.Key || !strings.HasSuffix(l.Name, ".other.host\\0721,S=6,W=7:2,S") {
 		t.Errorf("link %+v", l)
 	}
 	fa, _ := os.Stat(src)
@@ -73,7 +73,7 @@ func TestLinkMove(t *testing.T) {
 	if !os.SameFile(fa, fb) {
 		t.Error("Link did not hard-link")
 	}
-	m, err := Move(src, b, "T", s.Size, s.VSize)
+	m, err := Move(src, b, s.Size, s.VSize, SaveOptions{Flags: "T"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,14 +83,14 @@ func TestLinkMove(t *testing.T) {
 	if b2, err := os.ReadFile(filepath.Join(b, "cur", m.Name)); err != nil || string(b2) != "hello\n" {
 		t.Errorf("moved: %q %v", b2, err)
 	}
-	if _, err := Move(src, b, "", 1, 1); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Move(src, b, 1, 1, SaveOptions{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Move of a missing file: %v", err)
 	}
-	if _, err := Link(src, b, "", 1, 1); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Link(src, b, 1, 1, SaveOptions{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Link of a missing file: %v", err)
 	}
 	// copyInto (Link's fallback across file systems) copies content and date.
-	c, err := copyInto(filepath.Join(b, "cur", m.Name), a, "R")
+	c, err := copyInto(filepath.Join(b, "cur", m.Name), a, SaveOptions{Flags: "R"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -614,7 +614,7 @@ func (s *Store) Append(name string, flags []string, date time.Time, r io.Reader)
 	if err := f.ensureDirs(); err != nil {
 		return AppendResult{}, err
 	}
-	saved, err := maildir.Save(f.dir, r, maildir.SaveOptions{Flags: letters, Mtime: date, MaxSize: s.opts.MaxMessageSize})
+	saved, err := maildir.Save(f.dir, r, maildir.SaveOptions{Flags: letters, Mtime: date, MaxSize: s.opts.MaxMessageSize, Host: s.opts.Hostname})
 	if errors.Is(err, maildir.ErrTooBig) {
 		return AppendResult{}, fmt.Errorf("%w: over %d bytes", ErrTooBig, s.opts.MaxMessageSize)
 	}

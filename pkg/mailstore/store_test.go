@@ -393,3 +393,28 @@ func TestAppendReaderFails(t *testing.T) {
 		}
 	}
 }
+
+// TestHostname: Options.Hostname names the files APPEND, COPY and MOVE
+// write (several hosts sharing one Maildir), escaped as the Maildir spec
+// says.
+func TestHostname(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "Maildir")
+	s, err := Open(Options{Root: root, Hostname: "mx2.example/x"})
+	must(t, err)
+	defer s.Close()
+	must(t, s.Create("Other", ""))
+	_, err = s.Append("INBOX", nil, time.Time{}, strings.NewReader("x\n"))
+	must(t, err)
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	mustSync(t, v)
+	_, err = v.Copy([]uint32{1}, "Other")
+	must(t, err)
+	for _, d := range []string{filepath.Join(root, "cur"), filepath.Join(root, ".Other", "cur")} {
+		ents, _ := os.ReadDir(d)
+		if len(ents) != 1 || !strings.Contains(ents[0].Name(), `.mx2.example\057x,S=2,W=3:2,`) {
+			t.Errorf("%s: %v", d, ents)
+		}
+	}
+}

@@ -479,9 +479,9 @@ func (v *View) transfer(uids []uint32, dest string, move bool) (CopyResult, erro
 	var ferr error
 	put := func(s source, l string) (maildir.Saved, error) {
 		if move {
-			return maildir.Move(s.path, dst.dir, l, s.size, s.vsize)
+			return maildir.Move(s.path, dst.dir, s.size, s.vsize, maildir.SaveOptions{Flags: l, Host: v.s.opts.Hostname})
 		}
-		return maildir.Link(s.path, dst.dir, l, s.size, s.vsize)
+		return maildir.Link(s.path, dst.dir, s.size, s.vsize, maildir.SaveOptions{Flags: l, Host: v.s.opts.Hostname})
 	}
 	for i, s := range src {
 		saved, err := put(s, letters[i])

@@ -101,7 +101,8 @@ func hubLoop(w *fsnotify.Watcher) {
 
 // Watch returns a channel that receives a value soon after the folder may
 // have changed (inotify on new/ and cur/, this process's own sessions, and
-// polling every Options.PollInterval if set); stop releases it.
+// polling every Options.PollInterval if set); stop releases it (Close
+// releases every watch of the view). The channel is never closed.
 func (v *View) Watch() (changed <-chan struct{}, stop func()) {
 	f := v.f
 	c := make(chan struct{}, 1)
