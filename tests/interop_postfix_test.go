@@ -113,6 +113,12 @@ maillog_file = %[1]s/postfix.log
 		os.RemoveAll(p.Dir)
 	})
 	postfixRun(t, "postfix", "-c", p.Etc(), "start")
+	// `postfix start` returns before master(8) has opened its FIFOs:
+	// mail posted earlier would wait for pickup's next poll, a minute
+	// later. master logs this line once they are open.
+	waitFor(t, 60*time.Second, "Postfix's master to log that it started", func() bool {
+		return strings.Contains(p.Log(), "daemon started -- version")
+	})
 	for _, l := range inet {
 		addr, _, _ := strings.Cut(l, " ")
 		waitListening(t, addr)

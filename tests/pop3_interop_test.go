@@ -206,7 +206,17 @@ func TestInteropPOP3Mutt(t *testing.T) {
 	s := pe.start("pop3d", "")
 	dir := t.TempDir()
 	muttrc := filepath.Join(dir, "muttrc")
-	must(t, os.WriteFile(muttrc, []byte(`set pop_user="alice@example.test"
+	// Every path mutt checks at startup exists or is set, under a HOME of
+	// the test's own: a prompt (mutt asks to create a missing ~/Mail, as
+	// on a fresh machine) would eat the first pushed key, and the tagging
+	// with it.
+	must(t, os.WriteFile(muttrc, []byte(`set folder="`+dir+`"
+set spoolfile="`+dir+`/spool"
+set mbox="`+dir+`/mbox"
+set postponed="`+dir+`/postponed"
+set record=""
+set sleep_time=0
+set pop_user="alice@example.test"
 set pop_pass="alice pw"
 set ssl_starttls=no
 set ssl_force_tls=no
@@ -223,8 +233,9 @@ set message_cachedir=""
 	out := filepath.Join(dir, "copied.mbox")
 	mutt := func(keys string) {
 		t.Helper()
-		cmd := fmt.Sprintf(`TERM=xterm mutt -n -F %s -f pop://alice%%40example.test@%s/ -e 'push "%s"'`, muttrc, s.Addr, keys)
-		if o, err := pop3Run(t, nil, "script", "-qec", cmd, "/dev/null"); err != nil {
+		cmd := fmt.Sprintf(`mutt -n -F %s -f pop://alice%%40example.test@%s/ -e 'push "%s"'`, muttrc, s.Addr, keys)
+		if o, err := pop3Run(t, []string{"HOME=" + dir, "TERM=xterm", "LINES=24", "COLUMNS=80", "MAIL=" + dir + "/spool"},
+			"script", "-qec", cmd, "/dev/null"); err != nil {
 			t.Fatalf("mutt: %v\n%s\n%s", err, o, s.Log())
 		}
 	}

@@ -129,7 +129,7 @@ func TestInteropSmtpdPostfixRelay(t *testing.T) {
 		t.Errorf("body %q", body)
 	}
 	// Postfix's side of the handoff names our queue id.
-	waitFor(t, 5*time.Second, "Postfix to log the delivery", func() bool {
+	waitFor(t, 30*time.Second, "Postfix to log the delivery", func() bool {
 		return strings.Contains(p.Log(), "status=sent (250 2.0.0 OK: queued as "+ids[0]+")")
 	})
 }
