@@ -293,7 +293,7 @@ func TestInteropPOP3DovecotLDA(t *testing.T) {
 	d.send("QUIT")
 	pop3Expect(d, "+OK")
 	if _, err := os.Stat(dpop3); err != nil {
-		return
+		t.Fatal("Dovecot's pop3 not installed (dovecot-pop3d in tests/interop/packages.txt)")
 	}
 	chown(dir)
 	args := append(append([]string{}, prefix...), "env", "-i", "USER=nobody", "HOME="+dir, dpop3, "-c", conf)
