@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"letterbox/pkg/address"
 )
 
 // Table is a loaded aliases file.
@@ -284,13 +286,7 @@ func ParseEntry(entry string) (key string, targets []string, err error) {
 
 // normKey lower-cases a key (ASCII) and drops a trailing dot of its domain.
 func normKey(k string) string {
-	b := []byte(k)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	k = string(b)
+	k = address.LowerASCII(k)
 	if strings.Contains(k, "@") {
 		k = strings.TrimSuffix(k, ".")
 	}

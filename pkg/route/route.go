@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/aliases"
 	"letterbox/pkg/config"
 	"letterbox/pkg/users"
@@ -111,7 +112,7 @@ func New(cm *config.Common, allowPipes bool) (*Router, error) {
 	}
 	domains := make([]string, len(cm.Domains))
 	for i, d := range cm.Domains {
-		domains[i] = strings.TrimSuffix(lowerASCII(d), ".")
+		domains[i] = strings.TrimSuffix(address.LowerASCII(d), ".")
 	}
 	return &Router{Domains: domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster,
 		Users: db, Aliases: al, AllowPipes: allowPipes}, nil
@@ -120,12 +121,12 @@ func New(cm *config.Common, allowPipes bool) (*Router, error) {
 // IsLocal reports whether domain is a local domain (case-insensitive, a
 // trailing dot ignored).
 func (r *Router) IsLocal(domain string) bool {
-	domain = strings.TrimSuffix(lowerASCII(domain), ".")
+	domain = strings.TrimSuffix(address.LowerASCII(domain), ".")
 	if domain == "" {
 		return false
 	}
 	for _, d := range r.Domains {
-		if strings.TrimSuffix(lowerASCII(d), ".") == domain {
+		if strings.TrimSuffix(address.LowerASCII(d), ".") == domain {
 			return true
 		}
 	}
@@ -150,14 +151,14 @@ func (r *Router) Exists(addr string) error {
 // and its domain (lower case, no trailing dot); a bare "postmaster" gets the
 // first local domain.
 func (r *Router) Split(addr string) (local, domain string, err error) {
-	local, domain, err = ParseAddress(addr)
+	local, domain, err = parseAddress(addr)
 	if err != nil {
 		return "", "", err
 	}
 	if domain == "" {
 		// RFC 5321 §4.1.1.3: RCPT TO:<Postmaster> without a domain must be
 		// accepted. Nothing else is complete without one.
-		if lowerASCII(local) != "postmaster" || len(r.Domains) == 0 {
+		if address.LowerASCII(local) != "postmaster" || len(r.Domains) == 0 {
 			return "", "", fmt.Errorf("%w: %q: no domain", ErrBadAddress, addr)
 		}
 		domain = r.primary()
@@ -171,7 +172,7 @@ func (r *Router) resolve(addr string, check bool) ([]Destination, error) {
 		return nil, err
 	}
 	if !r.IsLocal(domain) {
-		return []Destination{{Kind: Remote, Address: FormatAddress(local, domain), Original: addr}}, nil
+		return []Destination{{Kind: Remote, Address: address.Format(local, domain), Original: addr}}, nil
 	}
 	rs := &resolver{r: r, original: addr, check: check, stack: map[string]bool{}, seen: map[string]bool{}}
 	if err := rs.local(local, domain, "", 0); err != nil {
@@ -189,7 +190,7 @@ type resolver struct {
 	out      []Destination
 }
 
-func key(local, domain string) string { return lowerASCII(local) + "@" + domain }
+func key(local, domain string) string { return address.LowerASCII(local) + "@" + domain }
 
 // local resolves local@domain in a local domain; detail is a +detail carried
 // over from an alias (user+x → alias user → user's own mailbox, folder x).
@@ -207,7 +208,7 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 	if targets, ok := rs.r.Aliases.LookupExact(local, domain); ok {
 		return rs.expand(k, domain, detail, targets, depth)
 	}
-	if u := rs.r.Users.Lookup(FormatAddress(local, domain)); u != nil {
+	if u := rs.r.Users.Lookup(address.Format(local, domain)); u != nil {
 		return rs.user(u, detail)
 	}
 	if base, det, ok := strings.Cut(local, "+"); ok && base != "" {
@@ -218,26 +219,26 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 			if targets, ok := rs.r.Aliases.LookupExact(base, domain); ok {
 				return rs.expand(bk, domain, det, targets, depth)
 			}
-			if u := rs.r.Users.Lookup(FormatAddress(base, domain)); u != nil {
+			if u := rs.r.Users.Lookup(address.Format(base, domain)); u != nil {
 				return rs.user(u, det)
 			}
 		}
 		local = base
 	}
-	if lowerASCII(local) == "postmaster" {
+	if address.LowerASCII(local) == "postmaster" {
 		return rs.postmaster(domain, depth)
 	}
 	ck := "@" + domain
 	if targets, ok := rs.r.Aliases.CatchAll(domain); ok {
 		if rs.stack[ck] {
 			// @d: x@d with no x: the catch-all feeds itself.
-			return fmt.Errorf("%w: %s: catch-all %s reaches itself via %s", ErrLoop, rs.original, ck, FormatAddress(local, domain))
+			return fmt.Errorf("%w: %s: catch-all %s reaches itself via %s", ErrLoop, rs.original, ck, address.Format(local, domain))
 		}
 		rs.stack[ck] = true
 		defer delete(rs.stack, ck)
 		return rs.expand(ck, domain, "", targets, depth)
 	}
-	return fmt.Errorf("%w: %s", ErrNoSuchUser, FormatAddress(local, domain))
+	return fmt.Errorf("%w: %s", ErrNoSuchUser, address.Format(local, domain))
 }
 
 // expand resolves the targets of the alias k in domain.
@@ -279,7 +280,7 @@ func (rs *resolver) expand(k, domain, detail string, targets []string, depth int
 				return err
 			}
 			if !rs.r.IsLocal(td) {
-				rs.add(Destination{Kind: Remote, Address: FormatAddress(tl, td), Original: rs.original})
+				rs.add(Destination{Kind: Remote, Address: address.Format(tl, td), Original: rs.original})
 				continue
 			}
 			if key(tl, td) == k {
@@ -302,13 +303,13 @@ func (r *Router) primary() string {
 	if len(r.Domains) == 0 {
 		return ""
 	}
-	return strings.TrimSuffix(lowerASCII(r.Domains[0]), ".")
+	return strings.TrimSuffix(address.LowerASCII(r.Domains[0]), ".")
 }
 
 // target parses an alias target address; an unqualified name is in the
 // first local domain.
 func (rs *resolver) target(v, domain, k string) (string, string, error) {
-	tl, td, err := ParseAddress(v)
+	tl, td, err := parseAddress(v)
 	if err != nil {
 		return "", "", fmt.Errorf("alias %s: %w", k, err)
 	}
@@ -323,13 +324,13 @@ func (rs *resolver) target(v, domain, k string) (string, string, error) {
 
 // own resolves local@domain to the user's own mailbox, without aliases.
 func (rs *resolver) own(local, domain, detail string, depth int) error {
-	if u := rs.r.Users.Lookup(FormatAddress(local, domain)); u != nil {
+	if u := rs.r.Users.Lookup(address.Format(local, domain)); u != nil {
 		return rs.user(u, detail)
 	}
-	if lowerASCII(local) == "postmaster" {
+	if address.LowerASCII(local) == "postmaster" {
 		return rs.postmaster(domain, depth)
 	}
-	return fmt.Errorf("%w: %s", ErrNoSuchUser, FormatAddress(local, domain))
+	return fmt.Errorf("%w: %s", ErrNoSuchUser, address.Format(local, domain))
 }
 
 // postmaster is the fallback for postmaster@domain without alias or user.
@@ -340,7 +341,7 @@ func (rs *resolver) postmaster(domain string, depth int) error {
 			return fmt.Errorf("route: config postmaster: %w", err)
 		}
 		if !rs.r.IsLocal(pd) {
-			rs.add(Destination{Kind: Remote, Address: FormatAddress(pl, pd), Original: rs.original})
+			rs.add(Destination{Kind: Remote, Address: address.Format(pl, pd), Original: rs.original})
 			return nil
 		}
 		if !rs.stack[key(pl, pd)] {
@@ -358,7 +359,7 @@ func (rs *resolver) user(u *users.User, detail string) error {
 	mb := u.Mailbox(rs.r.MailRoot)
 	d := Destination{Address: u.Name, Original: rs.original, User: u, Path: mb.Path}
 	if detail != "" {
-		d.Address = FormatAddress(u.Local()+"+"+detail, u.Domain())
+		d.Address = address.Format(u.Local()+"+"+detail, u.Domain())
 	}
 	if mb.Kind == "mbox" {
 		d.Kind = Mbox
@@ -400,7 +401,7 @@ func (rs *resolver) add(d Destination) {
 		id = "p\x00" + d.Command
 	case Remote:
 		id = "r\x00" + d.Address
-		if l, dom, err := ParseAddress(d.Address); err == nil {
+		if l, dom, err := parseAddress(d.Address); err == nil {
 			id = "r\x00" + l + "@" + dom
 		}
 	}
@@ -409,4 +410,24 @@ func (rs *resolver) add(d Destination) {
 	}
 	rs.seen[id] = true
 	rs.out = append(rs.out, d)
+}
+
+// parseAddress parses an address as the router takes it (address.Parse):
+// the local part unquoted, the domain canonical or "" for a lone local
+// part. On top of the syntax, the router's policy: no address literals (we
+// cannot tell whether one names this host, and guessing wrong would make a
+// local-looking address remote or the reverse) and the limits of RFC 5321
+// §4.5.3.1. Errors wrap ErrBadAddress.
+func parseAddress(addr string) (local, domain string, err error) {
+	a, err := address.Parse(addr)
+	if err == nil && a.Literal {
+		err = errors.New("domain literals are not accepted")
+	}
+	if err == nil {
+		err = a.CheckLimits()
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %q: %v", ErrBadAddress, addr, err)
+	}
+	return a.Local, a.Domain, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/aliases"
 	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/users"
@@ -342,14 +343,14 @@ func TestParseAddress(t *testing.T) {
 		{"a_b@x_y.test", "a_b", "x_y.test"},
 	}
 	for _, c := range cases {
-		l, d, err := ParseAddress(c.in)
+		l, d, err := parseAddress(c.in)
 		if err != nil || l != c.local || d != c.domain {
-			t.Errorf("ParseAddress(%q) = %q %q %v", c.in, l, d, err)
+			t.Errorf("parseAddress(%q) = %q %q %v", c.in, l, d, err)
 		}
 	}
 	for _, c := range [][3]string{{"a b", "x.test", "\"a b\"@x.test"}, {"a\"b", "x.test", "\"a\\\"b\"@x.test"}, {"a.b", "x.test", "a.b@x.test"}} {
-		if got := FormatAddress(c[0], c[1]); got != c[2] {
-			t.Errorf("FormatAddress(%q, %q) = %q", c[0], c[1], got)
+		if got := address.Format(c[0], c[1]); got != c[2] {
+			t.Errorf("address.Format(%q, %q) = %q", c[0], c[1], got)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
@@ -91,7 +92,7 @@ func checkRecipients(cm *config.Common, rcpts []string) error {
 	}
 	rc := submission.RouterRecipients{Router: rt}
 	for _, r := range rcpts {
-		a, _, _, perr := submission.ParsePath("<"+r+">", true)
+		a, _, _, perr := address.ParsePath("<"+r+">", true)
 		if perr != nil || a.Literal || !cm.IsLocalDomain(a.Domain) {
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/check"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/route"
@@ -494,7 +495,7 @@ func (s *session) mail(arg string) {
 		s.reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 		return
 	}
-	addr, null, params, err := submission.ParsePath(rest, true)
+	addr, null, params, err := address.ParsePath(rest, true)
 	if err != nil {
 		s.reply(501, "5.1.7", "Bad sender address syntax: "+err.Error())
 		return
@@ -585,7 +586,7 @@ func (s *session) rcpt(arg string) {
 		s.reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 		return
 	}
-	addr, null, params, err := submission.ParsePath(rest, true)
+	addr, null, params, err := address.ParsePath(rest, true)
 	if err != nil || null {
 		s.log.Info("recipient rejected", "from", s.from, "rcpt", truncate(rest, 200), "reason", "syntax")
 		s.reply(501, "5.1.3", "Bad recipient address syntax")
@@ -1139,9 +1140,9 @@ func (s *session) senderAllowed(from string) (bool, error) {
 	if s.srv.Senders != nil {
 		return s.srv.Senders.Owns(s.authUser, from)
 	}
-	local, domain, err := route.ParseAddress(from)
-	if err != nil {
+	a, err := address.Parse(from)
+	if err != nil || a.Literal || a.CheckLimits() != nil {
 		return false, nil
 	}
-	return submission.OwnsAddress(s.authUser, local, domain), nil
+	return submission.OwnsAddress(s.authUser, a.Local, a.Domain), nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/route"
 	"letterbox/pkg/users"
 )
@@ -44,10 +45,11 @@ func (r RouterSenders) Owns(user, addr string) (bool, error) {
 		// is the one the rule compares with.
 		name = u.Name
 	}
-	local, domain, err := route.ParseAddress(addr)
-	if err != nil || domain == "" {
+	a, err := address.Parse(addr)
+	if err != nil || a.Domain == "" || a.Literal || a.CheckLimits() != nil {
 		return false, nil
 	}
+	local, domain := a.Local, a.Domain
 	if OwnsAddress(name, local, domain) {
 		return true, nil
 	}
@@ -56,7 +58,7 @@ func (r RouterSenders) Owns(user, addr string) (bool, error) {
 	}
 	base, _, _ := strings.Cut(local, "+")
 	for _, l := range []string{local, base} {
-		if u := r.Router.Users.Lookup(route.FormatAddress(l, domain)); u != nil && users.Key(u.Name) == users.Key(name) {
+		if u := r.Router.Users.Lookup(address.Format(l, domain)); u != nil && users.Key(u.Name) == users.Key(name) {
 			// The user's own address spelled another way (ALICE for
 			// alice): the users file's spelling is the rule, and the
 			// alias expansion below would wave it through.

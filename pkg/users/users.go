@@ -28,6 +28,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"letterbox/pkg/address"
 )
 
 // ErrAuth is returned for a bad password or unknown user alike.
@@ -195,18 +197,8 @@ func parseAll(r io.Reader, name string) (map[string]*User, []string, error) {
 // Key is the lookup key of an address: ASCII lower case, without a trailing
 // dot in the domain.
 func Key(addr string) string {
-	addr = lowerASCII(addr)
+	addr = address.LowerASCII(addr)
 	return strings.TrimSuffix(addr, ".")
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // ParseLine parses one line of a users file. Blank lines and # comments
@@ -229,7 +221,7 @@ func ParseLine(line string) (*User, error) {
 	}
 	local, domain, _ := strings.Cut(name, "@")
 	u := &User{
-		Name:     local + "@" + strings.TrimSuffix(lowerASCII(domain), "."),
+		Name:     local + "@" + strings.TrimSuffix(address.LowerASCII(domain), "."),
 		Password: f[1],
 		UID:      f[2], GID: f[3], Gecos: f[4], Home: f[5], Shell: f[6],
 		Extra: map[string]string{},

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"letterbox/pkg/address"
 	"letterbox/pkg/maildir"
-	"letterbox/pkg/route"
 	"letterbox/pkg/sysexits"
 	"letterbox/pkg/users"
 	"letterbox/pkg/users/passwd"
@@ -36,10 +36,17 @@ type Admin struct {
 // and a passwd-file field) and whose domain is well-formed. It returns the
 // name with the domain in lower case.
 func CheckAddress(addr string) (string, error) {
-	local, domain, err := route.ParseAddress(addr)
-	if err != nil {
-		return "", sysexits.New(sysexits.DataErr, err)
+	a, err := address.Parse(addr)
+	if err == nil && a.Literal {
+		err = fmt.Errorf("%q: domain literals are not accepted", addr)
 	}
+	if err == nil {
+		err = a.CheckLimits()
+	}
+	if err != nil {
+		return "", sysexits.New(sysexits.DataErr, fmt.Errorf("%q: %w", addr, err))
+	}
+	local, domain := a.Local, a.Domain
 	if domain == "" {
 		return "", sysexits.New(sysexits.DataErr, fmt.Errorf("%q: not a full address (local@domain)", addr))
 	}
