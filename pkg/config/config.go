@@ -95,13 +95,16 @@ func normalize(v interface{}) interface{} {
 
 // Common holds the shared keys, resolved.
 type Common struct {
-	Hostname   string
-	Domains    []string
-	Spool      string
-	MailRoot   string
-	Users      string
-	Aliases    string
-	Postmaster string
+	Hostname string
+	Domains  []string
+	// RelayDomains are the domains we are a backup MX for (relay-domains):
+	// lower case, no trailing dot; ".example.org" stands for its subdomains.
+	RelayDomains []string
+	Spool        string
+	MailRoot     string
+	Users        string
+	Aliases      string
+	Postmaster   string
 	// MailUser owns the virtual mailboxes (those under MailRoot without a
 	// uid or home in the users file); "" means this process.
 	MailUser string
@@ -119,6 +122,7 @@ func Load(v Values, command string, w io.Writer) (*Common, error) {
 	cm := &Common{
 		Hostname:     v.String("hostname"),
 		Domains:      append([]string(nil), v.StringSlice("domains")...),
+		RelayDomains: append([]string(nil), v.StringSlice("relay-domains")...),
 		Spool:        v.String("spool"),
 		MailRoot:     v.String("mail-root"),
 		Users:        v.String("users"),
@@ -137,6 +141,9 @@ func Load(v Values, command string, w io.Writer) (*Common, error) {
 	}
 	for i, d := range cm.Domains {
 		cm.Domains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
+	}
+	for i, d := range cm.RelayDomains {
+		cm.RelayDomains[i] = strings.TrimSuffix(strings.ToLower(d), ".")
 	}
 	log, err := NewLogger(w, v.String("log-level"), v.String("log-format"), command)
 	if err != nil {

@@ -97,6 +97,7 @@ func CommonFlags() []Flag {
 		{Name: "config", Usage: "configuration `FILE` (TOML)"},
 		{Name: "hostname", Lazy: hostname, Usage: "this host's `NAME` in greetings, Received and Message-ID"},
 		{Name: "domains", Kind: StringSlice, Usage: "local `DOMAIN`s (repeatable; default: the hostname)"},
+		{Name: "relay-domains", Kind: StringSlice, Usage: "`DOMAIN`s accepted from anyone and relayed to their more preferred MX hosts (backup MX; .DOMAIN: its subdomains; repeatable)"},
 		{Name: "spool", Default: "/var/spool/letterbox", Usage: "queue `DIR`"},
 		{Name: "mail-root", Default: "/var/mail/letterbox", Usage: "`DIR` holding <domain>/<local>/ Maildirs"},
 		{Name: "users", Default: "/etc/letterbox/users", Usage: "users `FILE` (Dovecot passwd-file format)"},

@@ -22,7 +22,7 @@ var otherKeys = []string{
 	"daemon", "dns", "route", "smtp-port", "retry-after", "max-retry-interval",
 	"warn-after", "bounce-after", "mda", "concurrency", "concurrency-per-domain",
 	"tls-policy", "route-auth-file", "interval",
-	"connect-timeout", "helo",
+	"connect-timeout", "helo", "proxy-interfaces",
 	// deliver
 	"sender", "recipient", "maildir", "mbox",
 	// pop3d / imapd

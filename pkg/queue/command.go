@@ -218,12 +218,35 @@ func deliverers(c *cli.Context, r *Runner, cm *config.Common) (func(), error) {
 		return nil, sysexits.New(sysexits.Config, err)
 	}
 	r.Router = rt
-	cl, err := remote.FromContext(root, cm)
+	rc, err := remote.ConfigFromContext(root, cm)
+	if err != nil {
+		return nil, sysexits.New(sysexits.Config, err)
+	}
+	rc.SelectMX = selectMX
+	cl, err := remote.New(rc)
 	if err != nil {
 		return nil, sysexits.New(sysexits.Config, err)
 	}
 	r.Remote = cl
 	return func() { cl.Close() }, nil
+}
+
+// selectMX is pkg/route's decision of the MX hosts mail may go to (a
+// backup MX sends only to more preferred hosts; a loop is refused).
+func selectMX(domain string, hosts []remote.MX) ([]remote.MX, error) {
+	in := make([]route.MX, len(hosts))
+	for i, h := range hosts {
+		in[i] = route.MX(h)
+	}
+	out, err := route.UsableMX(domain, in)
+	if err != nil {
+		return nil, err
+	}
+	kept := make([]remote.MX, len(out))
+	for i, h := range out {
+		kept[i] = remote.MX(h)
+	}
+	return kept, nil
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

@@ -101,6 +101,7 @@ func Flags() []cli.Flag {
 		&cli.IntFlag{Name: "concurrency-per-domain", Usage: "at most `N` outgoing connections per destination", Value: 4},
 		&cli.DurationFlag{Name: "connect-timeout", Usage: "TCP connect `TIMEOUT` per host", Value: 30 * time.Second},
 		&cli.StringFlag{Name: "helo", Usage: "`NAME` sent in EHLO/HELO (default: the hostname)"},
+		&cli.StringSliceFlag{Name: "proxy-interfaces", Usage: "`ADDRESS`es that reach this host through a proxy or NAT (an MX host there is ourselves, as one with our hostname or one of the machine's addresses; repeatable)"},
 	}
 }
 
@@ -117,7 +118,18 @@ type Config struct {
 	Timeouts       Timeouts               // zero fields take DefaultTimeouts
 	IdleTimeout    time.Duration          // cached idle connections are closed after this (default 5s)
 	RootCAs        *x509.CertPool         // for policy verify; nil = the system's roots
-	Log            *slog.Logger           // nil = discard
+	// SelectMX, when set, chooses among a domain's MX hosts (in preference
+	// order, each marked Ours when it is this host) those to send to;
+	// an error means mail for the domain would loop back to us and fails
+	// its recipients with 5.4.6. queue-runner sets it to pkg/route's
+	// decision (route.UsableMX). Routes are not subject to it.
+	SelectMX func(domain string, hosts []MX) ([]MX, error)
+	// Hostname and ProxyInterfaces say which MX hosts are ours: the one
+	// named Hostname (default Helo), and those resolving to one of the
+	// machine's interface addresses or of ProxyInterfaces.
+	Hostname        string
+	ProxyInterfaces []netip.Addr
+	Log             *slog.Logger // nil = discard
 }
 
 // CONTRACT: Client is safe for concurrent use; it holds the per-destination
@@ -135,6 +147,16 @@ type Client struct {
 	closed  bool
 	janitor chan struct{}
 	rnd     *rand.Rand
+
+	ours map[netip.Addr]bool // our addresses, for SelectMX
+}
+
+// MX is one MX host of a domain as SelectMX sees it (the same fields as
+// pkg/route's MX).
+type MX struct {
+	Host string
+	Pref int
+	Ours bool
 }
 
 // New returns a Client for cfg.
@@ -195,6 +217,13 @@ func New(cfg Config) (*Client, error) {
 		idle:    map[string][]*conn{},
 		rnd:     rand.New(rand.NewSource(time.Now().UnixNano())),
 	}
+	if cfg.SelectMX != nil {
+		if cfg.Hostname == "" {
+			cfg.Hostname = cfg.Helo
+		}
+		c.cfg.Hostname = strings.TrimSuffix(strings.ToLower(cfg.Hostname), ".")
+		c.ours = ourAddresses(cfg.ProxyInterfaces, cfg.Log)
+	}
 	for _, r := range cfg.Routes {
 		if r.TLS != "" && !validPolicy(r.TLS) {
 			return nil, fmt.Errorf("remote: route %s: tls=%s: want may, encrypt or verify", r.Domain, r.TLS)
@@ -206,6 +235,16 @@ func New(cfg Config) (*Client, error) {
 
 // CONTRACT: FromContext builds a Client from the flags of Flags.
 func FromContext(c *cli.Context, cm *config.Common) (*Client, error) {
+	cfg, err := ConfigFromContext(c, cm)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg)
+}
+
+// ConfigFromContext reads the flags of Flags into a Config, for callers
+// that set more of it (SelectMX) before New.
+func ConfigFromContext(c *cli.Context, cm *config.Common) (Config, error) {
 	cfg := Config{
 		Helo:           c.String("helo"),
 		Port:           c.Int("smtp-port"),
@@ -220,23 +259,31 @@ func FromContext(c *cli.Context, cm *config.Common) (*Client, error) {
 		if cfg.Helo == "" {
 			cfg.Helo = cm.Hostname
 		}
+		cfg.Hostname = cm.Hostname
 		cfg.Log = cm.Log
+	}
+	for _, s := range c.StringSlice("proxy-interfaces") {
+		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		if err != nil {
+			return Config{}, fmt.Errorf("remote: proxy-interfaces: %w", err)
+		}
+		cfg.ProxyInterfaces = append(cfg.ProxyInterfaces, a.Unmap())
 	}
 	for _, s := range c.StringSlice("route") {
 		r, err := ParseRoute(s)
 		if err != nil {
-			return nil, err
+			return Config{}, err
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
 	if f := c.String("route-auth-file"); f != "" {
 		a, err := ReadAuthFile(f)
 		if err != nil {
-			return nil, err
+			return Config{}, err
 		}
 		cfg.Auth = a
 	}
-	return New(cfg)
+	return cfg, nil
 }
 
 // CONTRACT: Close ends cached connections with QUIT.
@@ -515,11 +562,23 @@ func (c *Client) deliver(ctx context.Context, domain, from string, rcpts []strin
 		}
 		return fill(rcpts, 0, "4.4.3", err.Error(), true)
 	}
+	var looked map[string]addrLookup
+	if dest.route == nil && c.cfg.SelectMX != nil {
+		hosts, looked, err = c.selectMX(ctx, domain, hosts)
+		if err != nil {
+			return fill(rcpts, 0, "5.4.6", err.Error(), false)
+		}
+	}
 	creds := c.credentials(dest)
 	var last *hostError
 	attempts := 0
 	for _, h := range hosts {
-		ips, err := c.res.addrs(ctx, h.Name)
+		var ips []netip.Addr
+		if l, ok := looked[h.Name]; ok {
+			ips, err = l.ips, l.err
+		} else {
+			ips, err = c.res.addrs(ctx, h.Name)
+		}
 		if err != nil && dest.route != nil {
 			// A configured relay may be a name only /etc/hosts knows.
 			if sys, serr := net.DefaultResolver.LookupNetIP(ctx, "ip", h.Name); serr == nil && len(sys) > 0 {
@@ -613,6 +672,62 @@ func (c *Client) hosts(ctx context.Context, domain string, dest destination) ([]
 	c.mu.Unlock()
 	r := rand.New(rand.NewSource(seed))
 	return c.res.mx(ctx, domain, r.Intn)
+}
+
+type addrLookup struct {
+	ips []netip.Addr
+	err error
+}
+
+// selectMX resolves every MX host of domain, marks those that are ours and
+// returns the ones SelectMX keeps, with the addresses looked up.
+func (c *Client) selectMX(ctx context.Context, domain string, hosts []mxHost) ([]mxHost, map[string]addrLookup, error) {
+	looked := make(map[string]addrLookup, len(hosts))
+	in := make([]MX, len(hosts))
+	for i, h := range hosts {
+		l, ok := looked[h.Name]
+		if !ok {
+			l.ips, l.err = c.res.addrs(ctx, h.Name)
+			looked[h.Name] = l
+		}
+		ours := strings.EqualFold(strings.TrimSuffix(h.Name, "."), c.cfg.Hostname)
+		for _, ip := range l.ips {
+			ours = ours || c.ours[ip.Unmap()]
+		}
+		in[i] = MX{Host: h.Name, Pref: h.Pref, Ours: ours}
+	}
+	out, err := c.cfg.SelectMX(domain, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(out) < len(in) {
+		c.cfg.Log.Debug("remote: MX hosts left out: ours or less preferred than ours", "domain", domain, "kept", len(out), "of", len(in))
+	}
+	kept := make([]mxHost, len(out))
+	for i, m := range out {
+		kept[i] = mxHost{Name: m.Host, Pref: m.Pref}
+	}
+	return kept, looked, nil
+}
+
+// ourAddresses are the machine's interface addresses and extra.
+func ourAddresses(extra []netip.Addr, log *slog.Logger) map[netip.Addr]bool {
+	ours := map[netip.Addr]bool{}
+	for _, a := range extra {
+		ours[a.Unmap()] = true
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("remote: cannot list the interface addresses: only hostname and proxy-interfaces tell which MX host is ours", "err", err)
+	}
+	for _, ia := range ifaddrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && !a.IsUnspecified() {
+				ours[a.Unmap()] = true
+			}
+		}
+	}
+	return ours
 }
 
 func (c *Client) credentials(dest destination) *Credentials {

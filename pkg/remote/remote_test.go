@@ -911,3 +911,59 @@ func TestAddressAttemptsBounded(t *testing.T) {
 		t.Fatal("tried more than 5 addresses")
 	}
 }
+
+// SelectMX sees every MX host marked Ours when its name is our hostname or
+// it resolves to one of proxy-interfaces, gets only the hosts it keeps
+// tried, and its refusal fails the recipients with 5.4.6, permanently,
+// before any connection.
+func TestSelectMXOursAndLoop(t *testing.T) {
+	f := newFixture(t)
+	f.dns.add(t,
+		"relay.test. MX 10 mx1.relay.test.", "relay.test. MX 20 Backup.Test.", "relay.test. MX 30 behind-nat.relay.test.",
+		"mx1.relay.test. A 127.0.0.2", "backup.test. A 127.0.0.3", "behind-nat.relay.test. A 127.0.0.5")
+	k1, k2, k5 := f.sink("127.0.0.2"), f.sink("127.0.0.3"), f.sink("127.0.0.5")
+	var seen []MX
+	loop := false
+	c := f.client(func(cfg *Config) {
+		cfg.Hostname = "backup.test"
+		cfg.ProxyInterfaces = []netip.Addr{netip.MustParseAddr("127.0.0.5")}
+		cfg.SelectMX = func(domain string, hosts []MX) ([]MX, error) {
+			seen = append([]MX(nil), hosts...)
+			if loop {
+				return nil, fmt.Errorf("mail for %s loops back to myself", domain)
+			}
+			var out []MX
+			for _, h := range hosts {
+				if !h.Ours {
+					out = append(out, h)
+				}
+			}
+			return out, nil
+		}
+	})
+	wantDelivered(t, deliver(t, c, "relay.test", "b@relay.test"))
+	want := []MX{{"mx1.relay.test", 10, false}, {"Backup.Test", 20, true}, {"behind-nat.relay.test", 30, true}}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("SelectMX saw %v, want %v", seen, want)
+	}
+	if len(k1.messages()) != 1 || len(k2.messages())+len(k5.messages()) != 0 {
+		t.Fatalf("deliveries %d/%d/%d, want 1/0/0", len(k1.messages()), len(k2.messages()), len(k5.messages()))
+	}
+	c.Close()
+
+	loop = true
+	c = f.client(func(cfg *Config) {
+		cfg.Hostname = "backup.test"
+		cfg.SelectMX = func(domain string, hosts []MX) ([]MX, error) {
+			return nil, fmt.Errorf("mail for %s loops back to myself", domain)
+		}
+	})
+	res := deliver(t, c, "relay.test", "b@relay.test")
+	wantFailed(t, res, false, "5.4.6")
+	if !strings.Contains(res[0].Message, "loops back to myself") {
+		t.Fatalf("message %q", res[0].Message)
+	}
+	if n := k1.connections() + k2.connections() + k5.connections(); n != 1 {
+		t.Fatalf("%d connections in all, want only the first delivery's", n)
+	}
+}

@@ -88,11 +88,13 @@ const MaxDepth = 20
 
 // Router resolves addresses.
 type Router struct {
-	Domains    []string // local domains, lower case
-	MailRoot   string
-	Postmaster string // config key `postmaster`
-	Users      *users.DB
-	Aliases    *aliases.Table
+	Domains []string // local domains, lower case
+	// RelayDomains are the domains we are a backup MX for (relay.go).
+	RelayDomains []string
+	MailRoot     string
+	Postmaster   string // config key `postmaster`
+	Users        *users.DB
+	Aliases      *aliases.Table
 	// AllowPipes allows |command and /file targets (only from the aliases
 	// file, never from a user-controlled source).
 	AllowPipes bool
@@ -114,7 +116,7 @@ func New(cm *config.Common, allowPipes bool) (*Router, error) {
 	for i, d := range cm.Domains {
 		domains[i] = strings.TrimSuffix(address.LowerASCII(d), ".")
 	}
-	return &Router{Domains: domains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster,
+	return &Router{Domains: domains, RelayDomains: cm.RelayDomains, MailRoot: cm.MailRoot, Postmaster: cm.Postmaster,
 		Users: db, Aliases: al, AllowPipes: allowPipes}, nil
 }
 

@@ -61,6 +61,7 @@ type Config struct {
 	Hostname          string
 	Greeting          string                 // extra banner text
 	IsLocal           func(string) bool      // local domain?
+	IsRelayDomain     func(string) bool      // relay-domains (backup MX): accepted from anyone, users unknown; nil = none
 	PrimaryDomain     string                 // domain of a bare <postmaster>
 	MaxMessageSize    int64                  // 552 5.3.4 above; announced in SIZE
 	MaxRecipients     int                    // 452 4.5.3 above

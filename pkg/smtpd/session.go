@@ -609,13 +609,16 @@ func (s *session) rcpt(arg string) {
 		return
 	}
 	local := !addr.Literal && s.srv.IsLocal(addr.Domain)
-	if !local {
+	// A relay domain's users are its primary MX's business (Postfix's
+	// relay_domains): anyone may send to any address there.
+	relay := !local && !addr.Literal && s.srv.IsRelayDomain != nil && s.srv.IsRelayDomain(addr.Domain)
+	if !local && !relay {
 		if s.authUser == "" && !s.trusted {
 			s.log.Info("relay denied", "from", s.from, "rcpt", to)
 			s.reply(554, "5.7.1", "Relay access denied: <"+to+"> is not a local address and you are not authenticated")
 			return
 		}
-	} else if s.srv.Recipients != nil {
+	} else if local && s.srv.Recipients != nil {
 		if err := s.srv.Recipients.Check(to); err != nil {
 			s.log.Info("recipient rejected", "from", s.from, "rcpt", to, "err", err)
 			switch {

@@ -60,6 +60,7 @@ func New(cm *config.Common) (*Server, error) {
 		Config: Config{
 			Hostname:      cm.Hostname,
 			IsLocal:       cm.IsLocalDomain,
+			IsRelayDomain: rt.IsRelay,
 			PrimaryDomain: cm.Domains[0],
 			Log:           cm.Log,
 		},

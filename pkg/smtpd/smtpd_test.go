@@ -258,6 +258,38 @@ func TestSessionRelayRules(t *testing.T) {
 	}
 }
 
+// A relay domain (backup MX) takes any address from anyone, without a
+// user lookup; other remote domains stay refused, source routes and
+// address literals cannot smuggle a relay through it.
+func TestSessionRelayDomains(t *testing.T) {
+	ts := newTestServer(t, ModeSMTP, func(s *Server) {
+		s.RelayNetworks = nil
+		s.MaxErrors = 100
+		s.IsRelayDomain = func(d string) bool { return d == "relay.test" }
+	})
+	c := ts.dial(t)
+	c.cmd("EHLO x", "250 ")
+	c.cmd("MAIL FROM:<a@b.test>", "250 ")
+	c.cmd("RCPT TO:<anyone@relay.test>", "250 2.1.5")
+	c.cmd("RCPT TO:<Someone.Else@RELAY.test.>", "250 2.1.5")
+	c.cmd("RCPT TO:<@relay.test:x@remote.test>", "554 5.7.1")
+	c.cmd("RCPT TO:<x@remote.test>", "554 5.7.1")
+	c.cmd("RCPT TO:<x@sub.relay.test>", "554 5.7.1")
+	c.cmd("RCPT TO:<nobody@example.test>", "550 5.1.1")
+	c.cmd("DATA", "354 ")
+	c.cmd("Subject: to the backup\r\n\r\nbody\r\n.", "250 2.0.0")
+	if ts.q.count() != 1 {
+		t.Fatalf("%d messages", ts.q.count())
+	}
+	env := ts.q.msgs[0].env
+	if len(env.Recipients) != 2 || env.Recipients[0].Address != "anyone@relay.test" || env.Recipients[1].Address != "Someone.Else@relay.test" {
+		t.Fatalf("recipients %+v %+v", env.Recipients[0], env.Recipients)
+	}
+	if env.Relay {
+		t.Fatal("a stranger's mail to a relay domain is marked as from a relay client")
+	}
+}
+
 func TestSessionSubmissionAuth(t *testing.T) {
 	ts := newTestServer(t, ModeSubmission, func(s *Server) { s.AuthFailureDelay = time.Millisecond })
 	c := ts.dial(t)
