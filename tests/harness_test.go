@@ -171,7 +171,12 @@ type server struct {
 // it accepts connections. mode may be "" for the default.
 func (e *env) start(name, mode string, args ...string) *server {
 	e.t.Helper()
-	addr := freeAddr(e.t, "127.0.0.1")
+	return e.startAt(freeAddr(e.t, "127.0.0.1"), name, mode, args...)
+}
+
+// startAt is start on the address addr (a host of its own: 127.0.0.2 …).
+func (e *env) startAt(addr, name, mode string, args ...string) *server {
+	e.t.Helper()
 	spec := addr
 	if mode != "" {
 		spec = mode + "=" + addr

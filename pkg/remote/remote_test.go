@@ -966,4 +966,16 @@ func TestSelectMXOursAndLoop(t *testing.T) {
 	if n := k1.connections() + k2.connections() + k5.connections(); n != 1 {
 		t.Fatalf("%d connections in all, want only the first delivery's", n)
 	}
+
+	// A route is not subject to SelectMX.
+	c = f.client(func(cfg *Config) {
+		cfg.Routes = []Route{{Domain: "relay.test", Host: "127.0.0.3"}}
+		cfg.SelectMX = func(domain string, hosts []MX) ([]MX, error) {
+			return nil, fmt.Errorf("mail for %s loops back to myself", domain)
+		}
+	})
+	wantDelivered(t, deliver(t, c, "relay.test", "b@relay.test"))
+	if len(k2.messages()) != 1 {
+		t.Fatalf("the route's host got %d messages", len(k2.messages()))
+	}
 }
