@@ -30,22 +30,40 @@ type SaveOptions struct {
 	// Host is the host part of the new name (several hosts may deliver to
 	// one Maildir); "" is this host's name.
 	Host string
+	// Time is the delivery time the new name carries (its seconds and
+	// M<usec>, which order new messages: DeliveryOrder); zero: now. An
+	// import keeps a message's old date in its name this way.
+	Time time.Time
+	// New puts the message into new/ under its key alone, as Deliver names
+	// it (no reader has seen it yet; Flags must be empty), instead of cur/.
+	New bool
+	// NoDirSync leaves the fsync of new/ or cur/ to the caller, who makes
+	// a batch durable with one SyncDir afterwards (the file itself is
+	// still fsynced before it is linked into place).
+	NoDirSync bool
 }
 
 // Saved is a message Save, Link or Move put in place.
 type Saved struct {
-	Name  string // base name in cur/, "<key>:2,<flags>"
+	Name  string // base name in cur/, "<key>:2,<flags>" (in new/: the key)
 	Key   string // the unique part, before ':'
 	Size  int64  // bytes on disk
 	VSize int64  // bytes with CRLF line ends (,W=)
 }
 
-// Save writes r durably into dir/cur/ under a new unique name carrying
-// ,S=<size>,W=<size with CRLF> and ":2,<flags>": under tmp/, fsync, the
-// modification time set, linked into cur/, cur/ fsynced. A failure leaves
-// nothing behind (an oversize message fails with ErrTooBig).
+// Save writes r durably into dir/cur/ (dir/new/ with o.New) under a new
+// unique name carrying ,S=<size>,W=<size with CRLF> and ":2,<flags>":
+// under tmp/, fsync, the modification time set, linked into place, the
+// directory fsynced. A failure leaves nothing behind (an oversize message
+// fails with ErrTooBig).
 func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
+	if o.New && o.Flags != "" {
+		return Saved{}, fmt.Errorf("maildir: save: flags %q for new/", o.Flags)
+	}
 	name := uniqueNameOn(o.Host)
+	if !o.Time.IsZero() {
+		name = renamedAt(name, o.Time)
+	}
 	tmp := filepath.Join(dir, "tmp", name)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -84,7 +102,11 @@ func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
 		return Saved{}, fmt.Errorf("maildir: save %s: %w", tmp, err)
 	}
 	s := namedSaved(name, o.Flags, cw.n, cw.n+cw.bareLFs)
-	final := filepath.Join(dir, "cur", s.Name)
+	sub := "cur"
+	if o.New {
+		sub, s.Name = "new", s.Key
+	}
+	final := filepath.Join(dir, sub, s.Name)
 	if err := os.Link(tmp, final); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			os.Remove(tmp)
@@ -97,11 +119,21 @@ func Save(dir string, r io.Reader, o SaveOptions) (Saved, error) {
 	} else {
 		os.Remove(tmp)
 	}
-	if err := syncDir(filepath.Join(dir, "cur")); err != nil {
+	if o.NoDirSync {
+		return s, nil
+	}
+	if err := syncDir(filepath.Join(dir, sub)); err != nil {
 		os.Remove(final)
-		return Saved{}, fmt.Errorf("maildir: save: fsync %s/cur: %w", dir, err)
+		return Saved{}, fmt.Errorf("maildir: save: fsync %s/%s: %w", dir, sub, err)
 	}
 	return s, nil
+}
+
+// renamedAt gives a unique name (uniqueName's format) the delivery time t
+// in place of its own.
+func renamedAt(name string, t time.Time) string {
+	_, rest, _ := strings.Cut(name, "P")
+	return strconv.FormatInt(t.Unix(), 10) + ".M" + strconv.Itoa(t.Nanosecond()/1000) + "P" + rest
 }
 
 // Link puts the message file src into dir/cur/ under a new unique name with

@@ -116,3 +116,31 @@ func TestCRLFSizeAndOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveNewAtTime: an imported message keeps its old date in its name
+// (seconds and M<usec>, which order new messages) and its mtime, and one
+// that was never read goes to new/ under its key, as Deliver names it.
+func TestSaveNewAtTime(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "md")
+	if err := Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
+	s, err := Save(dir, strings.NewReader("x\n"), SaveOptions{Time: when, Mtime: when, New: true, NoDirSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name != s.Key || !strings.HasPrefix(s.Key, "981173106.M7P") {
+		t.Errorf("saved %+v", s)
+	}
+	if sec, usec := DeliveryStamp(s.Key); sec != when.Unix() || usec != 7 {
+		t.Errorf("stamp %d.%d", sec, usec)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "new", s.Name))
+	if err != nil || !fi.ModTime().Equal(when) {
+		t.Errorf("new/%s: %v %v", s.Name, fi, err)
+	}
+	if _, err := Save(dir, strings.NewReader("x\n"), SaveOptions{New: true, Flags: "S"}); err == nil {
+		t.Error("flags for new/ accepted")
+	}
+}

@@ -85,20 +85,9 @@ func Append(path, sender string, date time.Time, r io.Reader) error {
 	}
 	bw := bufio.NewWriterSize(f, 64<<10)
 	bw.WriteString(sep)
-	bw.WriteString(FromLine(sender, date))
-	bw.WriteByte('\n')
-	q := &xform{w: bw, delta: +1, endsNL: true, crEOL: true}
-	if _, err := io.Copy(q, r); err != nil {
+	if err := WriteMessage(bw, sender, date, r); err != nil {
 		return fail(err)
 	}
-	q.flush()
-	if q.err != nil {
-		return fail(q.err)
-	}
-	if !q.endsNL {
-		bw.WriteByte('\n')
-	}
-	bw.WriteByte('\n')
 	if err := bw.Flush(); err != nil {
 		return fail(err)
 	}
