@@ -111,3 +111,13 @@ func CommonFlags() []Flag {
 		{Name: "log-format", Default: "logfmt", Usage: "logfmt or json"},
 	}
 }
+
+// ProxyFlags are the keys of the servers' listeners behind a load
+// balancer (modes with the suffix +proxy): smtpd, pop3d and imapd share
+// them.
+func ProxyFlags() []Flag {
+	return []Flag{
+		{Name: "proxy-networks", Kind: StringSlice, Usage: "`CIDR`s of the proxies (HAProxy) that may send the PROXY header to +proxy listeners"},
+		{Name: "proxy-timeout", Kind: Duration, Default: 5 * time.Second, Usage: "wait this long for a +proxy connection's PROXY header"},
+	}
+}

@@ -51,6 +51,9 @@ func known() map[string]bool {
 		for _, k := range otherKeys {
 			knownKeys[k] = true
 		}
+		for _, f := range ProxyFlags() {
+			knownKeys[f.Name] = true
+		}
 	}
 	return knownKeys
 }

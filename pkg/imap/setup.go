@@ -22,8 +22,8 @@ import (
 
 // Flags are imapd's own flags (the shared ones come from config).
 func Flags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE imap or imaps; repeatable)"},
+	return append(cliapp.Flags(config.ProxyFlags()),
+		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE imap or imaps, each also MODE+proxy behind HAProxy; repeatable)"},
 		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session: imap or imaps", Value: "imap"},
 		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
 		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow LOGIN and AUTHENTICATE PLAIN without TLS from non-loopback clients"},
@@ -35,7 +35,7 @@ func Flags() []cli.Flag {
 		&cli.IntFlag{Name: "max-line-length", Usage: "longest command in `OCTETS`, literals other than APPEND's message included", Value: 64 << 10},
 		&cli.Int64Flag{Name: "max-preauth-literal", Usage: "largest literal in `OCTETS` before login", Value: 4096},
 		&cli.DurationFlag{Name: "poll-interval", Usage: "also look for changes this often (file systems without inotify, e.g. NFS); 0: inotify only"},
-	}
+	)
 }
 
 // Main is the imapd command after flag parsing: get the listeners (or the
@@ -54,7 +54,8 @@ func Main(c *cli.Context) error {
 		return errors.New("imapd: " + users.ErrNoPasswords.Error())
 	}
 	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: "imap", StdioMode: c.String("mode"),
-		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
+		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey,
+		ProxyNetworks: c.StringSlice("proxy-networks"), ProxyTimeout: c.Duration("proxy-timeout"), Log: cm.Log})
 	if err != nil {
 		return fmt.Errorf("imapd: %w", err)
 	}
@@ -104,7 +105,7 @@ func Run(srv *Server, ls []listen.Listener, cm *config.Common) error {
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		wg.Add(1)
-		cm.Log.Debug("listening", "addr", l.Addr().String(), "mode", l.Mode)
+		cm.Log.Debug("listening", "addr", l.Addr().String(), "mode", l.Name())
 		go func(l listen.Listener) {
 			defer wg.Done()
 			if err := srv.Serve(l.Listener, l.Mode == "imaps"); err != nil {

@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -29,18 +30,23 @@ import (
 )
 
 // Listener is a listening socket and the protocol mode it serves ("smtp",
-// "submission", "imaps", …).
+// "submission", "imaps", …). Proxy: the mode was given with ProxySuffix
+// (proxy.go), and Open has made Listener take the PROXY header off each
+// connection.
 type Listener struct {
 	net.Listener
-	Mode string
+	Mode  string
+	Proxy bool
 }
 
 // Listeners returns the sockets to serve: one per spec ("[MODE=]ADDR"), or the
 // systemd-passed ones when specs is empty and LISTEN_FDS is set. It returns
 // nil, nil when neither applies: the caller serves Stdio(). A mode not in modes
-// is an error; a passed socket whose name is not a mode gets defaultMode.
+// (with or without ProxySuffix) is an error; a passed socket whose name is
+// not a mode gets defaultMode.
 func Listeners(specs []string, defaultMode string, modes []string) ([]Listener, error) {
 	valid := func(m string) bool {
+		m, _ = SplitMode(m)
 		for _, x := range modes {
 			if x == m {
 				return true
@@ -64,7 +70,8 @@ func Listeners(specs []string, defaultMode string, modes []string) ([]Listener, 
 				closeAll(out)
 				return nil, fmt.Errorf("listen: %w", err)
 			}
-			out = append(out, Listener{Listener: l, Mode: mode})
+			base, proxied := SplitMode(mode)
+			out = append(out, Listener{Listener: l, Mode: base, Proxy: proxied})
 		}
 		return out, nil
 	}
@@ -81,11 +88,12 @@ func Listeners(specs []string, defaultMode string, modes []string) ([]Listener, 
 		if !valid(mode) {
 			mode = defaultMode
 		}
+		base, proxied := SplitMode(mode)
 		for _, l := range ls {
 			if l == nil {
 				continue
 			}
-			out = append(out, Listener{Listener: l, Mode: mode})
+			out = append(out, Listener{Listener: l, Mode: base, Proxy: proxied})
 		}
 	}
 	if len(out) == 0 {
@@ -94,9 +102,19 @@ func Listeners(specs []string, defaultMode string, modes []string) ([]Listener, 
 	return out, nil
 }
 
+// Name is the mode as it was given: with ProxySuffix when marked.
+func (l Listener) Name() string {
+	if l.Proxy {
+		return l.Mode + ProxySuffix
+	}
+	return l.Mode
+}
+
 func closeAll(ls []Listener) {
 	for _, l := range ls {
-		l.Close()
+		if l.Listener != nil {
+			l.Close()
+		}
 	}
 }
 
@@ -324,6 +342,12 @@ type Options struct {
 	// TLSCert and TLSKey are read before the drop to User, so a key only
 	// root may read (0600 root, as it should be) works with --user.
 	TLSCert, TLSKey string
+	// ProxyNetworks (CIDRs) may send the PROXY header that listeners marked
+	// with ProxySuffix expect; ProxyTimeout bounds its arrival (0: the
+	// default); Log gets the refused connections.
+	ProxyNetworks []string
+	ProxyTimeout  time.Duration
+	Log           *slog.Logger
 }
 
 // Launch is what a server gets from Open.
@@ -343,24 +367,53 @@ func Open(o Options) (*Launch, error) {
 	if err != nil {
 		return nil, err
 	}
+	nets, err := ParseNetworks(o.ProxyNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("listen: proxy-networks: %w", err)
+	}
+	proxy := &Proxy{Networks: nets, Timeout: o.ProxyTimeout, Log: o.Log}
 	ls, err := Listeners(o.Listen, o.DefaultMode, o.Modes)
 	if err != nil {
 		return nil, err
 	}
 	stdio := false
 	if ls == nil {
+		mode, proxied := SplitMode(o.StdioMode)
 		valid := false
 		for _, m := range o.Modes {
-			valid = valid || m == o.StdioMode
+			valid = valid || m == mode
 		}
 		if !valid {
-			return nil, fmt.Errorf("listen: --mode %q: want one of %s", o.StdioMode, strings.Join(o.Modes, ", "))
+			return nil, fmt.Errorf("listen: --mode %q: want one of %s (each also with %s)", o.StdioMode, strings.Join(o.Modes, ", "), ProxySuffix)
 		}
+		ls, stdio = []Listener{{Mode: mode, Proxy: proxied}}, true
+	}
+	for i, l := range ls {
+		if l.Proxy && len(nets) == 0 {
+			closeAll(ls)
+			return nil, fmt.Errorf("listen: a %s%s listener needs proxy-networks (the addresses of the proxies that may send the PROXY header)", l.Mode, ProxySuffix)
+		}
+		if l.Proxy && !stdio {
+			ls[i].Listener = proxy.Listener(l.Listener, l.Mode)
+		}
+	}
+	if stdio {
+		// inetd, tcpserver or systemd Accept=yes: the proxy's connection is
+		// on stdin, its header first.
 		c, err := Stdio()
 		if err != nil {
 			return nil, err
 		}
-		ls, stdio = []Listener{{Listener: OneConn(c), Mode: o.StdioMode}}, true
+		if ls[0].Proxy {
+			pc, err := proxy.Handshake(c)
+			if err != nil {
+				proxy.refused(ls[0].Mode, c.RemoteAddr(), err)
+				c.Close()
+				return nil, fmt.Errorf("listen: %w", err)
+			}
+			c = pc
+		}
+		ls[0].Listener = OneConn(c)
 	}
 	if err := DropPrivileges(o.User); err != nil {
 		closeAll(ls)

@@ -21,8 +21,8 @@ import (
 
 // Flags are pop3d's own flags (the shared ones come from config).
 func Flags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE pop3 or pop3s; repeatable)"},
+	return append(cliapp.Flags(config.ProxyFlags()),
+		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE pop3 or pop3s, each also MODE+proxy behind HAProxy; repeatable)"},
 		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session: pop3 or pop3s", Value: "pop3"},
 		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
 		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow USER/PASS and AUTH PLAIN without TLS from non-loopback clients"},
@@ -32,7 +32,7 @@ func Flags() []cli.Flag {
 		&cli.DurationFlag{Name: "idle-timeout", Usage: "end a session idle this long (RFC 1939: at least 10m)", Value: 10 * time.Minute},
 		&cli.BoolFlag{Name: "no-flag-updates", Usage: "leave Maildirs untouched by RETR (don't mark messages seen or move them to cur/)"},
 		&cli.DurationFlag{Name: "mbox-lock-timeout", Usage: "wait this long for an mbox lock before answering [IN-USE]", Value: 2 * time.Second},
-	}
+	)
 }
 
 // Main is the pop3d command after flag parsing: get the listeners (or the
@@ -46,7 +46,8 @@ func Main(c *cli.Context) error {
 		return err
 	}
 	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: "pop3", StdioMode: c.String("mode"),
-		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
+		Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey,
+		ProxyNetworks: c.StringSlice("proxy-networks"), ProxyTimeout: c.Duration("proxy-timeout"), Log: cm.Log})
 	if err != nil {
 		return fmt.Errorf("pop3d: %w", err)
 	}
@@ -91,7 +92,7 @@ func Run(srv *Server, ls []listen.Listener, cm *config.Common) error {
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		wg.Add(1)
-		cm.Log.Debug("listening", "addr", l.Addr().String(), "mode", l.Mode)
+		cm.Log.Debug("listening", "addr", l.Addr().String(), "mode", l.Name())
 		go func(l listen.Listener) {
 			defer wg.Done()
 			if err := srv.Serve(l.Listener, l.Mode == "pop3s"); err != nil {

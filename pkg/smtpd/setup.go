@@ -25,7 +25,7 @@ import (
 // Flags are smtpd's own flags (the shared ones come from config).
 func Flags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE smtp, submission or submissions; repeatable)"},
+		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE smtp, submission or submissions, each also MODE+proxy behind HAProxy; repeatable)"},
 		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session (inetd, tcpserver, systemd Accept=yes)", Value: "smtp"},
 		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
 		&cli.StringSliceFlag{Name: "relay-networks", Usage: "`CIDR`s of clients that may relay without AUTH", Value: cli.NewStringSlice("127.0.0.0/8", "::1/128")},
@@ -40,7 +40,7 @@ func Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow AUTH without TLS from non-loopback clients"},
 		&cli.StringFlag{Name: "greeting", Usage: "extra `TEXT` in the 220 banner"},
 		&cli.StringFlag{Name: "bare-newline", Usage: "a bare LF in message data: `reject` (550 5.6.11) or normalize (taken as CRLF)", Value: BareNewlineReject},
-	}, check.Flags()...)
+	}, append(cliapp.Flags(config.ProxyFlags()), check.Flags()...)...)
 }
 
 // New returns a server for the shared configuration with the default
@@ -116,7 +116,8 @@ func Main(c *cli.Context) error {
 		return err
 	}
 	ln, err := listen.Open(listen.Options{Listen: c.StringSlice("listen"), DefaultMode: string(ModeSMTP),
-		StdioMode: c.String("mode"), Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey})
+		StdioMode: c.String("mode"), Modes: Modes, User: c.String("user"), TLSCert: cm.TLSCert, TLSKey: cm.TLSKey,
+		ProxyNetworks: c.StringSlice("proxy-networks"), ProxyTimeout: c.Duration("proxy-timeout"), Log: cm.Log})
 	if err != nil {
 		return err
 	}
@@ -131,9 +132,10 @@ func Main(c *cli.Context) error {
 	if err := srv.applyChecks(c, cm); err != nil {
 		return err
 	}
-	if ln.Stdio {
+	if ln.Stdio && !ln.Listeners[0].Proxy {
 		// qmail's convention: tcpserver sets RELAYCLIENT for clients that
-		// may relay. Only here, for the one session we were handed.
+		// may relay. Only here, for the one session we were handed, and
+		// not behind a proxy: tcpserver judged the proxy, not the client.
 		_, srv.RelayClient = os.LookupEnv("RELAYCLIENT")
 	}
 	for _, l := range ln.Listeners {
@@ -154,7 +156,7 @@ func (s *Server) Run(ls []listen.Listener) error {
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
 		wg.Add(1)
-		s.Log.Info("listening", "addr", l.Addr().String(), "mode", l.Mode)
+		s.Log.Info("listening", "addr", l.Addr().String(), "mode", l.Name())
 		go func(l listen.Listener) {
 			defer wg.Done()
 			if err := s.Serve(l.Listener, Mode(l.Mode)); err != nil {
