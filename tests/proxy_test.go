@@ -87,9 +87,12 @@ func refusedSilently(t *testing.T, c net.Conn, what string) {
 
 // smtpdProxyEnv: the proxy is 127.0.0.1; relay-networks hold loopback
 // (the proxy's own address: a server that used it would relay for
-// everyone) and 192.0.2.0/24, the inside clients.
+// everyone) and 192.0.2.0/24, the inside clients. The client's name is
+// asked of a DNS server of the test (no answers), not of the machine's.
 func smtpdProxyEnv(t *testing.T, extra ...string) *env {
-	return smtpdEnv(t, append([]string{`proxy-networks = ["127.0.0.1"]`, `relay-networks = ["127.0.0.0/8", "192.0.2.0/24"]`}, extra...)...)
+	z := newRemoteDNS(t)
+	return smtpdEnv(t, append([]string{`proxy-networks = ["127.0.0.1"]`, `relay-networks = ["127.0.0.0/8", "192.0.2.0/24"]`,
+		fmt.Sprintf("dns = %q", z.Addr)}, extra...)...)
 }
 
 func TestProxySMTP(t *testing.T) {
@@ -247,7 +250,18 @@ func TestProxyTLS(t *testing.T) {
 // pop3d and imapd: the session's log lines, login failures included, name
 // the client; imaps and pop3s work behind the proxy.
 func TestProxyIMAPPOP3(t *testing.T) {
+	// Plaintext logins are for loopback clients: the proxy is on
+	// loopback, its client is not; its own health check is.
 	ie := newIMAPEnv(t, `proxy-networks = ["127.0.0.1"]`)
+	strict := ie.start("imapd", "imap+proxy")
+	imapConnOn(t, proxyDial(t, "", strict.Addr, proxyV2("203.0.113.9:40019", 143))).expect(`LOGIN alice@example.test "alice pw"`, "NO [PRIVACYREQUIRED]")
+	imapConnOn(t, proxyDial(t, "", strict.Addr, proxyV2Local())).ok(`LOGIN alice@example.test "alice pw"`)
+	strictPOP := ie.start("pop3d", "pop3+proxy")
+	d := dialogOn(t, proxyDial(t, "", strictPOP.Addr, proxyV1("203.0.113.9:40029", 110)))
+	d.expect("+OK")
+	d.send("USER alice@example.test")
+	d.expect("-ERR")
+
 	ie = newIMAPEnv(t, append(pop3TLS(t, ie.Dir), `proxy-networks = ["127.0.0.1"]`, `allow-insecure-auth = true`)...)
 	ie.deliver("hello", "body\n")
 	tlsConf := &tls.Config{InsecureSkipVerify: true}
@@ -399,4 +413,32 @@ func TestProxyListenFDs(t *testing.T) {
 	waitFor(t, 10*time.Second, "the session and the refusal logged", func() bool {
 		return strings.Contains(errb.String(), "ip=203.0.113.9") && strings.Contains(errb.String(), "PROXY header: missing")
 	})
+}
+
+// The checks on mail from strangers judge the client named in the header:
+// a DNS block list refuses it, SPF judges its address, its PTR name goes
+// into Received; the proxy's own address (127.0.0.1, listed here too)
+// plays no part.
+func TestProxyChecks(t *testing.T) {
+	z := newRemoteDNS(t,
+		`9.113.0.203.bl.test. IN A 127.0.0.2`,
+		`9.113.0.203.bl.test. IN TXT "listed"`,
+		`1.0.0.127.bl.test. IN A 127.0.0.2`,
+		`spf.test. IN TXT "v=spf1 ip4:203.0.113.10 -all"`,
+		`10.113.0.203.in-addr.arpa. IN PTR client.spf.test.`,
+		`client.spf.test. IN A 203.0.113.10`)
+	e := checkEnv(t, z, `dnsbl = ["bl.test"]`, `spf = "reject"`, `proxy-networks = ["127.0.0.1"]`, `relay-networks = ["192.0.2.0/24"]`)
+	s := e.start("smtpd", "smtp+proxy")
+	d := dialogOn(t, proxyDial(t, "", s.Addr, proxyV2("203.0.113.9:40070", 25)))
+	d.expect("554 5.7.1 Service unavailable; client [203.0.113.9] blocked using bl.test")
+	d = dialogOn(t, proxyDial(t, "", s.Addr, proxyV1("203.0.113.10:40071", 25)))
+	d.expect("220 ")
+	d.send("EHLO client.spf.test")
+	d.expect("250 ")
+	id := smtpdQueueID(t, smtpdSend(d, "a@spf.test", "joe@example.test", "From: a@spf.test\r\nSubject: spf\r\n\r\nhi\r\n"))
+	msgs := smtpdWaitSpool(t, e, 1)
+	if msgs[0].ID != id || !strings.Contains(authResults(msgs[0].Data), "spf=pass smtp.mailfrom=a@spf.test") ||
+		!strings.Contains(msgs[0].Data, " (client.spf.test [203.0.113.10])\r\n\tby mx.example.test") {
+		t.Fatalf("message:\n%s", msgs[0].Data)
+	}
 }
