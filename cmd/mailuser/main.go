@@ -1,5 +1,6 @@
 // Command mailuser manages the users file: add, passwd, del, list, check;
-// and makes DKIM keys: dkim-keygen.
+// moves mail between mbox files and Maildirs: import, export; and makes
+// DKIM keys: dkim-keygen.
 package main
 
 import (
@@ -9,7 +10,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
+	"letterbox/pkg/mbox"
 	"letterbox/pkg/sysexits"
 	"letterbox/pkg/users"
 	"letterbox/pkg/users/admin"
@@ -20,14 +23,31 @@ func main() {
 		return cliapp.Wrap([]cli.Flag{&cli.StringFlag{Name: "scheme", Value: users.DefaultScheme,
 			Usage: "password `SCHEME`: BLF-CRYPT, ARGON2ID or SHA512-CRYPT"}})
 	}
+	var cm *config.Common
 	setup := func(c *cli.Context) (*admin.Admin, error) {
-		cm, err := cliapp.Load(c)
-		if err != nil {
+		var err error
+		if cm, err = cliapp.Load(c); err != nil {
 			return nil, sysexits.New(sysexits.Config, err)
 		}
 		return &admin.Admin{UsersFile: cm.Users, MailRoot: cm.MailRoot, Domains: cm.Domains,
 			Stdin: os.Stdin, Out: c.App.Writer, Err: c.App.ErrWriter}, nil
 	}
+	// migrateArgs takes --folder and --format also after the arguments,
+	// as the usage lines show them.
+	migrateArgs := func(c *cli.Context, n int, usage string) ([]string, admin.MigrateOptions, error) {
+		opts := map[string]string{"folder": c.String("folder")}
+		if c.Command.Name == "import" {
+			opts["format"] = c.String("format")
+		}
+		args, err := trailingOptions(c.Args().Slice(), opts)
+		if err != nil || len(args) != n {
+			return nil, admin.MigrateOptions{}, sysexits.New(sysexits.Usage, errors.New("usage: "+usage))
+		}
+		return args, admin.MigrateOptions{Folder: opts["folder"], Format: mbox.Format(opts["format"])}, nil
+	}
+	folderFlag := &cli.StringFlag{Name: "folder", Usage: "the IMAP `FOLDER` (as imapd names it, e.g. Archive.2019; default INBOX)"}
+	importFlags := []cli.Flag{folderFlag, &cli.StringFlag{Name: "format", Value: string(mbox.Mboxo),
+		Usage: "the mbox `FORMAT`: mboxo (mutt's and most mail readers') or mboxrd"}}
 	oneArg := func(c *cli.Context) (string, error) {
 		if c.NArg() != 1 {
 			return "", sysexits.New(sysexits.Usage, fmt.Errorf("usage: mailuser %s ADDRESS", c.Command.Name))
@@ -114,13 +134,43 @@ func main() {
 			},
 		},
 	}
-	app.Commands = append(app.Commands, dkimKeygenCommand())
+	app.Commands = append(app.Commands, &cli.Command{
+		Name: "import", Usage: "copy every message of an mbox file into a user's Maildir or folder",
+		ArgsUsage: "ADDRESS FILE", Flags: importFlags,
+		Action: func(c *cli.Context) error {
+			args, o, err := migrateArgs(c, 2, "mailuser import ADDRESS FILE [--folder NAME] [--format mboxo|mboxrd]")
+			if err != nil {
+				return err
+			}
+			a, err := setup(c)
+			if err != nil {
+				return err
+			}
+			o.MailUser, o.Hostname = cm.MailUser, cm.Hostname
+			return a.Import(args[0], args[1], o)
+		},
+	}, &cli.Command{
+		Name: "export", Usage: "write a user's Maildir or folder to stdout as an mbox (mboxrd)",
+		ArgsUsage: "ADDRESS", Flags: []cli.Flag{folderFlag},
+		Action: func(c *cli.Context) error {
+			args, o, err := migrateArgs(c, 1, "mailuser export ADDRESS [--folder NAME]")
+			if err != nil {
+				return err
+			}
+			a, err := setup(c)
+			if err != nil {
+				return err
+			}
+			o.MailUser, o.Hostname = cm.MailUser, cm.Hostname
+			return a.Export(args[0], c.App.Writer, o)
+		},
+	}, dkimKeygenCommand())
 	app.Action = func(c *cli.Context) error {
 		if c.NArg() > 0 {
-			return sysexits.New(sysexits.Usage, fmt.Errorf("unknown command %q (add, passwd, del, list, check)", c.Args().First()))
+			return sysexits.New(sysexits.Usage, fmt.Errorf("unknown command %q (add, passwd, del, list, check, import, export, dkim-keygen)", c.Args().First()))
 		}
 		cli.ShowAppHelp(c)
-		return sysexits.New(sysexits.Usage, errors.New("a command is needed: add, passwd, del, list or check"))
+		return sysexits.New(sysexits.Usage, errors.New("a command is needed: add, passwd, del, list, check, import, export or dkim-keygen"))
 	}
 	err := app.Run(os.Args)
 	if err == nil {

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"unicode/utf8"
 
@@ -101,4 +102,19 @@ func nameOfDir(entry string) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// FolderDir returns the directory of the folder name (UTF-8, '.'
+// separated, as IMAP shows it) under the Maildir root: root itself for
+// INBOX. Names imapd would refuse are ErrBadName: a '/', an empty
+// component ("..", a leading or trailing '.'), control characters.
+func FolderDir(root, name string) (string, error) {
+	c, err := canonName(name)
+	if err != nil {
+		return "", err
+	}
+	if c == "INBOX" {
+		return root, nil
+	}
+	return filepath.Join(root, dirName(c)), nil
 }
