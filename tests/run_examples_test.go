@@ -10,13 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestRunExamples: every command `make run` prints and every line of
@@ -290,65 +287,4 @@ func (m *makeRun) try(t *testing.T, session []string, command string) {
 	if !checked && !strings.HasPrefix(command, "export ") && command != "bin/queue-runner" {
 		t.Logf("no effect check for %q: its exit status only", command)
 	}
-}
-
-// netns is a network namespace of the test's own, with its loopback up;
-// commands started through do run in it, and inherit it.
-type netns struct {
-	jobs chan func()
-}
-
-func newNetns(t *testing.T) *netns {
-	t.Helper()
-	ns := &netns{jobs: make(chan func())}
-	ready := make(chan error, 1)
-	go func() {
-		// The namespace belongs to this thread only: the thread is never
-		// unlocked, so it ends with this goroutine rather than serve
-		// others in the wrong namespace. Processes started from it
-		// inherit its namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ready <- err
-			return
-		}
-		ready <- loopbackUp()
-		for f := range ns.jobs {
-			f()
-		}
-	}()
-	if err := <-ready; err != nil {
-		t.Fatalf("a network namespace for make run's fixed ports (needs root): %v", err)
-	}
-	t.Cleanup(func() { close(ns.jobs) })
-	return ns
-}
-
-// do runs f on the namespace's thread.
-func (ns *netns) do(t *testing.T, f func() error) {
-	t.Helper()
-	errc := make(chan error, 1)
-	ns.jobs <- func() { errc <- f() }
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-}
-
-// loopbackUp sets lo up in the calling thread's network namespace, which
-// gives it 127.0.0.1/8.
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
