@@ -53,11 +53,12 @@ bench: bin
 	./bench/run.sh
 
 install: bin
-	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5 $(MANDIR)/man8 $(SHAREDIR)/contrib
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man5 $(MANDIR)/man7 $(MANDIR)/man8 $(SHAREDIR)/contrib
 	for c in $(COMMANDS); do install -m 0755 bin/$$c $(BINDIR)/$$c; done
 	ln -sf sendmail $(BINDIR)/mailq
 	for m in man/*.1; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man1/ || true; done
 	for m in man/*.5; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man5/ || true; done
+	for m in man/*.7; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man7/ || true; done
 	for m in man/*.8; do [ -e "$$m" ] && install -m 0644 $$m $(MANDIR)/man8/ || true; done
 	cp -R contrib/. $(SHAREDIR)/contrib/
 
