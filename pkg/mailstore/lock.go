@@ -33,6 +33,16 @@ import (
 // process that died holding it, and is removed at once instead of after
 // Dovecot's two minutes. A dot-lock nobody recorded is Dovecot's (or a dead
 // Dovecot's), and is waited for as Dovecot would.
+//
+// Several hosts may share the folder over NFS. Exclusion between them
+// never rests on the flock (an NFS mount with local_lock=flock, or without
+// a lock manager, makes it host-local): every change of shared files is
+// under its dot-lock, which is created NFS-safely (a unique file under
+// tmp/ linked to the lock name; a link that reports an error is checked
+// by its link count, since a retransmitted NFS LINK can fail after it
+// succeeded), and a record names the host that wrote it: only records of
+// this host count as dead, another host's dot-locks are waited for and
+// taken as stale after Dovecot's two minutes, as Dovecot's are.
 const lockFileName = "letterbox-imap.lock"
 
 // Variables so that tests can shorten them.
@@ -59,14 +69,17 @@ var testHookDotlockWait func(path string)
 var ErrLocked = errors.New("mailstore: mailbox is locked by another program")
 
 type lockRec struct {
-	ino uint64
-	at  int64 // ns, when the record was written (just before the link)
+	ino  uint64
+	at   int64  // ns, when the record was written (just before the link)
+	host string // who wrote it; "" in records of older versions: this host
 }
 
 // dirLock is the flock of one directory's letterbox-imap.lock. Callers
 // serialize their own goroutines (folder.mu, account.mu) around it.
 type dirLock struct {
 	dir  string
+	host string // this host's name (Options.Hostname; "" = the system's)
+	word string // host as used in records and lock file names
 	f    *os.File
 	held bool
 	recs map[string]lockRec // dot-locks recorded in the file
@@ -143,13 +156,17 @@ func (l *dirLock) readRecs() map[string]lockRec {
 	recs := map[string]lockRec{}
 	for _, line := range strings.Split(string(buf[:n]), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 {
+		if len(f) != 3 && len(f) != 4 {
 			continue
 		}
 		ino, err1 := strconv.ParseUint(f[1], 10, 64)
 		at, err2 := strconv.ParseInt(f[2], 10, 64)
 		if err1 == nil && err2 == nil {
-			recs[f[0]] = lockRec{ino, at}
+			r := lockRec{ino: ino, at: at}
+			if len(f) == 4 {
+				r.host = f[3]
+			}
+			recs[f[0]] = r
 		}
 	}
 	return recs
@@ -159,7 +176,7 @@ func (l *dirLock) writeRecs() {
 	var b bytes.Buffer
 	for _, m := range []map[string]lockRec{l.dead, l.recs} {
 		for name, r := range m {
-			fmt.Fprintf(&b, "%s %d %d\n", name, r.ino, r.at)
+			fmt.Fprintf(&b, "%s %d %d %s\n", name, r.ino, r.at, r.host)
 		}
 	}
 	l.f.WriteAt(b.Bytes(), 0)
@@ -213,7 +230,7 @@ func (l *dirLock) dotlock(name string) (*dotlock, error) {
 		}
 		ctime := time.Unix(st.Ctim.Unix())
 		// (ctime comes from the kernel's coarse clock: allow it to lag.)
-		if r, ok := l.dead[name]; ok && r.ino == st.Ino && !ctime.Before(time.Unix(0, r.at).Add(-time.Second)) && ctime.Before(time.Unix(0, r.at).Add(ownWindow)) {
+		if r, ok := l.dead[name]; ok && (r.host == "" || r.host == l.hostName()) && r.ino == st.Ino && !ctime.Before(time.Unix(0, r.at).Add(-time.Second)) && ctime.Before(time.Unix(0, r.at).Add(ownWindow)) {
 			// Left by a letterbox process that died holding it.
 			os.Remove(lockPath)
 			delete(l.dead, name)
@@ -246,7 +263,7 @@ func (l *dirLock) dotlock(name string) (*dotlock, error) {
 // it to lockPath, so that a crash at any instant leaves either no lock or
 // one our record names.
 func (l *dirLock) tryDotlock(name, lockPath string) (*dotlock, error) {
-	tmp := filepath.Join(l.dir, "tmp", fmt.Sprintf("%s.lock.%d.%d", name, os.Getpid(), time.Now().UnixNano()))
+	tmp := filepath.Join(l.dir, "tmp", fmt.Sprintf("%s.lock.%s.%d.%d", name, l.hostName(), os.Getpid(), time.Now().UnixNano()))
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if errors.Is(err, os.ErrNotExist) {
 		// No tmp/ (a folder Dovecot made without one): make it.
@@ -264,8 +281,15 @@ func (l *dirLock) tryDotlock(name, lockPath string) (*dotlock, error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("mailstore: lock %s: %w", lockPath, err)
 	}
-	l.setRec(name, lockRec{ino: st.Ino, at: time.Now().UnixNano()})
-	err = os.Link(tmp, lockPath)
+	l.setRec(name, lockRec{ino: st.Ino, at: time.Now().UnixNano(), host: l.hostName()})
+	err = linkFile(tmp, lockPath)
+	if err != nil {
+		// NFS: the server may have made the link and lost its reply.
+		var st2 syscall.Stat_t
+		if syscall.Fstat(int(f.Fd()), &st2) == nil && st2.Nlink == 2 {
+			err = nil
+		}
+	}
 	os.Remove(tmp)
 	if err != nil {
 		f.Close()
@@ -276,6 +300,29 @@ func (l *dirLock) tryDotlock(name, lockPath string) (*dotlock, error) {
 		return nil, fmt.Errorf("mailstore: lock %s: %w", lockPath, err)
 	}
 	return &dotlock{l: l, name: name, path: lockPath, f: f, ino: st.Ino}, nil
+}
+
+// linkFile is os.Link; tests replace it.
+var linkFile = os.Link
+
+// hostName is the host in records and lock file names, as one word.
+func (l *dirLock) hostName() string {
+	if l.word == "" {
+		h := l.host
+		if h == "" {
+			h, _ = os.Hostname()
+		}
+		if h == "" {
+			h = "localhost"
+		}
+		l.word = strings.Map(func(r rune) rune {
+			if r <= ' ' || r == '/' || r == 0x7f {
+				return '_'
+			}
+			return r
+		}, h)
+	}
+	return l.word
 }
 
 func removeIfSame(path string, ino uint64) {

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,6 +129,72 @@ func TestDotlockOursCrashed(t *testing.T) {
 	deliver(t, root, 2)
 	if _, err := s.Status("INBOX"); !errors.Is(err, ErrLocked) {
 		t.Errorf("a foreign lock with an unrecorded inode was not waited for: %v", err)
+	}
+}
+
+// TestDotlockOtherHostWaited: on NFS the flock may be host-local, so a
+// record written by another host never makes its dot-lock dead: it is
+// waited for, and taken as stale only after Dovecot's two minutes.
+func TestDotlockOtherHostWaited(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	other := &dirLock{dir: root, host: "other.example"}
+	must(t, other.lock())
+	if _, err := other.dotlock(uidlistName); err != nil {
+		t.Fatal(err)
+	}
+	other.f.Close() // its flock gone (as seen from here), its record left
+	rec, err := os.ReadFile(filepath.Join(root, lockFileName))
+	must(t, err)
+	if !strings.Contains(string(rec), " other.example\n") {
+		t.Fatalf("the record does not name its host: %q", rec)
+	}
+	lock := filepath.Join(root, uidlistName+".lock")
+	defer func(dl time.Duration) { dotlockTimeout = dl }(dotlockTimeout)
+	dotlockTimeout = 300 * time.Millisecond
+	if _, err := s.Status("INBOX"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("another host's live dot-lock was not waited for: %v", err)
+	}
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatalf("another host's dot-lock was removed: %v", err)
+	}
+	old := time.Now().Add(-dotlockStale - time.Minute)
+	must(t, os.Chtimes(lock, old, old))
+	if _, err := s.Status("INBOX"); err != nil {
+		t.Fatalf("a stale dot-lock of another host: %v", err)
+	}
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Errorf("stale lock still there: %v", err)
+	}
+}
+
+// TestDotlockLinkFailedButMade: over NFS, link(2) can report an error for
+// a link the server made (a retransmitted request); the link count of our
+// file says we hold the lock.
+func TestDotlockLinkFailedButMade(t *testing.T) {
+	s, root := testStore(t)
+	deliver(t, root, 1)
+	defer func() { linkFile = os.Link }()
+	linkFile = func(old, new string) error {
+		if err := os.Link(old, new); err != nil {
+			return err
+		}
+		return &os.LinkError{Op: "link", Old: old, New: new, Err: syscall.EEXIST}
+	}
+	defer func(dl time.Duration) { dotlockTimeout = dl }(dotlockTimeout)
+	dotlockTimeout = 300 * time.Millisecond
+	st, err := s.Status("INBOX")
+	if err != nil {
+		t.Fatalf("Status with a link that failed but was made: %v", err)
+	}
+	if st.Messages != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(root, uidlistName)); err != nil {
+		t.Fatalf("no uidlist written: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, uidlistName+".lock")); !os.IsNotExist(err) {
+		t.Fatalf("lock left behind: %v", err)
 	}
 }
 

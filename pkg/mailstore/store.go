@@ -22,6 +22,7 @@ import (
 // sessions: its folders' states, and their watchers.
 type account struct {
 	root         string
+	host         string // Options.Hostname
 	log          *slog.Logger
 	pollInterval time.Duration
 	refs         int // Stores and Views; under accounts.mu
@@ -65,7 +66,7 @@ func Open(opts Options) (*Store, error) {
 	defer accounts.Unlock()
 	a := accounts.m[root]
 	if a == nil {
-		a = &account{root: root, log: log, pollInterval: opts.PollInterval, folders: map[string]*folder{}}
+		a = &account{root: root, host: opts.Hostname, log: log, pollInterval: opts.PollInterval, folders: map[string]*folder{}}
 		accounts.m[root] = a
 		a.clean()
 	}
@@ -135,7 +136,7 @@ func (a *account) folder(name string) *folder {
 	if name != "INBOX" {
 		dir = filepath.Join(a.root, dirName(name))
 	}
-	f := &folder{acc: a, name: name, dir: dir, lock: dirLock{dir: dir}}
+	f := &folder{acc: a, name: name, dir: dir, lock: dirLock{dir: dir, host: a.host}}
 	a.folders[name] = f
 	return f
 }
