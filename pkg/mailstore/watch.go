@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
 // Watching: one inotify instance per process (fsnotify), watching new/
@@ -15,8 +16,38 @@ import (
 // watched folder also compares the folder's files' versions that often,
 // for file systems whose changes by other hosts inotify cannot see (NFS);
 // a folder inotify cannot watch (the instance's watch limit) is polled
-// every fallbackPoll.
-const fallbackPoll = time.Second
+// every fallbackPoll, and a folder on NFS without PollInterval every
+// nfsPoll. A poll opens what it looks at: NFS clients cache attributes
+// (for directories up to a minute by default) and revalidate them on
+// open (close-to-open consistency), so a stat alone could miss another
+// host's change for that long.
+const (
+	fallbackPoll = time.Second
+	nfsPoll      = 5 * time.Second
+)
+
+// nfsSuperMagic is NFS_SUPER_MAGIC of statfs(2).
+const nfsSuperMagic = 0x6969
+
+// onNFS reports whether dir is on an NFS mount.
+func onNFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == nfsSuperMagic
+}
+
+// openKey is statKey through open(2), which makes an NFS client revalidate.
+func openKey(path string) (fileKey, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fileKey{}, false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return fileKey{}, false
+	}
+	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, true
+}
 
 var hub struct {
 	mu   sync.Mutex
@@ -116,6 +147,9 @@ func (v *View) Watch() (changed <-chan struct{}, stop func()) {
 	if first {
 		f.ensureDirs()
 		poll := f.acc.pollInterval
+		if poll <= 0 && onNFS(f.dir) {
+			poll = nfsPoll
+		}
 		if !watchDirs(f) && (poll <= 0 || poll > fallbackPoll) {
 			poll = fallbackPoll
 		}
@@ -157,7 +191,7 @@ func (f *folder) poll(every time.Duration, stop chan struct{}) {
 	look := func() [5]fileKey {
 		var k [5]fileKey
 		for i, n := range []string{"new", "cur", uidlistName, keywordsName, cacheName} {
-			k[i], _ = statKey(f.path(n))
+			k[i], _ = openKey(f.path(n))
 		}
 		return k
 	}
