@@ -576,6 +576,34 @@ func TestWatchPoll(t *testing.T) {
 	stop()
 }
 
+// TestWatchPollsOnNFS: without PollInterval, a folder on NFS is polled
+// anyway (every nfsPoll), since inotify cannot see other hosts' writes.
+func TestWatchPollsOnNFS(t *testing.T) {
+	defer func(f func(string) bool, d time.Duration) { onNFS, nfsPoll = f, d }(onNFS, nfsPoll)
+	onNFS = func(string) bool { return true }
+	nfsPoll = 50 * time.Millisecond
+	root := filepath.Join(t.TempDir(), "Maildir")
+	s, err := Open(Options{Root: root})
+	must(t, err)
+	defer s.Close()
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	c, stop := v.Watch()
+	defer stop()
+	unwatchDirs(v.f) // inotify sees nothing of other hosts' writes
+	select {
+	case <-c:
+	default:
+	}
+	deliver(t, root, 1)
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a folder on NFS was not polled")
+	}
+}
+
 // TestAppendConcurrent: many goroutines appending at once get unique,
 // increasing UIDs, and every message is there with the UID it was told.
 func TestAppendConcurrent(t *testing.T) {

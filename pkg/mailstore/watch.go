@@ -21,16 +21,16 @@ import (
 // (for directories up to a minute by default) and revalidate them on
 // open (close-to-open consistency), so a stat alone could miss another
 // host's change for that long.
-const (
-	fallbackPoll = time.Second
-	nfsPoll      = 5 * time.Second
-)
+const fallbackPoll = time.Second
+
+// nfsPoll is a variable so that tests can shorten it.
+var nfsPoll = 5 * time.Second
 
 // nfsSuperMagic is NFS_SUPER_MAGIC of statfs(2).
 const nfsSuperMagic = 0x6969
 
-// onNFS reports whether dir is on an NFS mount.
-func onNFS(dir string) bool {
+// onNFS reports whether dir is on an NFS mount (a variable for tests).
+var onNFS = func(dir string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(dir, &st) == nil && st.Type == nfsSuperMagic
 }

@@ -19,10 +19,16 @@ var StaleAfter = 5 * time.Minute
 
 // Lock is a held mbox lock (fcntl on the file and path.lock).
 //
-// The dotlock file holds "<pid>\n", and "<pid> <size>\n" while an Append is
-// writing: a locker that finds the dotlock of a dead holder with a size
-// truncates the mbox back to it, so a delivery killed half-way never leaves
-// a partial message behind for the next reader or writer.
+// The dotlock file holds "<pid>@<host>\n", and "<pid>@<host> <size>\n"
+// while an Append is writing: a locker that finds the dotlock of a dead
+// holder with a size truncates the mbox back to it, so a delivery killed
+// half-way never leaves a partial message behind for the next reader or
+// writer. Whether the holder is dead is asked of this host's kernel only
+// for a dotlock of this host (several hosts may share the mbox over NFS;
+// another host's lock goes stale by age alone). The dotlock is made the
+// NFS-safe way: a unique file linked to path.lock, a link that reports an
+// error checked by the file's link count (a retransmitted NFS LINK can
+// fail after it succeeded).
 type Lock struct {
 	path    string
 	f       *os.File
@@ -80,24 +86,62 @@ func LockFile(path string, timeout time.Duration) (*Lock, error) {
 	return l, nil
 }
 
-// dotLock creates path.lock with O_EXCL. It returns the size a dead
-// holder's unfinished append started at (or -1).
+// holderID names this process in dotlocks: pid@host.
+func holderID() string { return strconv.Itoa(os.Getpid()) + "@" + lockHost() }
+
+// lockHost is this host's name as dotlocks record it (one word).
+func lockHost() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		return "localhost"
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '/' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, h)
+}
+
+// linkFile is os.Link; tests replace it.
+var linkFile = os.Link
+
+// createDotlock makes lock holding content, or fails with os.ErrExist.
+func createDotlock(lock string, content []byte) error {
+	tmp := fmt.Sprintf("%s.%s.%d.%d", lock, lockHost(), os.Getpid(), time.Now().UnixNano())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	_, err = f.Write(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	err = linkFile(tmp, lock)
+	if err != nil {
+		if fi, serr := os.Stat(tmp); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 2 {
+				return nil // the link was made; its reply was lost
+			}
+		}
+	}
+	return err
+}
+
+// dotLock creates path.lock. It returns the size a dead holder's
+// unfinished append started at (or -1).
 func (l *Lock) dotLock(deadline time.Time) (int64, error) {
 	lock := l.path + ".lock"
-	content := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	content := []byte(holderID() + "\n")
 	recoverTo := int64(-1)
 	wait := time.Millisecond
 	for {
-		f, err := os.OpenFile(lock, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		err := createDotlock(lock, content)
 		if err == nil {
-			_, werr := f.Write(content)
-			if cerr := f.Close(); werr == nil {
-				werr = cerr
-			}
-			if werr != nil {
-				os.Remove(lock)
-				return -1, fmt.Errorf("mbox: dotlock %s: %w", lock, werr)
-			}
 			l.dotlock = lock
 			l.dotInfo, _ = os.Stat(lock)
 			return recoverTo, nil
@@ -138,8 +182,8 @@ func (l *Lock) dotLock(deadline time.Time) (int64, error) {
 	}
 }
 
-// staleLock reads a dotlock: stale when it names a process that doesn't
-// exist on this host, or is older than StaleAfter. size is the start of an
+// staleLock reads a dotlock: stale when it names a process of this host
+// that doesn't exist, or is older than StaleAfter. size is the start of an
 // unfinished append it records, or -1.
 func staleLock(lock string) (size int64, stale bool, fi os.FileInfo) {
 	size = -1
@@ -161,7 +205,11 @@ func staleLock(lock string) (size int64, stale bool, fi os.FileInfo) {
 		}
 	}
 	if len(fields) >= 1 {
-		if pid, err := strconv.Atoi(fields[0]); err == nil && pid > 0 {
+		p, host, remote := strings.Cut(fields[0], "@")
+		if remote && host == lockHost() {
+			remote = false
+		}
+		if pid, err := strconv.Atoi(p); err == nil && pid > 0 && !remote {
 			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 				return size, true, fi
 			}
@@ -228,7 +276,7 @@ func (l *Lock) markAppend(size int64) error {
 	if err != nil {
 		return fmt.Errorf("mbox: dotlock: %w", err)
 	}
-	_, err = fmt.Fprintf(f, "%d %d\n", os.Getpid(), size)
+	_, err = fmt.Fprintf(f, "%s %d\n", holderID(), size)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -254,7 +302,7 @@ func (l *Lock) removeDotlock() error {
 	if fi, err := os.Stat(l.dotlock); err == nil && l.dotInfo != nil {
 		b, _ := os.ReadFile(l.dotlock)
 		f := strings.Fields(string(b))
-		if !os.SameFile(fi, l.dotInfo) || len(f) == 0 || f[0] != strconv.Itoa(os.Getpid()) {
+		if !os.SameFile(fi, l.dotInfo) || len(f) == 0 || f[0] != holderID() {
 			l.dotlock = ""
 			return nil
 		}

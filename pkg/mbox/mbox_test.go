@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -435,5 +436,64 @@ func TestUnlockKeepsAnothersDotlock(t *testing.T) {
 	// with ErrLocked.
 	if _, err := LockFile(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "locked by another process") {
 		t.Fatalf("second locker: %v", err)
+	}
+}
+
+// TestDotlockOtherHost: a dotlock naming a process of another host (the
+// mbox shared over NFS) is not judged by this host's processes: it is
+// waited for until it is StaleAfter old. One naming a dead process of
+// this host is stale at once.
+func TestDotlockOtherHost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mbox")
+	dead := deadPID(t)
+	os.WriteFile(path+".lock", []byte(fmt.Sprintf("%d@other-host.example\n", dead)), 0o600)
+	if _, err := LockFile(path, 100*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Fatalf("another host's fresh dotlock was not waited for: %v", err)
+	}
+	old := time.Now().Add(-StaleAfter - time.Minute)
+	os.Chtimes(path+".lock", old, old)
+	l, err := LockFile(path, time.Second)
+	if err != nil {
+		t.Fatalf("another host's stale dotlock: %v", err)
+	}
+	b, _ := os.ReadFile(path + ".lock")
+	if want := fmt.Sprintf("%d@%s\n", os.Getpid(), lockHost()); string(b) != want {
+		t.Errorf("our dotlock holds %q, want %q", b, want)
+	}
+	l.Unlock()
+
+	os.WriteFile(path+".lock", []byte(fmt.Sprintf("%d@%s\n", dead, lockHost())), 0o600)
+	l, err = LockFile(path, time.Second)
+	if err != nil {
+		t.Fatalf("a dead process's dotlock of this host: %v", err)
+	}
+	l.Unlock()
+	if _, err := os.Stat(path + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("dotlock left: %v", err)
+	}
+}
+
+// TestDotlockLinkFailedButMade: a link that reports an error but was made
+// (a retransmitted NFS LINK) holds the lock; no temporary file is left.
+func TestDotlockLinkFailedButMade(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mbox")
+	defer func() { linkFile = os.Link }()
+	linkFile = func(old, new string) error {
+		if err := os.Link(old, new); err != nil {
+			return err
+		}
+		return &os.LinkError{Op: "link", Old: old, New: new, Err: syscall.EEXIST}
+	}
+	l, err := LockFile(path, 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("LockFile with a link that failed but was made: %v", err)
+	}
+	l.Unlock()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != "mbox" {
+			t.Errorf("left behind: %s", e.Name())
+		}
 	}
 }

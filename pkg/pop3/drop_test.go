@@ -180,3 +180,34 @@ func TestMboxNoFinalNewline(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestMaildirDeletedElsewhere: a message another session (on another host
+// sharing the Maildir, where the lock does not hold) deleted first counts
+// as deleted: Commit reports no error and the others are still removed.
+func TestMaildirDeletedElsewhere(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	d0, err := OpenMaildir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d0.Close()
+	writeFile(t, filepath.Join(dir, "cur", "1700000001.M1P1.a:2,S"), "Subject: a\n\nx\n")
+	writeFile(t, filepath.Join(dir, "cur", "1700000002.M2P2.b:2,S"), "Subject: b\n\ny\n")
+	d, err := OpenMaildir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Messages()) != 2 {
+		t.Fatalf("messages %+v", d.Messages())
+	}
+	if err := os.Remove(filepath.Join(dir, "cur", "1700000001.M1P1.a:2,S")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(nil, []int{0, 1}); err != nil {
+		t.Fatalf("Commit after another session deleted a message: %v", err)
+	}
+	d.Close()
+	if ents, _ := os.ReadDir(filepath.Join(dir, "cur")); len(ents) != 0 {
+		t.Fatalf("left in cur/: %v", ents)
+	}
+}
