@@ -115,6 +115,11 @@ func createDotlock(lock string, content []byte) error {
 	}
 	defer os.Remove(tmp)
 	_, err = f.Write(content)
+	if err == nil {
+		// Published only once durable: a crash must not leave a lock
+		// without its holder.
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
