@@ -77,6 +77,13 @@ func ReadProxyHeader(r io.Reader) (*proxyproto.Header, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
 	}
+	switch h.TransportProtocol {
+	case proxyproto.UNSPEC, proxyproto.TCPv4, proxyproto.UDPv4, proxyproto.TCPv6, proxyproto.UDPv6, proxyproto.UnixStream, proxyproto.UnixDatagram:
+	default:
+		// The parser takes any family with any protocol (0x01: no
+		// family, a stream); the specification defines these seven.
+		return nil, fmt.Errorf("%w: v2 address family and protocol %#02x", ErrProxyHeader, byte(h.TransportProtocol))
+	}
 	if h.Version == 1 && h.TransportProtocol != proxyproto.UNSPEC && len(strings.Split(string(raw), " ")) != 6 {
 		return nil, fmt.Errorf("%w: v1 line with other than 6 fields", ErrProxyHeader)
 	}

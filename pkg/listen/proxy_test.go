@@ -107,6 +107,8 @@ var badHeaders = []struct {
 	{"v2-oversized", v2(cmdProxy, famTCP4, ip4("192.0.2.7", "198.51.100.1", 1, 2), tlv(0xE0, strings.Repeat("x", maxProxyV2Payload)))},
 	{"v2-truncated-tlv", v2(cmdProxy, famTCP4, ip4("192.0.2.7", "198.51.100.1", 1, 2), []byte{0xE0, 0, 9, 'a'})},
 	{"v2-proxy-unspec", v2(cmdProxy, 0, nil)},
+	{"v2-family-unspec-stream", v2(cmdProxy, 0x01, nil)},
+	{"v2-family-4-no-protocol", v2(cmdProxy, 0x10, ip4("192.0.2.7", "198.51.100.1", 1, 2))},
 	{"v2-bad-signature", append([]byte("\r\n\r\n\x00\r\nQUIX\n"), 0x21, famTCP4, 0, 0)},
 }
 
@@ -218,7 +220,7 @@ func FuzzReadProxyHeader(f *testing.F) {
 		if used > maxProxyV1 && h.Version == 1 || used > 16+maxProxyV2Payload {
 			t.Fatalf("took %d bytes", used)
 		}
-		if h.Command.IsLocal() || !h.TransportProtocol.IsStream() || h.TransportProtocol.IsUnix() {
+		if _, _, ok := h.TCPAddrs(); h.Command.IsLocal() || !ok {
 			return
 		}
 		out, err := h.Format()
