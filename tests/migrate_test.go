@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -62,9 +63,12 @@ func maildirMessages(t *testing.T, dir string) [][4]string {
 		}
 	}
 	stamp := func(n string) string {
-		sec, rest, _ := strings.Cut(n, ".M")
-		usec, _, _ := strings.Cut(rest, "P")
-		return strings.Repeat("0", 12-len(sec)) + sec + strings.Repeat("0", 7-len(usec)) + usec
+		sec, rest, _ := strings.Cut(n, ".")
+		usec := ""
+		if r, ok := strings.CutPrefix(rest, "M"); ok {
+			usec, _, _ = strings.Cut(r, "P")
+		}
+		return fmt.Sprintf("%012s%07s%s", sec, usec, n)
 	}
 	sort.Slice(all, func(i, j int) bool { return stamp(all[i].name) < stamp(all[j].name) })
 	out := make([][4]string, len(all))
@@ -114,17 +118,16 @@ func TestMailuserImportExportRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMailuserImportQuoting: the same file read as mboxo (the default) and
-// as mboxrd: mboxo takes one '>' from ">From " only and starts a message at
-// every "From " line; mboxrd takes one from every ^>+From  line.
+// TestMailuserImportQuoting: the same file read as mboxrd (the default)
+// and as mboxo: mboxo takes one '>' from ">From " only and starts a message
+// at every "From " line; mboxrd takes one from every ^>+From  line.
 func TestMailuserImportQuoting(t *testing.T) {
 	const mbox = "From a@example.org Mon Mar  4 10:00:00 2024\nFrom: a@example.org\nSubject: q\n\n>From one\n>>From two\n>From\n\n"
 	for _, c := range []struct {
 		format       string
 		want, export string
 	}{
-		{"", "From: a@example.org\nSubject: q\n\nFrom one\n>>From two\n>From\n",
-			"From a@example.org Mon Mar  4 10:00:00 2024\nFrom: a@example.org\nSubject: q\n\n>From one\n>>>From two\n>From\n\n"},
+		{"", "From: a@example.org\nSubject: q\n\nFrom one\n>From two\n>From\n", mbox},
 		{"mboxo", "From: a@example.org\nSubject: q\n\nFrom one\n>>From two\n>From\n",
 			"From a@example.org Mon Mar  4 10:00:00 2024\nFrom: a@example.org\nSubject: q\n\n>From one\n>>>From two\n>From\n\n"},
 		{"mboxrd", "From: a@example.org\nSubject: q\n\nFrom one\n>From two\n>From\n", mbox},
@@ -152,9 +155,37 @@ func TestMailuserImportQuoting(t *testing.T) {
 	e.addUser("bob@example.test", "pw")
 	in := filepath.Join(e.Dir, "in.mbox")
 	must(t, os.WriteFile(in, []byte("From a Mon Mar  4 10:00:00 2024\nSubject: a\n\nx\nFrom b Mon Mar  4 10:00:01 2024\nSubject: b\n\ny\n"), 0o600))
-	out, _ := e.muExpect(0, "", "import", "bob@example.test", in)
+	out, _ := e.muExpect(0, "", "import", "bob@example.test", in, "--format", "mboxo")
 	if !strings.Contains(out, "imported 2 messages") {
 		t.Errorf("mboxo split: %q", out)
+	}
+}
+
+// TestMailuserImportContentLength: mutt and Dovecot leave From_ lines in
+// bodies unquoted and count lengths; the default reader takes a
+// Content-Length the file bears out, and drops it with the rest of
+// Dovecot's bookkeeping fields. Read as mboxo, such a file stops the
+// import (65) rather than split a message.
+func TestMailuserImportContentLength(t *testing.T) {
+	body := "From the body, unquoted\n>From kept as is\n"
+	mbox := "From MAILER-DAEMON Mon Mar  4 10:00:00 2024\nSubject: dovecot\nX-IMAPbase: 1 2\nX-UID: 1\nStatus: RO\n" +
+		"X-Keywords: $Work     \nContent-Length: " + strconv.Itoa(len(body)) + "\nX-Status: F\nX-Delivery-ID: x\nX-IMAP: 1 2\n\n" + body + "\n"
+	e := newEnv(t)
+	e.addUser("bob@example.test", "pw")
+	in := filepath.Join(e.Dir, "in.mbox")
+	must(t, os.WriteFile(in, []byte(mbox), 0o600))
+	_, errs := e.muExpect(65, "", "import", "bob@example.test", in, "--format", "mboxo")
+	if !strings.Contains(errs, "Content-Length") || !strings.Contains(errs, "stopped after 0 messages") {
+		t.Errorf("mboxo: %q", errs)
+	}
+	md := filepath.Join(e.MailRoot, "example.test", "bob")
+	if got := maildirMessages(t, md); len(got) != 0 {
+		t.Fatalf("mboxo import left %q", got)
+	}
+	e.muExpect(0, "", "import", "bob@example.test", in)
+	got := maildirMessages(t, md)
+	if len(got) != 1 || got[0] != [4]string{"cur", "FS", "Mon Mar 4 10:00:00 2024", "Subject: dovecot\n\n" + body} {
+		t.Errorf("imported %q", got)
 	}
 }
 
@@ -236,7 +267,7 @@ func TestMailuserImportBadInput(t *testing.T) {
 		want string
 	}{
 		{65, []string{"import", "bob@example.test", notMbox}, "not an mbox"},
-		{65, []string{"import", "bob@example.test", notMbox, "--format", "mboxrd"}, "not an mbox"},
+		{65, []string{"import", "bob@example.test", notMbox, "--format", "mboxo"}, "not an mbox"},
 		{67, []string{"import", "nobody@example.test", good}, "nobody@example.test"},
 		{66, []string{"import", "bob@example.test", filepath.Join(e.Dir, "missing.mbox")}, "missing.mbox"},
 		{66, []string{"import", "bob@example.test", e.Dir}, "directory"},
@@ -272,7 +303,7 @@ func TestMailuserImportBadInput(t *testing.T) {
 	if ents := mustReadDir(t, filepath.Join(md, "tmp")); len(ents) != 0 {
 		t.Errorf("tmp/ keeps the cut message: %d files", len(ents))
 	}
-	_, errs = e.muExpect(65, "", "import", "bob@example.test", truncated)
+	_, errs = e.muExpect(65, "", "import", "bob@example.test", truncated, "--format", "mboxo")
 	if !strings.Contains(errs, "stopped after 2 messages") {
 		t.Errorf("truncated import (mboxo): %q", errs)
 	}

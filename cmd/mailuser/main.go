@@ -46,8 +46,8 @@ func main() {
 		return args, admin.MigrateOptions{Folder: opts["folder"], Format: mbox.Format(opts["format"])}, nil
 	}
 	folderFlag := &cli.StringFlag{Name: "folder", Usage: "the IMAP `FOLDER` (as imapd names it, e.g. Archive.2019; default INBOX)"}
-	importFlags := []cli.Flag{folderFlag, &cli.StringFlag{Name: "format", Value: string(mbox.Mboxo),
-		Usage: "the mbox `FORMAT`: mboxo (mutt's and most mail readers') or mboxrd"}}
+	importFlags := []cli.Flag{folderFlag, &cli.StringFlag{Name: "format", Value: string(mbox.Mboxrd),
+		Usage: "the mbox `FORMAT`: mboxrd (also what mutt and Dovecot write: their Content-Length is honoured) or mboxo"}}
 	oneArg := func(c *cli.Context) (string, error) {
 		if c.NArg() != 1 {
 			return "", sysexits.New(sysexits.Usage, fmt.Errorf("usage: mailuser %s ADDRESS", c.Command.Name))

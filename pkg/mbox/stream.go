@@ -4,15 +4,21 @@ package mbox
 // between an mbox and a Maildir (mailuser import and export): one message
 // after another, none of them held in memory, whatever the file's size.
 //
-// Two dialects are read. mboxo (mutt's and most MUAs' default) is read with
-// github.com/emersion/go-mbox, the project's choice for it: a line starting
-// "From " starts a message and one '>' is taken from ">From " lines only.
-// mboxrd (getmail, Dovecot's mbox, our Append) is read here, beside it,
-// because go-mbox cannot read it: mboxrd takes one '>' from every line
-// matching ^>+From , so that a body holding ">From " survives the round
-// trip, and a From_ line starts a message only after a blank line. go-mbox
-// also drops the From_ line, whose date an import keeps; the mboxo reader
-// watches the bytes go-mbox reads to recover it.
+// Two dialects are read. mboxo is read with github.com/emersion/go-mbox,
+// the project's choice for it: a line starting "From " starts a message
+// and one '>' is taken from ">From " lines only. mboxrd (getmail, our
+// Append) is read here, beside it, because go-mbox cannot read it: mboxrd
+// takes one '>' from every line matching ^>+From , so that a body holding
+// ">From " survives the round trip, and a From_ line starts a message only
+// after a blank line. go-mbox also drops the From_ line, whose date an
+// import keeps; the mboxo reader watches the bytes go-mbox reads to
+// recover it.
+//
+// mutt and Dovecot write neither exactly: they leave From_ lines in
+// bodies unquoted and write a Content-Length field, which their readers
+// trust when the file bears it out (the body ends at a blank line and a
+// From_ line, or at the end of the file). The mboxrd reader does the same
+// when it reads a file it can check (an io.ReaderAt); go-mbox cannot.
 
 import (
 	"bufio"
@@ -20,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +64,8 @@ type Stream interface {
 func NewStream(r io.Reader, f Format) (Stream, error) {
 	switch f {
 	case Mboxrd:
-		return &rdStream{br: bufio.NewReaderSize(r, 64<<10)}, nil
+		ra, _ := r.(io.ReaderAt)
+		return &rdStream{br: bufio.NewReaderSize(r, 64<<10), ra: ra}, nil
 	case Mboxo:
 		sn := &fromSniffer{r: r, atLineStart: true}
 		return &oStream{sn: sn, r: gombox.NewReader(sn)}, nil
@@ -68,6 +76,8 @@ func NewStream(r io.Reader, f Format) (Stream, error) {
 // rdStream reads mboxrd.
 type rdStream struct {
 	br       *bufio.Reader
+	ra       io.ReaderAt // the same file, to check Content-Length fields (nil: not checked, not used)
+	off      int64       // bytes read from br
 	started  bool
 	cur      *rdMessage
 	nextFrom []byte // the From_ line that ended the previous message (maybe partial)
@@ -89,7 +99,7 @@ func (s *rdStream) Next() (string, io.Reader, error) {
 		s.started = true
 		// Blank lines before the first From_ line are skipped, as go-mbox does.
 		for {
-			line, err := s.br.ReadSlice('\n')
+			line, err := s.readSlice()
 			if len(line) == 0 && err == io.EOF {
 				return "", nil, io.EOF // an empty mbox
 			}
@@ -110,7 +120,7 @@ func (s *rdStream) Next() (string, io.Reader, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	s.cur = &rdMessage{s: s, x: &xform{delta: -1}, atLineStart: true}
+	s.cur = &rdMessage{s: s, x: &xform{delta: -1}, atLineStart: true, inHeader: true, cl: -1}
 	s.cur.x.w = &s.cur.out
 	return from, s.cur, nil
 }
@@ -123,7 +133,7 @@ func (s *rdStream) restOfLine(start []byte) (string, error) {
 		line = line[:maxFromLine]
 	}
 	for len(start) == 0 || start[len(start)-1] != '\n' {
-		chunk, err := s.br.ReadSlice('\n')
+		chunk, err := s.readSlice()
 		if len(line) < maxFromLine {
 			line = append(line, chunk[:min(len(chunk), maxFromLine-len(line))]...)
 		}
@@ -144,6 +154,13 @@ func (s *rdStream) restOfLine(start []byte) (string, error) {
 	return strings.TrimRight(string(line), "\r\n"), nil
 }
 
+// readSlice is br.ReadSlice('\n'), counted.
+func (s *rdStream) readSlice() ([]byte, error) {
+	line, err := s.br.ReadSlice('\n')
+	s.off += int64(len(line))
+	return line, err
+}
+
 func isBlank(line []byte) bool {
 	return len(line) == 1 && line[0] == '\n' || len(line) == 2 && line[0] == '\r' && line[1] == '\n'
 }
@@ -157,6 +174,16 @@ type rdMessage struct {
 	atLineStart bool
 	done, atEOF bool
 	err         error
+	// The header, watched for a Content-Length field (mutt and Dovecot
+	// write one and do not quote From_ lines): when the file shows it
+	// right, the body is taken by its length, as they read it.
+	inHeader bool
+	cl       int64 // the Content-Length value, -1 when none
+	inCL     bool  // the current header field is Content-Length
+	rawMode  bool  // the body is taken by length
+	rawLeft  int64 // body bytes still to take by length
+	raw      *xform
+	buf      []byte
 }
 
 func (m *rdMessage) Read(p []byte) (int, error) {
@@ -174,11 +201,22 @@ func (m *rdMessage) Read(p []byte) (int, error) {
 
 // fill reads one line (or a piece of a long one) into out.
 func (m *rdMessage) fill() {
-	br := m.s.br
-	line, err := br.ReadSlice('\n')
+	if m.rawMode {
+		m.fillRaw()
+		return
+	}
+	line, err := m.s.readSlice()
 	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
 		m.err = fmt.Errorf("mbox: read: %w", err)
 		return
+	}
+	if len(line) > 0 && m.inHeader && m.atLineStart {
+		m.header(line)
+		if m.rawMode {
+			m.x.Write(line) // the blank line ending the header
+			m.atLineStart = true
+			return
+		}
 	}
 	if len(line) > 0 {
 		if m.atLineStart {
@@ -206,6 +244,94 @@ func (m *rdMessage) fill() {
 			return
 		}
 		m.end()
+	}
+}
+
+// header looks at a header line: a Content-Length field is noted; at the
+// blank line that ends the header, a Content-Length the file bears out
+// (the body ends where it says, at a From_ line or the end of the file)
+// makes the body be taken by length.
+func (m *rdMessage) header(line []byte) {
+	if isBlank(line) {
+		m.inHeader = false
+		if m.cl < 0 || m.s.ra == nil || !m.lengthFits(m.s.off, m.cl) {
+			return
+		}
+		m.rawMode, m.rawLeft = true, m.cl
+		m.raw = &xform{w: &m.out}
+		m.buf = make([]byte, 32<<10)
+		return
+	}
+	if line[0] == ' ' || line[0] == '\t' {
+		if m.inCL {
+			m.cl = -1 // a folded Content-Length: not one we trust
+		}
+		return
+	}
+	m.inCL = false
+	name, value, ok := bytes.Cut(line, []byte(":"))
+	if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Content-Length") {
+		m.inCL = true
+		m.cl = -1
+		if n, err := strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64); err == nil && n >= 0 {
+			m.cl = n
+		}
+	}
+}
+
+// lengthFits reports whether a body of n bytes from start ends where the
+// file has the end of a message: its end, or a blank line and a From_ line.
+func (m *rdMessage) lengthFits(start, n int64) bool {
+	var b [7]byte
+	k, err := m.s.ra.ReadAt(b[:], start+n)
+	if err != nil && err != io.EOF {
+		return false
+	}
+	switch {
+	case k == 0:
+		return err == io.EOF
+	case k == 1 && b[0] == '\n':
+		return true
+	}
+	return bytes.HasPrefix(b[:k], []byte("\n"+fromPrefix))
+}
+
+// fillRaw takes body bytes by length, then the separator after them.
+func (m *rdMessage) fillRaw() {
+	if m.rawLeft > 0 {
+		n, err := m.s.br.Read(m.buf[:min(int64(len(m.buf)), m.rawLeft)])
+		m.s.off += int64(n)
+		m.rawLeft -= int64(n)
+		m.raw.Write(m.buf[:n])
+		if m.rawLeft > 0 || n == 0 {
+			if err == io.EOF {
+				m.err = ErrTruncated
+			} else if err != nil {
+				m.err = fmt.Errorf("mbox: read: %w", err)
+			}
+			return
+		}
+	}
+	m.raw.flush()
+	// The separator: a blank line, then the next From_ line or the end.
+	line, err := m.s.readSlice()
+	if len(line) == 0 && err == io.EOF {
+		m.atEOF, m.done = true, true
+		return
+	}
+	if isBlank(line) {
+		line, err = m.s.readSlice()
+	}
+	switch {
+	case len(line) == 0 && err == io.EOF:
+		m.atEOF, m.done = true, true
+	case bytes.HasPrefix(line, []byte(fromPrefix)):
+		m.s.nextFrom = append(m.s.nextFrom[:0], line...)
+		m.done = true
+	case err != nil && err != io.EOF && err != bufio.ErrBufferFull:
+		m.err = fmt.Errorf("mbox: read: %w", err)
+	default:
+		m.err = fmt.Errorf("mbox: the file changed while it was read (no From_ line after a Content-Length body)")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,21 @@ import (
 
 type streamed struct{ from, body string }
 
+// readStream reads data as a pipe would give it (no Content-Length
+// checks); readStreamFile as a file (io.ReaderAt).
 func readStream(t testing.TB, data string, f Format) ([]streamed, error) {
 	t.Helper()
-	s, err := NewStream(strings.NewReader(data), f)
+	return readFrom(t, struct{ io.Reader }{strings.NewReader(data)}, f)
+}
+
+func readStreamFile(t testing.TB, data string, f Format) ([]streamed, error) {
+	t.Helper()
+	return readFrom(t, strings.NewReader(data), f)
+}
+
+func readFrom(t testing.TB, r io.Reader, f Format) ([]streamed, error) {
+	t.Helper()
+	s, err := NewStream(r, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +77,37 @@ func TestStreamQuoting(t *testing.T) {
 	}
 	if len(o) != len(wantO) || o[0] != wantO[0] || o[1] != wantO[1] || o[2] != wantO[2] {
 		t.Errorf("mboxo:\n%q\nwant\n%q", o, wantO)
+	}
+}
+
+// TestStreamContentLength: mutt and Dovecot write a Content-Length field
+// and leave From_ lines in bodies unquoted; read from a file, a length the
+// file bears out keeps such a body whole and as it is, and a length that
+// does not fit is not trusted.
+func TestStreamContentLength(t *testing.T) {
+	body := "quoted? >From not by mutt\n\nFrom the body, unquoted\n"
+	data := "From a@x Wed Jun  7 08:09:10 2023\nSubject: one\nContent-Length: " + strconv.Itoa(len(body)) + "\n\n" + body + "\n" +
+		"From b@x Wed Jun  7 08:09:10 2023\nSubject: two\nContent-length: 0\n\n\n" +
+		"From c@x Wed Jun  7 08:09:10 2023\nSubject: wrong\nContent-Length: 3\n\nlonger than 3\n\n" +
+		"From d@x Wed Jun  7 08:09:10 2023\nSubject: last\nContent-Length: 4\n\nend\n"
+	got, err := readStreamFile(t, data, Mboxrd)
+	want := []streamed{
+		{"From a@x Wed Jun  7 08:09:10 2023", "Subject: one\nContent-Length: " + strconv.Itoa(len(body)) + "\n\n" + body},
+		{"From b@x Wed Jun  7 08:09:10 2023", "Subject: two\nContent-length: 0\n\n"},
+		{"From c@x Wed Jun  7 08:09:10 2023", "Subject: wrong\nContent-Length: 3\n\nlonger than 3\n"},
+		{"From d@x Wed Jun  7 08:09:10 2023", "Subject: last\nContent-Length: 4\n\nend\n"},
+	}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("%d messages %v: %q", len(got), err, got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("#%d: %q, want %q", i, got[i], want[i])
+		}
+	}
+	// Without the file (a pipe), lengths are not checked, so not used.
+	if got, _ := readStream(t, data, Mboxrd); len(got) != 5 {
+		t.Errorf("from a pipe: %d messages, want 5 (the unquoted From_ line splits)", len(got))
 	}
 }
 

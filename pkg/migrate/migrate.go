@@ -11,9 +11,10 @@
 // letters of the file name (S, R, F, D, T) and new/ for a message no reader
 // has seen. An import takes the headers off the message, as mutt does when
 // it saves to a Maildir and as Dovecot hides them when it reads an mbox,
-// with Dovecot's own mbox bookkeeping (X-IMAP, X-IMAPbase, X-UID), which
-// means nothing in a Maildir. An export writes them back, at the end of the
-// header where mutt and Dovecot put them.
+// with the rest of what Dovecot hides (X-Keywords, X-IMAP, X-IMAPbase,
+// X-UID, Content-Length, X-Delivery-ID: its bookkeeping, meaningless in a
+// Maildir; keywords are not carried). An export writes Status and X-Status
+// back, at the end of the header where mutt and Dovecot put them.
 //
 // Dates: the From_ line's date becomes the file's mtime (IMAP's
 // INTERNALDATE, as Dovecot reads it) and the time in its Maildir name; an
@@ -29,6 +30,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,15 +127,46 @@ func importOne(dir string, r io.Reader, date time.Time, dated bool, lastSec *int
 		*lastSec, *seq = date.Unix(), 0
 	}
 	name := date.Add(time.Duration(*seq%1e6) * time.Microsecond)
-	body := io.MultiReader(bytes.NewReader(h.without(hiddenFields...)), br)
+	var rest io.Reader = br
+	if cl, err := strconv.ParseInt(h.value("Content-Length"), 10, 64); err == nil && h.complete {
+		rest = &lengthCheck{r: br, want: cl}
+	}
+	body := io.MultiReader(bytes.NewReader(h.without(hiddenFields...)), rest)
 	_, err = maildir.Save(dir, body, maildir.SaveOptions{Flags: flags, New: !old && flags == "",
 		Mtime: date, Time: name, Host: host, NoDirSync: true})
 	return err
 }
 
+// ErrContentLength: a message's body is not as long as its Content-Length
+// says. Writers that count lengths (Dovecot's mbox, mboxcl2) do not quote
+// From_ lines, so such a file read as mboxo or mboxrd may split a message
+// in two; the import stops rather than do it.
+var ErrContentLength = errors.New("the body is not as long as its Content-Length field says: the file may count lengths instead of quoting From_ lines (Dovecot's mbox, mboxcl2), which mboxo and mboxrd readers split wrongly")
+
+// lengthCheck fails at the end of a body whose length is not want. Each
+// line may have lost a byte to the reader (a CR before LF, a '>' of From_
+// quoting a writer counted), so a body up to a byte a line shorter is
+// right.
+type lengthCheck struct {
+	r        io.Reader
+	n, lines int64
+	want     int64
+}
+
+func (l *lengthCheck) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	l.lines += int64(bytes.Count(p[:n], []byte{'\n'}))
+	if err == io.EOF && (l.n > l.want || l.n+l.lines < l.want) {
+		return n, fmt.Errorf("%w (%d bytes, Content-Length %d)", ErrContentLength, l.n, l.want)
+	}
+	return n, err
+}
+
 // hiddenFields are the header fields an import takes off: the flags, now
-// in the name, and Dovecot's mbox bookkeeping.
-var hiddenFields = []string{"Status", "X-Status", "X-IMAP", "X-IMAPbase", "X-UID"}
+// in the name, and the rest of what Dovecot hides when it reads an mbox
+// (its UID and keyword bookkeeping, the mbox's Content-Length).
+var hiddenFields = []string{"Status", "X-Status", "X-Keywords", "X-IMAP", "X-IMAPbase", "X-UID", "Content-Length", "X-Delivery-ID"}
 
 // Export writes the messages of the Maildir dir (INBOX or a folder) to w
 // as mboxrd, oldest first (maildir.List's order, which is the order an

@@ -17,7 +17,7 @@ import (
 // MigrateOptions are the choices of Import and Export.
 type MigrateOptions struct {
 	Folder   string      // IMAP folder name ("" or INBOX: the Maildir itself)
-	Format   mbox.Format // Import's input format ("" = mbox.Mboxo)
+	Format   mbox.Format // Import's input format ("" = mbox.Mboxrd)
 	MailUser string      // owner of the virtual mailboxes (config key mail-user)
 	Hostname string      // host part of the new file names ("" = this host's)
 }
@@ -28,7 +28,7 @@ type MigrateOptions struct {
 // that stops part-way says how many messages it imported.
 func (a *Admin) Import(addr, file string, o MigrateOptions) error {
 	if o.Format == "" {
-		o.Format = mbox.Mboxo
+		o.Format = mbox.Mboxrd
 	}
 	if o.Format != mbox.Mboxo && o.Format != mbox.Mboxrd {
 		return sysexits.New(sysexits.Usage, fmt.Errorf("import: --format %q: mboxo or mboxrd", o.Format))
@@ -57,7 +57,7 @@ func (a *Admin) Import(addr, file string, o MigrateOptions) error {
 	if err != nil {
 		code := sysexits.IOErr
 		switch {
-		case errors.Is(err, mbox.ErrNotMbox), errors.Is(err, mbox.ErrTruncated):
+		case errors.Is(err, mbox.ErrNotMbox), errors.Is(err, mbox.ErrTruncated), errors.Is(err, migrate.ErrContentLength):
 			code = sysexits.DataErr
 		case errors.Is(err, os.ErrPermission):
 			code = sysexits.NoPerm
