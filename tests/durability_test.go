@@ -651,3 +651,26 @@ func TestDurabilityDKIMKeygen(t *testing.T) {
 		allDurableAt("dkim-keygen exits 0 only with the key directories on disk", tr.exitOK(), filepath.Join(e.Dir, "dkim"), nil).
 		check()
 }
+
+// TestDurabilityMailuserImport: mailuser import exits 0 only with every
+// message it imported on disk (each file flushed before it is linked into
+// new/ or cur/, and both directories flushed), in a folder it created.
+func TestDurabilityMailuserImport(t *testing.T) {
+	e := newEnv(t)
+	e.addUser("bob@example.test", "pw")
+	in := filepath.Join(e.Dir, "in.mbox")
+	must(t, os.WriteFile(in, []byte(migrateMbox), 0o600))
+	_, errs, code, tr := e.runTraced("", "mailuser", "import", "bob@example.test", in, "--folder", "Old")
+	if code != 0 {
+		t.Fatalf("mailuser import: exit %d\n%s", code, errs)
+	}
+	dir := filepath.Join(e.MailRoot, "example.test", "bob", ".Old")
+	if n := len(maildirMessages(t, dir)); n != 4 {
+		t.Fatalf("%d messages imported", n)
+	}
+	tr.promises(t).
+		published(filepath.Join(dir, "new"), filepath.Join(dir, "cur")).
+		allDurableAt("mailuser import exits 0 only with new/ on disk", tr.exitOK(), filepath.Join(dir, "new"), inTmp).
+		allDurableAt("mailuser import exits 0 only with cur/ on disk", tr.exitOK(), filepath.Join(dir, "cur"), inTmp).
+		check()
+}
