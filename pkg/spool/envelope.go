@@ -32,49 +32,53 @@ const envelopeMagic = "letterbox-envelope 1"
 const maxEnvelope = 4 << 20
 
 // Format returns the envelope as text.
-func (e *Envelope) Format() string {
-	var b strings.Builder
-	b.WriteString(envelopeMagic + "\n")
+func (e *Envelope) Format() string { return string(e.appendFormat(nil)) }
+
+// appendFormat appends the envelope's text to b: Submit writes it without
+// a string in between.
+func (e *Envelope) appendFormat(b []byte) []byte {
+	b = append(b, envelopeMagic+"\n"...)
 	if e.ID != "" {
-		b.WriteString("id " + e.ID + "\n")
+		b = append(append(append(b, "id "...), e.ID...), '\n')
 	}
-	b.WriteString("from " + strconv.Quote(e.From) + "\n")
-	b.WriteString("arrived " + e.Arrived.UTC().Format(time.RFC3339Nano) + "\n")
-	b.WriteString("size " + strconv.FormatInt(e.Size, 10) + "\n")
+	b = append(strconv.AppendQuote(append(b, "from "...), e.From), '\n')
+	b = append(e.Arrived.UTC().AppendFormat(append(b, "arrived "...), time.RFC3339Nano), '\n')
+	b = append(strconv.AppendInt(append(b, "size "...), e.Size, 10), '\n')
 	if e.AuthUser != "" {
-		b.WriteString("auth " + strconv.Quote(e.AuthUser) + "\n")
+		b = append(strconv.AppendQuote(append(b, "auth "...), e.AuthUser), '\n')
 	}
 	if !e.Warned.IsZero() {
-		b.WriteString("warned " + e.Warned.UTC().Format(time.RFC3339Nano) + "\n")
+		b = append(e.Warned.UTC().AppendFormat(append(b, "warned "...), time.RFC3339Nano), '\n')
 	}
 	if e.Notice != "" {
-		b.WriteString("notice " + strconv.Quote(e.Notice) + "\n")
+		b = append(strconv.AppendQuote(append(b, "notice "...), e.Notice), '\n')
 	}
 	if e.Relay {
-		b.WriteString("relay yes\n")
+		b = append(b, "relay yes\n"...)
 	}
 	if e.Junk != "" {
-		b.WriteString("junk " + strconv.Quote(e.Junk) + "\n")
+		b = append(strconv.AppendQuote(append(b, "junk "...), e.Junk), '\n')
 	}
 	for _, r := range e.Recipients {
 		st := r.State
 		if st == "" {
 			st = Pending
 		}
-		b.WriteString("rcpt " + strconv.Quote(r.Address) + " state=" + string(st) +
-			" attempts=" + strconv.Itoa(r.Attempts))
+		b = strconv.AppendQuote(append(b, "rcpt "...), r.Address)
+		b = append(append(b, " state="...), st...)
+		b = strconv.AppendInt(append(b, " attempts="...), int64(r.Attempts), 10)
 		if !r.NextAttempt.IsZero() {
-			b.WriteString(" next=" + r.NextAttempt.UTC().Format(time.RFC3339Nano))
+			b = r.NextAttempt.UTC().AppendFormat(append(b, " next="...), time.RFC3339Nano)
 		}
 		if r.LastError != "" {
-			b.WriteString(" error=" + strconv.Quote(r.LastError))
+			b = strconv.AppendQuote(append(b, " error="...), r.LastError)
 		}
 		if r.Original != "" {
-			b.WriteString(" orcpt=" + strconv.Quote(r.Original))
+			b = strconv.AppendQuote(append(b, " orcpt="...), r.Original)
 		}
-		b.WriteString("\n")
+		b = append(b, '\n')
 	}
-	return b.String()
+	return b
 }
 
 // ErrFormat is wrapped by Parse's errors.

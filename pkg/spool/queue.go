@@ -184,7 +184,7 @@ func (s *Spool) OpenData(id string) (*os.File, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("spool: data %q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.path(dataDir, id))
+	f, err := openRead(s.path(dataDir, id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("spool: data %s: %w", id, ErrNotFound)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -13,7 +14,12 @@ import (
 // number, using getdents64 directly: os.File.Readdirnames drops the inode,
 // and a stat per entry to get it back is what this avoids.
 func readInodes(d *os.File) ([]Stamp, error) {
-	buf := make([]byte, 256<<10)
+	// queue-runner reads env/ on every pass, and a busy server pokes it
+	// into a pass per commit: the buffer is reused, not allocated (and
+	// cleared) each time.
+	bp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bp)
+	buf := *bp
 	var out []Stamp
 	fd := int(d.Fd())
 	for {
@@ -35,6 +41,8 @@ func readInodes(d *os.File) ([]Stamp, error) {
 		}
 	}
 }
+
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // Offsets in struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen;
 // u8 d_type; char d_name[]; }.
