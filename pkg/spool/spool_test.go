@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -451,24 +450,6 @@ func FuzzParseEnvelope(f *testing.F) {
 			t.Fatalf("not stable:\n%s\n%s", out, again.Format())
 		}
 	})
-}
-
-// BenchmarkSubmit measures durable Submits from parallel writers (as
-// smtpd's sessions do), with group commit of the directory fsyncs.
-func BenchmarkSubmit(b *testing.B) {
-	s := open(b)
-	msg := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 64)
-	b.SetParallelism(8)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Submit(testEnv(), bytes.NewReader(msg)); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }
 
 func TestSubmitKeepsCallerID(t *testing.T) {
