@@ -158,3 +158,44 @@ func FuzzLFNormalizer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzChecker: the checker's verdict on data cut into writes anywhere is
+// the verdict of its byte-by-byte rules on the whole (write's line-at-a-time
+// fast path decides nothing scan would decide otherwise).
+func FuzzChecker(f *testing.F) {
+	files, _ := filepath.Glob("../../testdata/smtpd/data/*")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, 7, 40)
+	}
+	f.Add([]byte("Received: x\r\nReceived: y\r\n\r\nbody\r\nline\r\n"), 3, 1)
+	f.Add([]byte("a: b\r\n\r\nok\r\nbare\rcr\r\n"), 10, 0)
+	f.Add([]byte("a: b\r\n\r\n"+strings.Repeat("x", 40)+"\r\nnul\x00\r\n"), 9, 30)
+	f.Fuzz(func(t *testing.T, in []byte, cut1, cut2 int) {
+		const maxLine, maxReceived = 32, 2 // small, so the fuzzer reaches them
+		ref := newChecker(1<<20, maxLine, maxReceived)
+		ref.size = int64(len(in))
+		ref.scan(in)
+		ref.finish()
+		if cut1 < 0 || cut1 > len(in) {
+			cut1 = len(in) / 3
+		}
+		if cut2 < cut1 || cut2 > len(in) {
+			cut2 = cut1 + (len(in)-cut1)/2
+		}
+		c := newChecker(1<<20, maxLine, maxReceived)
+		c.write(in[:cut1])
+		c.write(in[cut1:cut2])
+		c.write(in[cut2:])
+		c.finish()
+		if (c.err == nil) != (ref.err == nil) || c.err != nil && *c.err != *ref.err {
+			t.Fatalf("%q cut at %d, %d: %v, want %v", in, cut1, cut2, c.err, ref.err)
+		}
+		if c.err == nil && (c.body != ref.body || c.received != ref.received || c.lineLen != ref.lineLen || c.cr != ref.cr) {
+			t.Fatalf("%q cut at %d, %d: state %+v, want %+v", in, cut1, cut2, *c, *ref)
+		}
+	})
+}

@@ -193,21 +193,32 @@ func (s *session) writeReply(code int, enh string, text string, more ...string) 
 	if s.closed {
 		return
 	}
-	lines := append([]string{text}, more...)
-	for i, l := range lines {
-		sep := " "
-		if i < len(lines)-1 {
-			sep = "-"
-		}
-		if enh != "" {
-			fmt.Fprintf(s.bw, "%d%s%s %s\r\n", code, sep, enh, l)
-		} else {
-			fmt.Fprintf(s.bw, "%d%s%s\r\n", code, sep, l)
-		}
+	s.writeReplyLine(code, len(more) > 0, enh, text)
+	for i, l := range more {
+		s.writeReplyLine(code, i < len(more)-1, enh, l)
 	}
 	if code == 421 || code == 221 {
 		s.flush()
 	}
+}
+
+// writeReplyLine buffers one line of a reply: "250-text" when more lines
+// follow, "250 text" for the last, with the enhanced code after the
+// separator.
+func (s *session) writeReplyLine(code int, more bool, enh, text string) {
+	var num [8]byte
+	s.bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	if more {
+		s.bw.WriteByte('-')
+	} else {
+		s.bw.WriteByte(' ')
+	}
+	if enh != "" {
+		s.bw.WriteString(enh)
+		s.bw.WriteByte(' ')
+	}
+	s.bw.WriteString(text)
+	s.bw.WriteString("\r\n")
 }
 
 // flush sends buffered replies. Under PIPELINING replies are only flushed
