@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -317,6 +318,10 @@ type Message struct {
 	// VSize is the size with CRLF line ends (from ,W=), or -1 when the name
 	// doesn't say.
 	VSize int64
+	// Type is the entry's file type as the directory listing gave it,
+	// without a stat (0: a regular file): a reader that must not follow a
+	// symlink planted in the Maildir skips what is not regular.
+	Type fs.FileMode
 }
 
 // ParseName splits a Maildir file name into its unique key (before the
@@ -398,7 +403,7 @@ func List(dir string) ([]Message, error) {
 				continue
 			}
 			m := Message{Key: key, Name: e.Name(), Path: filepath.Join(d, e.Name()),
-				Size: size, Flags: flags, New: sub == "new", VSize: field(key, 'W')}
+				Size: size, Flags: flags, New: sub == "new", VSize: field(key, 'W'), Type: e.Type()}
 			if m.Size < 0 {
 				fi, err := e.Info()
 				if err != nil {

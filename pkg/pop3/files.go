@@ -54,10 +54,3 @@ func nofollowErr(err error) error {
 	}
 	return err
 }
-
-// isRegular reports whether path is a regular file, not following a
-// symlink.
-func isRegular(path string) bool {
-	fi, err := os.Lstat(path)
-	return err == nil && fi.Mode().IsRegular()
-}
