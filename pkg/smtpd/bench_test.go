@@ -63,12 +63,7 @@ func (q *discardQueue) NewID() string { return spool.NewID() }
 func benchServer() (*Server, *discardQueue) {
 	q := &discardQueue{buf: make([]byte, 32<<10)}
 	srv := &Server{
-		Config: Config{
-			Hostname:      "mx.example.test",
-			IsLocal:       func(d string) bool { return d == "example.test" },
-			PrimaryDomain: "example.test",
-			ReverseLookup: func(string) string { return "localhost" },
-		},
+		Config:     testConfig(),
 		Queue:      q,
 		Recipients: fakeRcpts{"joe@example.test": true},
 	}

@@ -72,6 +72,17 @@ func (fakeAuth) Authenticate(u, p string) error {
 	return errors.New("bad")
 }
 
+// testConfig is the configuration of the unit tests' servers: one local
+// domain, no DNS.
+func testConfig() Config {
+	return Config{
+		Hostname:      "mx.example.test",
+		IsLocal:       func(d string) bool { return d == "example.test" },
+		PrimaryDomain: "example.test",
+		ReverseLookup: func(string) string { return "localhost" },
+	}
+}
+
 type testServer struct {
 	srv  *Server
 	q    *fakeQueue
@@ -82,12 +93,7 @@ func newTestServer(t *testing.T, mode Mode, tweak func(*Server)) *testServer {
 	t.Helper()
 	q := &fakeQueue{}
 	srv := &Server{
-		Config: Config{
-			Hostname:      "mx.example.test",
-			IsLocal:       func(d string) bool { return d == "example.test" },
-			PrimaryDomain: "example.test",
-			ReverseLookup: func(string) string { return "localhost" },
-		},
+		Config:     testConfig(),
 		Queue:      q,
 		Recipients: fakeRcpts{"joe@example.test": true, "postmaster@example.test": true},
 		Auth:       fakeAuth{},
