@@ -17,13 +17,15 @@
 // the local part user@other at local, and a source route (@a,@b:) is
 // parsed and dropped (RFC 5321 §3.3: SHOULD ignore).
 //
-// This package imports nothing of letterbox: it is the ground floor.
+// This package imports nothing of letterbox, nor any network code (deliver
+// links it through users and aliases, and must start fast): it is the
+// ground floor. Reading a display name ("Joe <joe@host>") is
+// submission.ParseAddress's, with net/mail.
 package address
 
 import (
 	"errors"
 	"fmt"
-	"net/mail"
 	"strings"
 	"unicode/utf8"
 )
@@ -400,31 +402,4 @@ func Parse(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%w: junk after the address", ErrSyntax)
 	}
 	return a, nil
-}
-
-// Canonical parses one address as a user types it on a command line or in
-// a header ("joe", "joe@host", "<joe@host>", "Joe <joe@host>", RFC 5322's
-// name-addr read by net/mail) and returns it canonical (Address.String); a
-// lone local part gets domain.
-func Canonical(s, domain string) (string, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "<") && !strings.HasPrefix(s, "<") {
-		a, err := mail.ParseAddress(s)
-		if err != nil {
-			return "", err
-		}
-		s = a.Address
-	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
-	a, rest, err := ParseMailbox(s, true)
-	if errors.Is(err, ErrNoDomain) && rest == "" {
-		a.Domain, err = LowerASCII(domain), nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if rest != "" {
-		return "", fmt.Errorf("%w: junk after the address", ErrSyntax)
-	}
-	return a.String(), nil
 }

@@ -96,23 +96,6 @@ func TestParsePath(t *testing.T) {
 	}
 }
 
-func TestCanonical(t *testing.T) {
-	for in, want := range map[string]string{
-		"joe":                  "joe@host.test",
-		"Joe <Joe@X.TEST>":     "Joe@x.test",
-		"<joe@x.test>":         "joe@x.test",
-		"\"a b\"@x.test":       "\"a b\"@x.test",
-		"  spaced@x.test\t\n ": "spaced@x.test",
-	} {
-		if got, err := Canonical(in, "HOST.test"); err != nil || got != want {
-			t.Errorf("Canonical(%q) = %q %v, want %q", in, got, err, want)
-		}
-	}
-	if got, err := Canonical("joe@x.test bob", "h"); err == nil {
-		t.Errorf("junk accepted: %q", got)
-	}
-}
-
 // FuzzRoundTrip: never panics; what parses is canonical, and parse →
 // format → parse gives the same mailbox, for the plain form (Parse,
 // Format) and for SMTP paths (ParsePath, String): the address the relay

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"letterbox/pkg/address"
 	"letterbox/pkg/submission"
 	"letterbox/pkg/sysexits"
 )
@@ -241,7 +240,7 @@ func PrepareMessage(o *Options, r io.Reader, me LocalUser, hostname, domain stri
 	p := &Prepared{}
 	seen := map[string]bool{}
 	for _, r := range rcpts {
-		a, err := address.Canonical(r, domain)
+		a, err := submission.ParseAddress(r, domain)
 		if err != nil {
 			return nil, sysexits.New(sysexits.DataErr, fmt.Errorf("sendmail: bad recipient address %q: %v", r, err))
 		}
@@ -254,7 +253,7 @@ func PrepareMessage(o *Options, r io.Reader, me LocalUser, hostname, domain stri
 		s := strings.TrimSpace(o.Sender)
 		if s == "" || s == "<>" {
 			p.From = ""
-		} else if p.From, err = address.Canonical(s, hostname); err != nil {
+		} else if p.From, err = submission.ParseAddress(s, hostname); err != nil {
 			return nil, sysexits.New(sysexits.DataErr, fmt.Errorf("sendmail: bad sender address %q: %v", o.Sender, err))
 		}
 	} else {
@@ -308,7 +307,7 @@ func headerAddresses(v, domain string) ([]string, error) {
 			out = append(out, a.Address)
 			continue
 		}
-		a, err := address.Canonical(part, domain)
+		a, err := submission.ParseAddress(part, domain)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %v", part, err)
 		}
