@@ -7,6 +7,13 @@
 // '>', and a blank line. A From_ line starts a message only at the start of
 // the file or after a blank line.
 //
+// Whole files are also read as a stream (NewStream, stream.go: mailuser
+// import): mboxo through github.com/emersion/go-mbox, the project's library
+// for it; mboxrd here, beside it, because go-mbox unquotes only ">From "
+// (mboxo) and drops the From_ line whose date an import keeps, and neither
+// honours the Content-Length that mutt and Dovecot write instead of
+// quoting.
+//
 // CONTRACT: exported names below are used by delivery and pop3; add to them,
 // don't change them.
 package mbox

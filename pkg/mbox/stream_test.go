@@ -289,6 +289,7 @@ func FuzzStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, fm := range []Format{Mboxo, Mboxrd} {
 			readStream(t, string(data), fm)
+			readStreamFile(t, string(data), fm) // Content-Length checked and used
 		}
 		if msgs, err := Scan(bytes.NewReader(data)); err == nil && len(msgs) > 0 && data[len(data)-1] == '\n' {
 			got, err := readStream(t, string(data), Mboxrd)
