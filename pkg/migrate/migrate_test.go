@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"letterbox/pkg/maildir"
 	"letterbox/pkg/mbox"
@@ -112,5 +113,28 @@ func TestContentLength(t *testing.T) {
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrContentLength)) {
 			t.Errorf("Content-Length %s: %v", c.cl, err)
 		}
+	}
+}
+
+// TestDateFallback: a From_ line without a date that can be read gives
+// the message the date of its Date field (mtime and name).
+func TestDateFallback(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "md")
+	maildir.Create(dir)
+	in := "From someone\nDate: Sat, 01 Jan 2000 12:00:00 +0000\nSubject: x\n\nbody\n"
+	if n, err := Import(dir, strings.NewReader(in), mbox.Mboxrd, "h"); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	ms, err := maildir.List(dir)
+	if err != nil || len(ms) != 1 {
+		t.Fatal(ms, err)
+	}
+	if sec, _ := maildir.DeliveryStamp(ms[0].Key); sec != 946728000 {
+		t.Errorf("name's time %d", sec)
+	}
+	var out bytes.Buffer
+	Export(dir, &out)
+	if !strings.HasPrefix(out.String(), "From MAILER-DAEMON "+time.Unix(946728000, 0).Format(time.ANSIC)+"\n") {
+		t.Errorf("export: %q", out.String())
 	}
 }
