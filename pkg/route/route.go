@@ -71,6 +71,15 @@ type Destination struct {
 	Address  string // the final address: Delivered-To for local kinds, RCPT TO for Remote
 	Original string // the address the sender used (ORIGINAL_RECIPIENT)
 	User     *users.User
+	// AliasOwner is the uid of the file (the aliases file or an :include:
+	// file) a Pipe, Mbox or Maildir destination's |command, /file or
+	// /dir/ target was read from: root's targets run as the config key
+	// default-privs, anyone else's as that uid. -1 when the destination
+	// is no such alias target (a user's mailbox, a remote address), and
+	// also for one of a table whose file has no owner (aliases.Parse):
+	// treat that as root's. Destinations made outside this package must
+	// set it too (its zero value is root).
+	AliasOwner int
 }
 
 // Errors Resolve returns; test them with errors.Is.
@@ -81,6 +90,10 @@ var (
 	// ErrNotAllowed: an alias names a |command or a file, and this Router
 	// has AllowPipes false (permanent; a configuration matter).
 	ErrNotAllowed = errors.New("pipe and file destinations not allowed")
+	// ErrAliasDisabled: an alias on the way is disabled by a bad :include:
+	// file (temporary, 451 4.3.0: the mail waits until the file is fixed).
+	// It is aliases.ErrBadInclude.
+	ErrAliasDisabled = aliases.ErrBadInclude
 )
 
 // MaxDepth is how deep aliases may nest.
@@ -108,7 +121,7 @@ func New(cm *config.Common, allowPipes bool) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route: %w", err)
 	}
-	al, err := aliases.Load(cm.Aliases)
+	al, err := aliases.LoadLog(cm.Aliases, cm.Log)
 	if err != nil {
 		return nil, fmt.Errorf("route: %w", err)
 	}
@@ -174,7 +187,7 @@ func (r *Router) resolve(addr string, check bool) ([]Destination, error) {
 		return nil, err
 	}
 	if !r.IsLocal(domain) {
-		return []Destination{{Kind: Remote, Address: address.Format(local, domain), Original: addr}}, nil
+		return []Destination{{Kind: Remote, Address: address.Format(local, domain), Original: addr, AliasOwner: -1}}, nil
 	}
 	rs := &resolver{r: r, original: addr, check: check, stack: map[string]bool{}, seen: map[string]bool{}}
 	if err := rs.local(local, domain, "", 0); err != nil {
@@ -207,8 +220,8 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 	rs.stack[k] = true
 	defer delete(rs.stack, k)
 
-	if targets, ok := rs.r.Aliases.LookupExact(local, domain); ok {
-		return rs.expand(k, domain, detail, targets, depth)
+	if a, ok := rs.r.Aliases.FindExact(local, domain); ok {
+		return rs.expand(k, domain, detail, a, depth)
 	}
 	if u := rs.r.Users.Lookup(address.Format(local, domain)); u != nil {
 		return rs.user(u, detail)
@@ -218,8 +231,8 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 		if !rs.stack[bk] {
 			rs.stack[bk] = true
 			defer delete(rs.stack, bk)
-			if targets, ok := rs.r.Aliases.LookupExact(base, domain); ok {
-				return rs.expand(bk, domain, det, targets, depth)
+			if a, ok := rs.r.Aliases.FindExact(base, domain); ok {
+				return rs.expand(bk, domain, det, a, depth)
 			}
 			if u := rs.r.Users.Lookup(address.Format(base, domain)); u != nil {
 				return rs.user(u, det)
@@ -231,28 +244,34 @@ func (rs *resolver) local(local, domain, detail string, depth int) error {
 		return rs.postmaster(domain, depth)
 	}
 	ck := "@" + domain
-	if targets, ok := rs.r.Aliases.CatchAll(domain); ok {
+	if a, ok := rs.r.Aliases.FindCatchAll(domain); ok {
 		if rs.stack[ck] {
 			// @d: x@d with no x: the catch-all feeds itself.
 			return fmt.Errorf("%w: %s: catch-all %s reaches itself via %s", ErrLoop, rs.original, ck, address.Format(local, domain))
 		}
 		rs.stack[ck] = true
 		defer delete(rs.stack, ck)
-		return rs.expand(ck, domain, "", targets, depth)
+		return rs.expand(ck, domain, "", a, depth)
 	}
 	return fmt.Errorf("%w: %s", ErrNoSuchUser, address.Format(local, domain))
 }
 
 // expand resolves the targets of the alias k in domain.
-func (rs *resolver) expand(k, domain, detail string, targets []string, depth int) error {
-	for _, t := range targets {
+func (rs *resolver) expand(k, domain, detail string, a aliases.Alias, depth int) error {
+	if a.Err != nil {
+		// Disabled by a bad :include: file: deferred, not bounced and not
+		// delivered to the rest of its targets (which may be incomplete).
+		return fmt.Errorf("route: %s: %w", rs.original, a.Err)
+	}
+	for _, tg := range a.Targets {
+		t := tg.Value
 		kind, v := aliases.Classify(t)
 		switch kind {
 		case aliases.Command, aliases.File, aliases.Dir:
 			if !rs.r.AllowPipes && !rs.check {
 				return fmt.Errorf("%w: alias %s: %q", ErrNotAllowed, k, t)
 			}
-			d := Destination{Address: k, Original: rs.original}
+			d := Destination{Address: k, Original: rs.original, AliasOwner: tg.Owner}
 			switch kind {
 			case aliases.Command:
 				if v == "" {
@@ -282,7 +301,7 @@ func (rs *resolver) expand(k, domain, detail string, targets []string, depth int
 				return err
 			}
 			if !rs.r.IsLocal(td) {
-				rs.add(Destination{Kind: Remote, Address: address.Format(tl, td), Original: rs.original})
+				rs.add(Destination{Kind: Remote, Address: address.Format(tl, td), Original: rs.original, AliasOwner: -1})
 				continue
 			}
 			if key(tl, td) == k {
@@ -343,7 +362,7 @@ func (rs *resolver) postmaster(domain string, depth int) error {
 			return fmt.Errorf("route: config postmaster: %w", err)
 		}
 		if !rs.r.IsLocal(pd) {
-			rs.add(Destination{Kind: Remote, Address: address.Format(pl, pd), Original: rs.original})
+			rs.add(Destination{Kind: Remote, Address: address.Format(pl, pd), Original: rs.original, AliasOwner: -1})
 			return nil
 		}
 		if !rs.stack[key(pl, pd)] {
@@ -351,7 +370,7 @@ func (rs *resolver) postmaster(domain string, depth int) error {
 		}
 	}
 	rs.add(Destination{Kind: Maildir, Path: filepath.Join(rs.r.MailRoot, "postmaster"),
-		Address: "postmaster@" + domain, Original: rs.original})
+		Address: "postmaster@" + domain, Original: rs.original, AliasOwner: -1})
 	return nil
 }
 
@@ -359,7 +378,7 @@ func (rs *resolver) postmaster(domain string, depth int) error {
 // exists.
 func (rs *resolver) user(u *users.User, detail string) error {
 	mb := u.Mailbox(rs.r.MailRoot)
-	d := Destination{Address: u.Name, Original: rs.original, User: u, Path: mb.Path}
+	d := Destination{Address: u.Name, Original: rs.original, User: u, Path: mb.Path, AliasOwner: -1}
 	if detail != "" {
 		d.Address = address.Format(u.Local()+"+"+detail, u.Domain())
 	}

@@ -102,6 +102,11 @@ func checkRecipients(cm *config.Common, rcpts []string) error {
 				return sysexits.New(sysexits.NoUser, fmt.Errorf("sendmail: %s: no such user; nothing was sent", r))
 			case errors.Is(err, route.ErrBadAddress), errors.Is(err, route.ErrLoop):
 				return sysexits.New(sysexits.DataErr, fmt.Errorf("sendmail: %s: %v; nothing was sent", r, err))
+			case errors.Is(err, route.ErrAliasDisabled):
+				// A bad :include: file: queue-runner defers the mail
+				// until the file is fixed; the caller (cron) would not
+				// retry.
+				continue
 			default:
 				return sysexits.New(sysexits.TempFail, fmt.Errorf("sendmail: checking %s: %v; nothing was sent", r, err))
 			}
