@@ -23,12 +23,22 @@ var (
 // The new file is written beside the old one, fsynced, renamed over it and
 // the directory fsynced, so a crash leaves either the old or the new file.
 // The mode and owner of an existing file are kept; a new file is 0600.
+//
+// The lock is opened with O_NOFOLLOW: whoever may write the directory
+// could make path.lock a symbolic link, and root must then neither create
+// nor open the file it names. It must be a regular file.
 func Edit(path string, fn func(lines []string) ([]string, error)) error {
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("users: lock %s.lock: a symbolic link (remove it)", path)
+	}
 	if err != nil {
 		return fmt.Errorf("users: lock %s: %w", path, err)
 	}
 	defer lock.Close()
+	if fi, err := lock.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("users: lock %s.lock: not a regular file", path)
+	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("users: lock %s: %w", path, err)
 	}
