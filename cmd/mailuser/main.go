@@ -29,7 +29,7 @@ func main() {
 		if cm, err = cliapp.Load(c); err != nil {
 			return nil, sysexits.New(sysexits.Config, err)
 		}
-		return &admin.Admin{UsersFile: cm.Users, MailRoot: cm.MailRoot, Domains: cm.Domains,
+		return &admin.Admin{UsersFile: cm.Users, MailRoot: cm.MailRoot, Domains: cm.Domains, MailUser: cm.MailUser,
 			Stdin: os.Stdin, Out: c.App.Writer, Err: c.App.ErrWriter}, nil
 	}
 	// migrateArgs takes --folder and --format also after the arguments,
@@ -58,6 +58,11 @@ func main() {
 		return func(c *cli.Context) error { return cliapp.ApplyFile(c, "mailuser", flags) }
 	}
 	addFlags, passwdFlags := schemeFlag(), schemeFlag()
+	addFlags = append(addFlags, cliapp.Wrap([]cli.Flag{
+		&cli.StringFlag{Name: "uid", Usage: "the user's `UID` (number or login) in the users file: owner of its Maildir"},
+		&cli.StringFlag{Name: "gid", Usage: "the user's `GID` (number or group name; default: the uid's primary group)"},
+		&cli.StringFlag{Name: "home", Usage: "the user's home `DIR` in the users file: the Maildir is DIR/Maildir"},
+	})...)
 
 	app := cliapp.NewApp("mailuser", "manage the letterbox users file", nil)
 	app.ExitErrHandler = func(*cli.Context, error) {}
@@ -74,7 +79,8 @@ func main() {
 				if err != nil {
 					return err
 				}
-				return a.Add(addr, c.String("scheme"))
+				return a.Add(addr, admin.AddOptions{Scheme: c.String("scheme"),
+					UID: c.String("uid"), GID: c.String("gid"), Home: c.String("home")})
 			},
 		},
 		{

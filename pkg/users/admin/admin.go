@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"letterbox/pkg/address"
-	"letterbox/pkg/maildir"
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/sysexits"
 	"letterbox/pkg/users"
 	"letterbox/pkg/users/passwd"
@@ -27,6 +28,7 @@ type Admin struct {
 	UsersFile string
 	MailRoot  string
 	Domains   []string  // local domains: adding a user elsewhere is warned about
+	MailUser  string    // owner of the virtual mailboxes (config key mail-user)
 	Stdin     *os.File  // password source: one line, or a prompt on a tty
 	Out, Err  io.Writer // stdout, stderr
 }
@@ -69,12 +71,33 @@ func (a *Admin) isLocal(domain string) bool {
 	return false
 }
 
-// Add adds addr with a password read from stdin, hashed in scheme, and
-// creates its Maildir.
-func (a *Admin) Add(addr, scheme string) error {
+// AddOptions are add's choices besides the address.
+type AddOptions struct {
+	Scheme   string // password scheme
+	UID, GID string // the users file's uid and gid (numbers or names; "" = none)
+	Home     string // the users file's home ("" = none; the Maildir is then home/Maildir)
+}
+
+// Add adds addr with a password read from stdin, hashed in o.Scheme, and
+// creates its Maildir owned by the mailbox's owner (privsep.MailboxOwner:
+// o.UID/o.GID, else the home directory's owner, else MailUser, else this
+// process), mode 0700.
+func (a *Admin) Add(addr string, o AddOptions) error {
 	name, err := CheckAddress(addr)
 	if err != nil {
 		return err
+	}
+	scheme := o.Scheme
+	for _, f := range []struct{ name, v string }{{"--uid", o.UID}, {"--gid", o.GID}, {"--home", o.Home}} {
+		if strings.ContainsAny(f.v, ":\n\r") || strings.TrimSpace(f.v) != f.v {
+			return sysexits.New(sysexits.Usage, fmt.Errorf("%s %q: no ':', newline or surrounding space", f.name, f.v))
+		}
+	}
+	if o.Home != "" && !filepath.IsAbs(o.Home) {
+		return sysexits.New(sysexits.Usage, fmt.Errorf("--home %q: not an absolute path", o.Home))
+	}
+	if o.UID == "" && o.GID != "" {
+		return sysexits.New(sysexits.Usage, errors.New("--gid needs --uid"))
 	}
 	if _, err := passwd.Hash(scheme, "probe"); err != nil {
 		return sysexits.New(sysexits.Usage, err)
@@ -88,16 +111,24 @@ func (a *Admin) Add(addr, scheme string) error {
 		fmt.Fprintf(a.Err, "mailuser: warning: %s is not one of the local domains (%s); mail for %s will not be accepted until it is\n",
 			d, strings.Join(a.Domains, ", "), name)
 	}
+	u := &users.User{Name: name, UID: o.UID, GID: o.GID, Home: o.Home}
+	mb := u.Mailbox(a.MailRoot)
+	var owner privsep.Cred
+	if mb.Kind == "maildir" {
+		// Before the password is asked for and the users file written:
+		// an owner that cannot be found leaves nothing behind.
+		owner, err = privsep.MailboxOwner(privsep.Mailbox{UID: u.UID, GID: u.GID, Home: u.Home, Path: mb.Path, MailUser: a.MailUser})
+		if err != nil {
+			return sysexits.New(sysexits.NoUser, fmt.Errorf("add %s: owner of %s: %w", name, mb.Path, err))
+		}
+	}
 	pw, err := a.newPassword()
 	if err != nil {
 		return err
 	}
-	hash, err := passwd.Hash(scheme, pw)
-	if err != nil {
+	if u.Password, err = passwd.Hash(scheme, pw); err != nil {
 		return sysexits.New(sysexits.DataErr, err)
 	}
-	u := &users.User{Name: name, Password: hash}
-	mb := u.Mailbox(a.MailRoot)
 	if err := users.Add(a.UsersFile, u); err != nil {
 		if errors.Is(err, users.ErrExists) {
 			return sysexits.New(sysexits.DataErr, err)
@@ -105,7 +136,7 @@ func (a *Admin) Add(addr, scheme string) error {
 		return sysexits.New(sysexits.CantCreat, err)
 	}
 	if mb.Kind == "maildir" {
-		if err := maildir.Create(mb.Path); err != nil {
+		if err := createMaildir(mb.Path, owner); err != nil {
 			return sysexits.New(sysexits.CantCreat, fmt.Errorf("added %s, but its Maildir: %w", name, err))
 		}
 	}
