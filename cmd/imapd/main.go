@@ -8,12 +8,12 @@ import (
 
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/imap"
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
-	if privsep.IsHandoffChild() {
+	if handoff.IsHandoffChild() {
 		// A session process, started by imapd itself to serve one
 		// session as the mailbox's owner.
 		os.Exit(imap.ServeHandoff())

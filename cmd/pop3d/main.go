@@ -8,12 +8,12 @@ import (
 
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/pop3"
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 	"letterbox/pkg/sysexits"
 )
 
 func main() {
-	if privsep.IsHandoffChild() {
+	if handoff.IsHandoffChild() {
 		// A session process, started by pop3d itself to serve one session
 		// as the maildrop's owner.
 		os.Exit(pop3.ServeHandoff())

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"letterbox/pkg/config"
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 )
 
 // A session whose mailbox belongs to another user than imapd's (root
 // serving mailboxes in home directories) goes on, after login, in a child
-// process running as the owner (privsep.Spawn), as pop3d's do: the child
+// process running as the owner (handoff.Spawn), as pop3d's do: the child
 // opens the store and serves the rest of the session. handoffState is all
 // it needs from its parent; it reads no configuration file.
 type handoffState struct {
@@ -63,7 +63,7 @@ func (s *session) handOff(loc Location, mech string) result {
 	if err != nil {
 		return s.openFailed(loc.User, err)
 	}
-	child, err := privsep.Spawn(privsep.Handoff{Cred: loc.Owner, Conn: s.conn, State: state, Name: "imapd: session"})
+	child, err := handoff.Spawn(handoff.Session{Cred: loc.Owner, Conn: s.conn, State: state, Name: "imapd: session"})
 	if err != nil {
 		return s.openFailed(loc.User, err)
 	}
@@ -86,10 +86,10 @@ func (s *session) handOff(loc Location, mech string) result {
 }
 
 // ServeHandoff is the child's side: imapd's main calls it, and exits with
-// its result, when privsep.IsHandoffChild says this process was started
+// its result, when handoff.IsHandoffChild says this process was started
 // for a session.
 func ServeHandoff() int {
-	h, err := privsep.TakeHandoff()
+	h, err := handoff.TakeHandoff()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imapd: session:", err)
 		return 71

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"letterbox/pkg/listen"
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 )
 
 type state int
@@ -91,7 +91,7 @@ type session struct {
 	// child serves the session after login, as the mailbox's owner (nil:
 	// this process does).
 	childMu sync.Mutex
-	child   *privsep.Child
+	child   *handoff.Child
 
 	state state
 	tag   string // of the command running
@@ -160,13 +160,13 @@ func (s *session) kill() {
 	s.raw.Close()
 }
 
-func (s *session) getChild() *privsep.Child {
+func (s *session) getChild() *handoff.Child {
 	s.childMu.Lock()
 	defer s.childMu.Unlock()
 	return s.child
 }
 
-func (s *session) setChild(c *privsep.Child) {
+func (s *session) setChild(c *handoff.Child) {
 	s.childMu.Lock()
 	s.child = c
 	s.childMu.Unlock()

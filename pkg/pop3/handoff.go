@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"letterbox/pkg/config"
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 )
 
 // A session whose maildrop belongs to another user than pop3d's (root
 // serving mailboxes in home directories) goes on, after login, in a child
-// process running as the owner (privsep.Spawn): the child opens the
+// process running as the owner (handoff.Spawn): the child opens the
 // maildrop and serves the TRANSACTION and UPDATE states. handoffState is
 // all it needs from its parent; it reads no configuration file.
 type handoffState struct {
@@ -87,7 +87,7 @@ func (s *session) handOff(loc Location, mech string) string {
 		s.openFailed(loc.User, err)
 		return ""
 	}
-	c, err := privsep.Spawn(privsep.Handoff{Cred: loc.Owner, Conn: s.conn, State: state, Name: "pop3d: session"})
+	c, err := handoff.Spawn(handoff.Session{Cred: loc.Owner, Conn: s.conn, State: state, Name: "pop3d: session"})
 	if err != nil {
 		s.openFailed(loc.User, err)
 		return ""
@@ -116,10 +116,10 @@ func (s *session) handOff(loc Location, mech string) string {
 }
 
 // ServeHandoff is the child's side: pop3d's main calls it, and exits with
-// its result, when privsep.IsHandoffChild says this process was started
+// its result, when handoff.IsHandoffChild says this process was started
 // for a session.
 func ServeHandoff() int {
-	h, err := privsep.TakeHandoff()
+	h, err := handoff.TakeHandoff()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pop3d: session:", err)
 		return 71

@@ -44,7 +44,7 @@ type Config struct {
 	// SwitchProcess: this process serves one session (inetd, stdio), and
 	// when the maildrop's owner is another user it switches to that user
 	// for good. Otherwise such a session goes on in a child running as
-	// the owner (privsep.Spawn).
+	// the owner (handoff.Spawn).
 	SwitchProcess bool
 	// LogLevel and LogFormat are the log settings the child processes
 	// set up (config keys log-level and log-format).

@@ -1,4 +1,4 @@
-package privsep_test
+package handoff_test
 
 import (
 	"bufio"
@@ -22,14 +22,14 @@ import (
 	"testing"
 	"time"
 
-	"letterbox/pkg/privsep"
+	"letterbox/pkg/privsep/handoff"
 	"letterbox/pkg/privsep/privseptest"
 )
 
 // The test binary is also the child: Spawn re-executes it, and TestMain
 // serves the handed-off "session" the state names.
 func TestMain(m *testing.M) {
-	if privsep.IsHandoffChild() {
+	if handoff.IsHandoffChild() {
 		os.Exit(child())
 	}
 	os.Exit(m.Run())
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 // exit without a verdict. "wait": accept, then wait for SIGTERM and say
 // "bye" on the connection.
 func child() int {
-	h, err := privsep.TakeHandoff()
+	h, err := handoff.TakeHandoff()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 70
@@ -173,9 +173,9 @@ func echo(t *testing.T, c net.Conn, r *bufio.Reader, line string) {
 	}
 }
 
-func spawn(t *testing.T, u privseptest.User, conn net.Conn, state string) *privsep.Child {
+func spawn(t *testing.T, u privseptest.User, conn net.Conn, state string) *handoff.Child {
 	t.Helper()
-	c, err := privsep.Spawn(privsep.Handoff{Cred: u.Cred, Conn: conn, State: []byte(state), Name: "handoff-test"})
+	c, err := handoff.Spawn(handoff.Session{Cred: u.Cred, Conn: conn, State: []byte(state), Name: "handoff-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestHandoffRefusedOrDead(t *testing.T) {
 			t.Fatalf("%s: accepted", state)
 		case state == "refuse" && (err != nil || string(report) != "mailbox locked"):
 			t.Fatalf("refuse: %v %q", err, report)
-		case state == "die" && !errors.Is(err, privsep.ErrNoReport):
+		case state == "die" && !errors.Is(err, handoff.ErrNoReport):
 			t.Fatalf("die: %v", err)
 		}
 		io.WriteString(server, "still mine\n")

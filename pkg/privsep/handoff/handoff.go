@@ -1,4 +1,8 @@
-package privsep
+// Package handoff gives an authenticated session to a child process
+// running as the mailbox's owner. It is apart from package privsep so that
+// deliver, which needs privsep's credentials but serves no connection,
+// does not link package net.
+package handoff
 
 import (
 	"errors"
@@ -9,6 +13,8 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+
+	"letterbox/pkg/privsep"
 )
 
 // A handoff gives an authenticated session to a child process running as
@@ -55,11 +61,11 @@ const (
 func IsHandoffChild() bool { return os.Getenv(handoffEnv) == "1" }
 
 // Handoff is what the parent gives a child.
-type Handoff struct {
-	Cred  Cred     // the child runs as this user, group and groups
-	Conn  net.Conn // the session's connection; passed or proxied (see above)
-	State []byte   // read by the child with TakeHandoff
-	Name  string   // the child's argv[0] (shown by ps); "" = this process's
+type Session struct {
+	Cred  privsep.Cred // the child runs as this user, group and groups
+	Conn  net.Conn     // the session's connection; passed or proxied (see above)
+	State []byte       // read by the child with TakeHandoff
+	Name  string       // the child's argv[0] (shown by ps); "" = this process's
 	// Stderr receives the child's logs; nil: this process's stderr.
 	Stderr io.Writer
 }
@@ -78,7 +84,7 @@ type Child struct {
 
 // Spawn starts a child for h. It returns once the child runs and has its
 // state; Report then says whether it took the session.
-func Spawn(h Handoff) (*Child, error) {
+func Spawn(h Session) (*Child, error) {
 	connFile, peer, err := childConn(h.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("privsep: handoff: %w", err)
