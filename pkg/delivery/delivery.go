@@ -242,16 +242,14 @@ func toMaildir(d route.Destination, r io.Reader) error {
 	if d.Path == "" {
 		return &Error{Status: "5.3.5", Err: errors.New("delivery: Maildir destination without a path")}
 	}
-	dir := d.Path
 	if d.Folder != "" {
-		var err error
-		if dir, err = maildir.FolderPath(d.Path, d.Folder); err != nil {
+		if _, err := maildir.FolderPath(d.Path, d.Folder); err != nil {
 			return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
 		}
 	}
 	in := &inputReader{r: r}
-	_, err := maildir.Deliver(dir, in)
-	if err != nil && in.n == 0 && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) {
+	_, err := maildir.DeliverFolder(d.Path, d.Folder, in)
+	if err != nil && in.n == 0 && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) && !errors.Is(err, maildir.ErrUnsafe) {
 		// Only a missing Maildir pays for creating one; the usual case costs
 		// no system call for checking. Nothing was read yet, so the message
 		// is whole for the second try.
@@ -263,7 +261,7 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		if err != nil {
 			return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
 		}
-		_, err = maildir.Deliver(dir, in)
+		_, err = maildir.DeliverFolder(d.Path, d.Folder, in)
 	}
 	if err != nil {
 		if in.err != nil {

@@ -22,53 +22,93 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Create makes dir and its tmp/, new/ and cur/ (mode 0700), parents too.
 // The new directories are fsynced into their parents, so a delivery that
-// follows is not lost with its mailbox on a crash.
+// follows is not lost with its mailbox on a crash. dir and its
+// subdirectories are made and checked without following a symlink (an
+// existing symlink there is ErrUnsafe); the path to dir's parent is the
+// administrator's and is followed.
 func Create(dir string) error {
-	if dir == "" {
-		return errors.New("maildir: create: empty path")
+	md, err := createRoot(dir)
+	if err != nil {
+		return err
 	}
+	return md.Close()
+}
+
+// createRoot is Create, returning the Maildir's descriptor.
+func createRoot(dir string) (*os.File, error) {
+	if dir == "" {
+		return nil, errors.New("maildir: create: empty path")
+	}
+	dir = filepath.Clean(dir)
+	parent := filepath.Dir(dir)
 	// Every level MkdirAll makes (a first delivery to a domain makes
 	// <mail-root>/<domain>/ too) must reach its parent's disk, not only
 	// the last one.
 	var created []string
-	for p := filepath.Clean(dir); !isDir(p); p = filepath.Dir(p) {
+	for p := parent; !isDir(p); p = filepath.Dir(p) {
 		created = append(created, p)
 		if filepath.Dir(p) == p {
 			break
 		}
 	}
-	existed := len(created) == 0
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("maildir: create %s: %w", dir, err)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
 	}
-	made := !existed
+	pd, err := os.Open(parent)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
+	}
+	defer pd.Close()
+	md, err := createIn(pd, filepath.Base(dir))
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range created {
+		if err := syncDir(filepath.Dir(c)); err != nil {
+			md.Close()
+			return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
+		}
+	}
+	return md, nil
+}
+
+// createIn makes the Maildir name inside the directory d, with tmp/, new/
+// and cur/, each a real directory (not followed through a symlink), fsyncs
+// what it made into its parent, and returns the Maildir's descriptor.
+func createIn(d *os.File, name string) (*os.File, error) {
+	md, made, err := mkdirSub(d, name)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: create: %w", err)
+	}
+	madeSub := false
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		p := filepath.Join(dir, sub)
-		err := os.Mkdir(p, 0o700)
-		if err == nil {
-			made = true
-			continue
+		s, m, err := mkdirSub(md, sub)
+		if err != nil {
+			md.Close()
+			return nil, fmt.Errorf("maildir: create: %w", err)
 		}
-		if errors.Is(err, os.ErrExist) && isDir(p) {
-			continue
+		s.Close()
+		madeSub = madeSub || m
+	}
+	if made || madeSub {
+		if err := syncFile(md); err != nil {
+			md.Close()
+			return nil, fmt.Errorf("maildir: create %s: %w", md.Name(), err)
 		}
-		return fmt.Errorf("maildir: create %s: %w", p, err)
 	}
 	if made {
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("maildir: create %s: %w", dir, err)
-		}
-		for _, c := range created {
-			if err := syncDir(filepath.Dir(c)); err != nil {
-				return fmt.Errorf("maildir: create %s: %w", dir, err)
-			}
+		if err := syncFile(d); err != nil {
+			md.Close()
+			return nil, fmt.Errorf("maildir: create %s: %w", md.Name(), err)
 		}
 	}
-	return nil
+	return md, nil
 }
 
 func isDir(p string) bool {
@@ -173,17 +213,58 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // rename where links are refused) and new/ is fsynced: a crash at any point
 // leaves either nothing or the whole message in new/. The name in new/
 // carries ,S=<size>,W=<size with CRLF> as Dovecot's do, so readers know
-// sizes without reading.
+// sizes without reading. dir, tmp/ and new/ are not followed through a
+// symlink (ErrUnsafe), and the file is created 0600 with O_EXCL|O_NOFOLLOW.
 func Deliver(dir string, r io.Reader) (string, error) {
-	name := uniqueName()
-	tmp := filepath.Join(dir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	return DeliverFolder(dir, "", r)
+}
+
+// DeliverFolder is Deliver into the Maildir++ folder name of the Maildir
+// root ("" or INBOX: root itself), the folder reached from root without
+// following a symlink.
+func DeliverFolder(root, name string, r io.Reader) (string, error) {
+	md, err := openDir(root)
 	if err != nil {
 		return "", fmt.Errorf("maildir: deliver: %w", err)
 	}
+	defer md.Close()
+	if name != "" && !strings.EqualFold(name, "INBOX") {
+		if err := CheckFolderName(name); err != nil {
+			return "", err
+		}
+		fd, err := openSub(md, "."+name)
+		if err != nil {
+			return "", fmt.Errorf("maildir: deliver: %w", err)
+		}
+		defer fd.Close()
+		md = fd
+	}
+	return deliverIn(md, r)
+}
+
+// deliverIn is Deliver into the open Maildir md.
+func deliverIn(md *os.File, r io.Reader) (string, error) {
+	tmpd, err := openSub(md, "tmp")
+	if err != nil {
+		return "", fmt.Errorf("maildir: deliver: %w", err)
+	}
+	defer tmpd.Close()
+	newd, err := openSub(md, "new")
+	if err != nil {
+		return "", fmt.Errorf("maildir: deliver: %w", err)
+	}
+	defer newd.Close()
+	name := uniqueName()
+	tmp := filepath.Join(tmpd.Name(), name)
+	fd, err := unix.Openat(int(tmpd.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("maildir: deliver %s: %w", tmp, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	removeTmp := func() { unix.Unlinkat(int(tmpd.Fd()), name, 0) }
 	fail := func(err error) (string, error) {
 		f.Close()
-		os.Remove(tmp)
+		removeTmp()
 		return "", fmt.Errorf("maildir: deliver %s: %w", tmp, err)
 	}
 	cw := &countingWriter{w: f}
@@ -194,32 +275,33 @@ func Deliver(dir string, r io.Reader) (string, error) {
 		return fail(err)
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(tmp)
+		removeTmp()
 		return "", fmt.Errorf("maildir: deliver %s: %w", tmp, err)
 	}
-	final := filepath.Join(dir, "new", name+",S="+strconv.FormatInt(cw.n, 10)+",W="+strconv.FormatInt(cw.n+cw.bareLFs, 10))
-	if err := os.Link(tmp, final); err != nil {
+	final := name + ",S=" + strconv.FormatInt(cw.n, 10) + ",W=" + strconv.FormatInt(cw.n+cw.bareLFs, 10)
+	finalPath := filepath.Join(newd.Name(), final)
+	if err := unix.Linkat(int(tmpd.Fd()), name, int(newd.Fd()), final, 0); err != nil {
 		// Link is the spec's way (never overwrites); file systems without hard
 		// links get a rename, safe too since the name is unique. An existing
 		// name is never overwritten.
-		if errors.Is(err, os.ErrExist) {
-			os.Remove(tmp)
-			return "", fmt.Errorf("maildir: deliver %s: %w", final, err)
+		if errors.Is(err, unix.EEXIST) {
+			removeTmp()
+			return "", fmt.Errorf("maildir: deliver %s: %w", finalPath, os.ErrExist)
 		}
-		if lerr := os.Rename(tmp, final); lerr != nil {
-			os.Remove(tmp)
-			return "", fmt.Errorf("maildir: deliver %s: %w", final, err)
+		if lerr := unix.Renameat(int(tmpd.Fd()), name, int(newd.Fd()), final); lerr != nil {
+			removeTmp()
+			return "", fmt.Errorf("maildir: deliver %s: %w", finalPath, err)
 		}
 	} else {
-		os.Remove(tmp)
+		removeTmp()
 	}
-	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+	if err := syncFile(newd); err != nil {
 		// The message may or may not survive a crash: report failure so the
 		// sender retries (a duplicate beats a loss), and take it back.
-		os.Remove(final)
-		return "", fmt.Errorf("maildir: deliver: fsync %s/new: %w", dir, err)
+		unix.Unlinkat(int(newd.Fd()), final, 0)
+		return "", fmt.Errorf("maildir: deliver: fsync %s: %w", newd.Name(), err)
 	}
-	return final, nil
+	return finalPath, nil
 }
 
 // FolderPath returns the Maildir++ folder name's directory under root
@@ -259,24 +341,29 @@ func CheckFolderName(name string) error {
 
 // CreateFolder creates the Maildir++ folder name under root (and root) with
 // the maildirfolder marker file Courier and Dovecot write, and returns its
-// path.
+// path. Nothing below root's parent is followed through a symlink.
 func CreateFolder(root, name string) (string, error) {
 	p, err := FolderPath(root, name)
 	if err != nil {
 		return "", err
 	}
-	if err := Create(root); err != nil {
+	md, err := createRoot(root)
+	if err != nil {
 		return "", err
 	}
+	defer md.Close()
 	if p == root {
 		return p, nil
 	}
-	if err := Create(p); err != nil {
+	fd, err := createIn(md, "."+name)
+	if err != nil {
 		return "", err
 	}
-	mf := filepath.Join(p, "maildirfolder")
-	if f, err := os.OpenFile(mf, os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
-		f.Close()
+	defer fd.Close()
+	// The marker is created, never opened through a symlink planted there;
+	// one that exists already (of any kind) is left as it is.
+	if mf, err := unix.Openat(int(fd.Fd()), "maildirfolder", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err == nil {
+		unix.Close(mf)
 	}
 	return p, nil
 }
