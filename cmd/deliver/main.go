@@ -30,6 +30,9 @@ func Flags() []config.Flag {
 }
 
 func main() {
+	if delivery.IsOwnerChild() {
+		os.Exit(delivery.OwnerChildMain())
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -73,11 +76,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// Only the ADDRESS form reads the users and aliases files, and only
 		// it may forward to remote alias targets.
 		q.Sendmail = sendmail(set.String("config"))
+		q.Owners = &delivery.Owners{}
 		q.Router = func() (*route.Router, error) {
 			cm, err := config.Load(set, "deliver", stderr)
 			if err != nil {
 				return nil, err
 			}
+			*q.Owners = delivery.Owners{MailUser: cm.MailUser, DefaultPrivs: cm.DefaultPrivs}
 			// Aliases may pipe (|command) and append to files: they come
 			// from the administrator's aliases file only.
 			return route.New(cm, true)

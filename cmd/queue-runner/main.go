@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"letterbox/pkg/delivery"
 	"os"
 
 	"letterbox/pkg/queue"
@@ -12,6 +13,9 @@ import (
 )
 
 func main() {
+	if delivery.IsOwnerChild() {
+		os.Exit(delivery.OwnerChildMain())
+	}
 	if err := queue.Run(queue.NewApp(), os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "queue-runner:", err)
 		os.Exit(sysexits.Code(err))

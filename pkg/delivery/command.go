@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"letterbox/pkg/privsep"
 	"letterbox/pkg/route"
 	"letterbox/pkg/sysexits"
 )
@@ -26,6 +28,9 @@ type Request struct {
 	// Router returns the router for the ADDRESS form; called only then, so
 	// the users file and aliases are not read for --maildir/--mbox.
 	Router func() (*route.Router, error)
+	// Owners says whom the ADDRESS form's deliveries run as when deliver
+	// runs as root (filled in by Router, which reads the configuration).
+	Owners *Owners
 	// Sendmail is the sendmail(8) command line that forwards to the remote
 	// targets of an alias (the recipients are appended); nil: forwarding
 	// fails temporarily.
@@ -50,10 +55,10 @@ func Run(q Request) error {
 	switch {
 	case q.Maildir != "":
 		d := route.Destination{Kind: route.Maildir, Path: q.Maildir, Address: q.Recipient, Original: q.Recipient}
-		return deliverOne(log, d, q.Sender, q.Stdin)
+		return deliverOne(log, pathOwner, d, q.Sender, q.Stdin)
 	case q.Mbox != "":
 		d := route.Destination{Kind: route.Mbox, Path: q.Mbox, Address: q.Recipient, Original: q.Recipient}
-		return deliverOne(log, d, q.Sender, q.Stdin)
+		return deliverOne(log, pathOwner, d, q.Sender, q.Stdin)
 	}
 	if q.Router == nil {
 		return sysexits.New(sysexits.Software, errors.New("deliver: no router"))
@@ -78,8 +83,13 @@ func Run(q Request) error {
 		}
 		local = append(local, d)
 	}
+	owners := Owners{}
+	if q.Owners != nil {
+		owners = *q.Owners
+	}
+	owner := owners.Owner
 	if len(local) == 1 && len(remote) == 0 {
-		return deliverOne(log, local[0], q.Sender, q.Stdin)
+		return deliverOne(log, owner, local[0], q.Sender, q.Stdin)
 	}
 	// Several targets: the message is needed once for each.
 	msg, err := io.ReadAll(q.Stdin)
@@ -95,7 +105,7 @@ func Run(q Request) error {
 		}
 	}
 	for _, d := range local {
-		note(deliverOne(log, d, q.Sender, bytes.NewReader(msg)))
+		note(deliverOne(log, owner, d, q.Sender, bytes.NewReader(msg)))
 	}
 	if len(remote) > 0 {
 		note(forward(log, q, remote, msg))
@@ -141,8 +151,22 @@ func isTemp(err error) bool {
 	return ExitCode(err) == sysexits.TempFail
 }
 
-func deliverOne(log *slog.Logger, d route.Destination, sender string, r io.Reader) error {
-	err := Deliver(d, sender, r)
+// pathOwner is PathOwner for a destination: deliver --maildir/--mbox.
+func pathOwner(d route.Destination) (privsep.Cred, error) { return PathOwner(d.Path) }
+
+// deliverOne delivers to d, as owner(d) when this process is root.
+func deliverOne(log *slog.Logger, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, r io.Reader) error {
+	var err error
+	if privsep.IsRoot() {
+		var cred privsep.Cred
+		if cred, err = owner(d); err != nil {
+			err = &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("deliver: %s: the mailbox's owner: %w", d.Address, err)}
+		} else {
+			err = DeliverAs(context.Background(), cred, d, sender, r)
+		}
+	} else {
+		err = Deliver(d, sender, r)
+	}
 	where := d.Path
 	if d.Kind == route.Pipe {
 		where = "|" + d.Command

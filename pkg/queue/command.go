@@ -16,6 +16,7 @@ import (
 
 	"letterbox/pkg/config"
 	"letterbox/pkg/config/cliapp"
+	"letterbox/pkg/delivery"
 	"letterbox/pkg/dkim"
 	"letterbox/pkg/privsep"
 	"letterbox/pkg/remote"
@@ -188,7 +189,8 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 		// The same limits pkg/remote applies to connections: a pass never
 		// starts more work than the client could carry at once.
 		Workers: root.Int("concurrency"), PerDestination: root.Int("concurrency-per-domain"),
-		Log: cm.Log}
+		Owners: delivery.Owners{MailUser: cm.MailUser, DefaultPrivs: cm.DefaultPrivs},
+		Log:    cm.Log}
 	r.Signer = signer(root.String("dkim-keys"))
 	r.Pickup = pickup(cm)
 	return r, cm, nil

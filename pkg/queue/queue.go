@@ -75,7 +75,11 @@ type Runner struct {
 	// (submission.Pickup). nil: taken in as they are (tests).
 	Pickup spool.Pickup
 
-	// deliverLocal is delivery.DeliverContext, replaceable in tests.
+	// Owners says whom each local delivery runs as when queue-runner runs
+	// as root (a child process with the mailbox owner's credentials).
+	Owners delivery.Owners
+
+	// deliverLocal is Owners.Deliver, replaceable in tests.
 	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
 
 	// The schedule index this process last read or wrote, and the
@@ -651,7 +655,8 @@ func statusOf(text, def string) string {
 // local delivers to one local destination, in-process or through the MDA.
 func (r *Runner) local(ctx context.Context, l *spool.Locked, sender string, d route.Destination) error {
 	if r.MDA != "" && (d.Kind == route.Maildir || d.Kind == route.Mbox) {
-		d = route.Destination{Kind: route.Pipe, Command: r.MDA, Address: d.Address, Original: d.Original, User: d.User}
+		// The MDA runs as the mailbox's owner, found from the mailbox.
+		d = route.Destination{Kind: route.Pipe, Command: r.MDA, Path: d.Path, Address: d.Address, Original: d.Original, User: d.User}
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(r.MDATimeout, 10*time.Minute))
 	defer cancel()
@@ -660,7 +665,7 @@ func (r *Runner) local(ctx context.Context, l *spool.Locked, sender string, d ro
 	if r.deliverLocal != nil {
 		return r.deliverLocal(ctx, d, sender, data)
 	}
-	return delivery.DeliverContext(ctx, d, sender, data)
+	return r.Owners.Deliver(ctx, d, sender, data)
 }
 
 // notify queues a DSN about env: to the sender; for the null sender, to

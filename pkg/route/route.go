@@ -387,7 +387,9 @@ func (rs *resolver) user(u *users.User, detail string) error {
 	} else {
 		d.Kind = Maildir
 		if folderOK(detail) {
-			if fi, err := os.Stat(filepath.Join(mb.Path, "."+detail)); err == nil && fi.IsDir() {
+			// A folder is a real directory: a symlink there is the
+			// user's, and the mail goes to INBOX rather than through it.
+			if fi, err := os.Lstat(filepath.Join(mb.Path, "."+detail)); err == nil && fi.IsDir() {
 				d.Folder = detail
 			}
 		}
