@@ -10,7 +10,9 @@ import (
 	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +46,25 @@ func giveAway(t *testing.T, dir string) {
 	}
 	if out, err := exec.Command("chown", "-R", "nobody:nogroup", dir).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v %s", err, out)
+	}
+}
+
+// ownedByPeer fails unless each path belongs to the peer's user (nobody
+// when we are root): deliver, run as root, delivered as the owner of the
+// directory it delivered into.
+func ownedByPeer(t *testing.T, paths ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	nobody, err := user.Lookup("nobody")
+	must(t, err)
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		must(t, err)
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; strconv.FormatUint(uint64(uid), 10) != nobody.Uid {
+			t.Errorf("%s belongs to uid %d, not to nobody (%s): not delivered as the owner", p, uid, nobody.Uid)
+		}
 	}
 }
 
@@ -82,7 +103,11 @@ func TestInteropDeliverDovecotMaildir(t *testing.T) {
 	e := newEnv(t)
 	dir, as := deliverPeerDir(t)
 	md := filepath.Join(dir, "Maildir")
+	// The directory is its owner's before deliver (root) runs: deliver
+	// delivers as that owner (issue 15), and Dovecot reads what it made.
+	giveAway(t, dir)
 	deliverSome(t, e, 3, "--maildir", md)
+	ownedByPeer(t, append(maildirFiles(t, md, "new"), md)...)
 	conf := filepath.Join(dir, "dovecot.conf")
 	must(t, os.WriteFile(conf, []byte("base_dir = "+dir+"/run\nlog_path = /dev/stderr\nssl = no\n"), 0o644))
 	giveAway(t, dir)
@@ -147,7 +172,9 @@ func TestInteropDeliverDovecotMbox(t *testing.T) {
 	e := newEnv(t)
 	dir, as := deliverPeerDir(t)
 	mb := filepath.Join(dir, "inbox")
+	giveAway(t, dir)
 	deliverSome(t, e, 3, "--mbox", mb)
+	ownedByPeer(t, mb)
 	conf := filepath.Join(dir, "dovecot.conf")
 	must(t, os.WriteFile(conf, []byte("base_dir = "+dir+"/run\nlog_path = /dev/stderr\nssl = no\n"), 0o644))
 	giveAway(t, dir)
@@ -249,7 +276,9 @@ for key in sorted(md.keys(), key=lambda k: md[k]["Subject"]):
 func TestInteropDeliverMuttMbox(t *testing.T) {
 	needPeer(t, "mutt", "script")
 	e := newEnv(t)
-	dir := t.TempDir()
+	// deliver (root) appends as the directory's owner (issue 15).
+	dir, _ := deliverPeerDir(t)
+	giveAway(t, dir)
 	mb := filepath.Join(dir, "inbox")
 	// seen is the body as mutt reads it. mutt reads mbox as mboxo: it
 	// does not take off the '>' that deliver's mboxrd quoting puts
@@ -267,6 +296,7 @@ func TestInteropDeliverMuttMbox(t *testing.T) {
 			t.Fatalf("deliver: exit %d %s", code, errs)
 		}
 	}
+	ownedByPeer(t, mb)
 	before, err := os.ReadFile(mb)
 	must(t, err)
 
