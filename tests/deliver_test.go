@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"letterbox/pkg/privsep/privseptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,7 +114,11 @@ for m in mailbox.mbox(sys.argv[1]):
 func TestDeliverAddress(t *testing.T) {
 	e := newEnv(t)
 	mboxPath := filepath.Join(e.Dir, "m.mbox")
-	piped := filepath.Join(e.Dir, "piped")
+	// The aliases file is root's: its pipes run as default-privs (nobody),
+	// who may write only where everyone may (issue 15).
+	pipeDir := privseptest.Dir(t)
+	must(t, os.Chmod(pipeDir, 0o777))
+	piped := filepath.Join(pipeDir, "piped")
 	e.deliverUsers("u@example.test", "m@example.test mail=mbox:"+mboxPath)
 	must(t, os.WriteFile(e.Aliases, []byte("postmaster: u\nteam: u, m\nbot: |cat > "+piped+"\nfwd: someone@remote.test\n"), 0o600))
 	udir := filepath.Join(e.MailRoot, "example.test", "u")

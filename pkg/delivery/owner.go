@@ -81,18 +81,22 @@ func (o Owners) Owner(d route.Destination) (privsep.Cred, error) {
 }
 
 // PathOwner is the owner of the mailbox at path (a Maildir or an mbox,
-// looked at without following a symlink), or of its directory when it does
-// not exist yet: whom deliver --maildir/--mbox run by root delivers as.
+// looked at without following a symlink), or of the nearest directory
+// above it that exists when it does not exist yet: whom deliver
+// --maildir/--mbox run by root delivers as.
 func PathOwner(path string) (privsep.Cred, error) {
 	var st syscall.Stat_t
-	err := syscall.Lstat(path, &st)
-	if errors.Is(err, syscall.ENOENT) {
-		err = syscall.Lstat(filepath.Dir(path), &st)
+	p := filepath.Clean(path)
+	for {
+		err := syscall.Lstat(p, &st)
+		if err == nil {
+			return uidCred(st.Uid, st.Gid, true)
+		}
+		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) || filepath.Dir(p) == p {
+			return privsep.Cred{}, fmt.Errorf("delivery: owner of %s: %w", path, err)
+		}
+		p = filepath.Dir(p)
 	}
-	if err != nil {
-		return privsep.Cred{}, fmt.Errorf("delivery: owner of %s: %w", path, err)
-	}
-	return uidCred(st.Uid, st.Gid, true)
 }
 
 // uidCred is the credentials of uid from the system's user database (its
