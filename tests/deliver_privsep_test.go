@@ -276,6 +276,34 @@ func TestPrivDeliverRootAliasPipe(t *testing.T) {
 	}
 }
 
+// A |command target of an aliases file that a user owns runs as that
+// user (Postfix's rule for a non-root alias database).
+func TestPrivDeliverUserAliasPipe(t *testing.T) {
+	u := privseptest.NewUser(t)
+	e := newOwnerEnv(t, `default-privs = "nobody"`)
+	res := u.Path("ids")
+	must(t, os.WriteFile(e.Aliases, []byte(fmt.Sprintf("postmaster: root\npiper: \"|id -u >%s; id -g >>%s\"\n", res, res)), 0o644))
+	must(t, os.Chown(e.Aliases, int(u.UID), int(u.GID)))
+	want := []string{strconv.FormatUint(uint64(u.UID), 10), strconv.FormatUint(uint64(u.GID), 10)}
+	for _, via := range []string{"deliver", "queue-runner"} {
+		os.Remove(res)
+		if via == "deliver" {
+			if _, errs, code := e.run(attackMsg, "deliver", "piper@example.test"); code != 0 {
+				t.Fatalf("deliver: exit %d %s", code, errs)
+			}
+		} else {
+			queueAndPass(t, e.env, "piper@example.test")
+		}
+		b, err := os.ReadFile(res)
+		if err != nil {
+			t.Fatalf("%s: the pipe did not run: %v", via, err)
+		}
+		if got := strings.Fields(string(b)); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+			t.Errorf("%s: the pipe ran as uid, gid %v, want the aliases file owner's %v", via, got, want)
+		}
+	}
+}
+
 // lookupIDs returns a login's uid and primary gid as id(1) prints them.
 func lookupIDs(name string) ([]string, error) {
 	b, err := os.ReadFile("/etc/passwd")
