@@ -52,6 +52,12 @@ GO
   fi
 fi
 add "deliver" "$DELIVER --log-level error -f bench@example.test --maildir $W/deliver"
+if [ "$(id -u)" = 0 ]; then
+  # Root delivering into a mailbox that is not root's: the delivery runs in
+  # a child process as the owner (issue 15), deliver started once more.
+  mkdir -p "$W/owned" && chown nobody "$W/owned"
+  add "deliver as root, owner nobody (child)" "$DELIVER --log-level error -f bench@example.test --maildir $W/owned/Maildir"
+fi
 if command -v procmail >/dev/null; then
   printf 'LOGFILE=/dev/null\nDEFAULT=%s/procmail/\n' "$W" > "$W/procmailrc"
   mkdir -p "$W/procmail"/{tmp,new,cur}
