@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // StaleAfter is the age after which a dotlock whose holder can't be shown
@@ -17,37 +19,70 @@ import (
 // with their own timeouts).
 var StaleAfter = 5 * time.Minute
 
+// ErrUnsafe is returned (wrapped, errors.Is) when the mbox is not a file
+// this process may write: a symlink, not a regular file, more than one
+// link, or owned by another uid than the process's effective one. The
+// delivery is deferred; nothing was written.
+var ErrUnsafe = errors.New("unsafe mailbox")
+
+// unsafeError says why path is refused; it is ErrUnsafe.
+type unsafeError struct{ path, why string }
+
+func (e *unsafeError) Error() string        { return "mbox: " + e.path + ": " + e.why }
+func (e *unsafeError) Is(target error) bool { return target == ErrUnsafe }
+
 // Lock is a held mbox lock (fcntl on the file and path.lock).
 //
-// The dotlock file holds "<pid>@<host>\n", and "<pid>@<host> <size>\n"
-// while an Append is writing: a locker that finds the dotlock of a dead
-// holder with a size truncates the mbox back to it, so a delivery killed
+// The dotlock file holds "<pid>@<host>\n", and "<pid>@<host> <size> <dev>
+// <ino>\n" while an Append is writing: a locker that finds the dotlock of
+// a dead holder truncates the mbox back to size, so a delivery killed
 // half-way never leaves a partial message behind for the next reader or
-// writer. Whether the holder is dead is asked of this host's kernel only
-// for a dotlock of this host (several hosts may share the mbox over NFS;
-// another host's lock goes stale by age alone). The dotlock is made the
-// NFS-safe way: a unique file linked to path.lock, a link that reports an
-// error checked by the file's link count (a retransmitted NFS LINK can
-// fail after it succeeded).
+// writer. It does so only when the record can be trusted to describe the
+// file it locked: the dotlock a regular file with one link owned by this
+// process's euid, and the mbox the very file the record names (device and
+// inode) and longer than size. A record without device and inode (an older
+// letterbox's, or forged) cuts nothing. Whether the holder is dead is
+// asked of this host's kernel only for a dotlock of this host (several
+// hosts may share the mbox over NFS; another host's lock goes stale by age
+// alone). The dotlock is made the NFS-safe way: a unique file linked to
+// path.lock, a link that reports an error checked by the file's link count
+// (a retransmitted NFS LINK can fail after it succeeded).
+//
+// Everything is reached from a descriptor of the mbox's directory, opened
+// once: the mbox, the dotlock, their temporary files, never through a
+// symlink inside that directory.
 type Lock struct {
 	path    string
+	dir     *os.File // the mbox's directory
+	name    string   // the mbox's name in dir
 	f       *os.File
-	dotlock string      // "" when the directory doesn't allow one
-	dotInfo os.FileInfo // our dotlock, to never remove someone else's
+	dotlock string   // path.lock, "" when the directory doesn't allow one
+	dotName string   // its name in dir
+	dotFile *os.File // our dotlock, held open: its inode can't be reused for another's
+	dotID   fileID
 }
+
+// fileID names a file: device and inode.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(st *unix.Stat_t) fileID { return fileID{dev: uint64(st.Dev), ino: st.Ino} }
 
 // ErrLocked is returned (wrapped) by LockFile when another process holds
 // the lock past the timeout.
 var ErrLocked = errors.New("locked by another process")
 
 // Touch refreshes the dotlock's time, so that a holder for longer than
-// StaleAfter (a POP3 session) is not taken for stale.
+// StaleAfter (a POP3 session) is not taken for stale. It changes our own
+// dotlock's inode only, through the descriptor we hold.
 func (l *Lock) Touch() error {
-	if l.dotlock == "" {
+	if l.dotFile == nil {
 		return nil
 	}
-	now := time.Now()
-	return os.Chtimes(l.dotlock, now, now)
+	// futimens(fd, NULL): both times to now.
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, l.dotFile.Fd(), 0, 0, 0, 0, 0); errno != 0 {
+		return fmt.Errorf("mbox: touch %s: %w", l.dotlock, errno)
+	}
+	return nil
 }
 
 // File returns the locked mbox file, open for reading and writing.
@@ -56,24 +91,34 @@ func (l *Lock) File() *os.File { return l.f }
 // Path returns the mbox path.
 func (l *Lock) Path() string { return l.path }
 
+// dirFd is the descriptor of the mbox's directory.
+func (l *Lock) dirFd() int { return int(l.dir.Fd()) }
+
 // LockFile takes both locks on path, waiting up to timeout. The mbox is
-// created (0600) when missing.
+// created (0600) when missing. It fails with ErrUnsafe when path is not a
+// regular file with one link owned by the process's effective uid.
 func LockFile(path string, timeout time.Duration) (*Lock, error) {
 	deadline := time.Now().Add(timeout)
-	l := &Lock{path: path}
-	recoverTo, err := l.dotLock(deadline)
+	l, err := openLock(path)
 	if err != nil {
+		return nil, err
+	}
+	rec, err := l.dotLock(deadline)
+	if err != nil {
+		l.dir.Close()
 		return nil, err
 	}
 	if err := l.fcntlLock(deadline); err != nil {
 		l.removeDotlock()
+		l.dir.Close()
 		return nil, err
 	}
-	if recoverTo >= 0 {
-		if fi, err := l.f.Stat(); err == nil && fi.Size() > recoverTo {
+	if rec.size >= 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(l.f.Fd()), &st); err == nil && idOf(&st) == rec.id && st.Size > rec.size {
 			// The previous holder died while appending: drop its partial
 			// record. We hold the fcntl lock, so it is really gone.
-			if err := l.f.Truncate(recoverTo); err != nil {
+			if err := l.f.Truncate(rec.size); err != nil {
 				l.Unlock()
 				return nil, fmt.Errorf("mbox: %s: truncate partial message: %w", path, err)
 			}
@@ -84,6 +129,23 @@ func LockFile(path string, timeout time.Duration) (*Lock, error) {
 		}
 	}
 	return l, nil
+}
+
+// openLock opens the directory of path (following symlinks: the path to
+// the directory is the administrator's).
+func openLock(path string) (*Lock, error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if name == "" || name == "." || name == ".." {
+		return nil, fmt.Errorf("mbox: %s: not a file name", path)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mbox: %w", &os.PathError{Op: "open", Path: dir, Err: err})
+	}
+	return &Lock{path: path, dir: os.NewFile(uintptr(fd), dir), name: name}, nil
 }
 
 // holderID names this process in dotlocks: pid@host.
@@ -103,82 +165,105 @@ func lockHost() string {
 	}, h)
 }
 
-// linkFile is os.Link; tests replace it.
-var linkFile = os.Link
-
-// createDotlock makes lock holding content, or fails with os.ErrExist.
-func createDotlock(lock string, content []byte) error {
-	tmp := fmt.Sprintf("%s.%s.%d.%d", lock, lockHost(), os.Getpid(), time.Now().UnixNano())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
+// linkAt links old to new, both in the directory dirfd, never following
+// a symlink; tests replace it.
+var linkAt = func(dirfd int, old, new string) error {
+	if err := unix.Linkat(dirfd, old, dirfd, new, 0); err != nil {
+		return &os.LinkError{Op: "link", Old: old, New: new, Err: err}
 	}
-	defer os.Remove(tmp)
+	return nil
+}
+
+// createDotlock makes name in dirfd holding content, or fails with
+// os.ErrExist. It returns our dotlock, open.
+func createDotlock(dirfd int, name string, content []byte) (*os.File, fileID, error) {
+	tmp := fmt.Sprintf("%s.%s.%d.%d", name, lockHost(), os.Getpid(), time.Now().UnixNano())
+	fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fileID{}, &os.PathError{Op: "open", Path: tmp, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	defer unix.Unlinkat(dirfd, tmp, 0)
+	var st unix.Stat_t
 	_, err = f.Write(content)
 	if err == nil {
 		// Published only once durable: a crash must not leave a lock
 		// without its holder.
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		err = unix.Fstat(fd, &st)
 	}
 	if err != nil {
-		return err
+		f.Close()
+		return nil, fileID{}, err
 	}
-	err = linkFile(tmp, lock)
+	id := idOf(&st)
+	err = linkAt(dirfd, tmp, name)
 	if err != nil {
-		if fi, serr := os.Stat(tmp); serr == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 2 {
-				return nil // the link was made; its reply was lost
-			}
+		var lst unix.Stat_t
+		if unix.Fstatat(dirfd, tmp, &lst, unix.AT_SYMLINK_NOFOLLOW) == nil && idOf(&lst) == id && lst.Nlink == 2 {
+			err = nil // the link was made; its reply was lost
 		}
 	}
-	return err
+	if err != nil {
+		f.Close()
+		return nil, fileID{}, err
+	}
+	return f, id, nil
 }
 
-// dotLock creates path.lock. It returns the size a dead holder's
-// unfinished append started at (or -1).
-func (l *Lock) dotLock(deadline time.Time) (int64, error) {
+// appendRecord is a dead holder's unfinished append, from its dotlock:
+// the mbox id and the size it started at (-1: none, or not trusted).
+type appendRecord struct {
+	size int64
+	id   fileID
+}
+
+// dotLock creates path.lock. It returns the trusted record of a dead
+// holder's unfinished append (size -1 when none).
+func (l *Lock) dotLock(deadline time.Time) (appendRecord, error) {
+	dirfd := l.dirFd()
+	l.dotName = l.name + ".lock"
 	lock := l.path + ".lock"
 	content := []byte(holderID() + "\n")
-	recoverTo := int64(-1)
+	rec := appendRecord{size: -1}
 	wait := time.Millisecond
 	for {
-		err := createDotlock(lock, content)
+		f, id, err := createDotlock(dirfd, l.dotName, content)
 		if err == nil {
-			l.dotlock = lock
-			l.dotInfo, _ = os.Stat(lock)
-			return recoverTo, nil
+			l.dotlock, l.dotFile, l.dotID = lock, f, id
+			return rec, nil
 		}
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) {
 			// A directory we can't write to (a shared /var/mail without
 			// the mail group): rely on the fcntl lock alone, as Postfix
 			// does when dotlocking fails that way.
-			return -1, nil
+			return appendRecord{size: -1}, nil
 		}
 		if !errors.Is(err, os.ErrExist) {
-			return -1, fmt.Errorf("mbox: dotlock %s: %w", lock, err)
+			return appendRecord{size: -1}, fmt.Errorf("mbox: dotlock %s: %w", lock, err)
 		}
-		if size, stale, fi := staleLock(lock); stale {
+		if found, stale, id := staleLock(dirfd, l.dotName); stale {
 			// Move it aside rather than remove it, so two lockers that both
 			// judged it stale can't remove each other's fresh lock.
-			aside := fmt.Sprintf("%s.stale.%d", lock, os.Getpid())
-			if os.Rename(lock, aside) == nil {
-				if fi2, err := os.Stat(aside); err == nil && os.SameFile(fi, fi2) {
-					os.Remove(aside)
-					if size >= 0 {
-						recoverTo = size
+			aside := fmt.Sprintf("%s.stale.%d", l.dotName, os.Getpid())
+			if unix.Renameat(dirfd, l.dotName, dirfd, aside) == nil {
+				var st unix.Stat_t
+				if unix.Fstatat(dirfd, aside, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && idOf(&st) == id {
+					unix.Unlinkat(dirfd, aside, 0)
+					if found.size >= 0 {
+						rec = found
 					}
 				} else {
 					// Someone's fresh lock: put it back.
-					os.Rename(aside, lock)
+					unix.Renameat(dirfd, aside, dirfd, l.dotName)
 				}
 			}
 			continue
 		}
 		if time.Now().After(deadline) {
-			return -1, fmt.Errorf("mbox: %s: %w (dotlock)", l.path, ErrLocked)
+			return appendRecord{size: -1}, fmt.Errorf("mbox: %s: %w (dotlock)", l.path, ErrLocked)
 		}
 		time.Sleep(wait)
 		if wait < 100*time.Millisecond {
@@ -187,26 +272,50 @@ func (l *Lock) dotLock(deadline time.Time) (int64, error) {
 	}
 }
 
-// staleLock reads a dotlock: stale when it names a process of this host
-// that doesn't exist, or is older than StaleAfter. size is the start of an
-// unfinished append it records, or -1.
-func staleLock(lock string) (size int64, stale bool, fi os.FileInfo) {
-	size = -1
-	f, err := os.Open(lock)
-	if err != nil {
-		return -1, false, nil
+// staleLock reads the dotlock name in dirfd, never through a symlink:
+// stale when it names a process of this host that doesn't exist, or is
+// older than StaleAfter. rec is the unfinished append it records, only
+// when the dotlock is a regular file with one link owned by our euid and
+// the record names the mbox's device and inode (size -1 otherwise). id is
+// the dotlock's own.
+func staleLock(dirfd int, name string) (rec appendRecord, stale bool, id fileID) {
+	rec.size = -1
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return rec, false, fileID{}
 	}
-	defer f.Close()
-	fi, err = f.Stat()
-	if err != nil {
-		return -1, false, nil
+	byAge := func(st *unix.Stat_t) (appendRecord, bool, fileID) {
+		mtime := time.Unix(st.Mtim.Unix())
+		return rec, time.Since(mtime) > StaleAfter, idOf(st)
 	}
-	buf := make([]byte, 64)
-	n, _ := io.ReadFull(f, buf)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		// A symlink or anything else: not read, only its age counts.
+		return byAge(&st)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return byAge(&st)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return rec, false, fileID{}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return byAge(&st)
+	}
+	buf := make([]byte, 128)
+	n, err := unix.Pread(fd, buf, 0)
+	if err != nil || n < 0 {
+		n = 0
+	}
 	fields := strings.Fields(string(buf[:n]))
-	if len(fields) >= 2 {
-		if s, err := strconv.ParseInt(fields[1], 10, 64); err == nil && s >= 0 {
-			size = s
+	trusted := st.Uid == uint32(os.Geteuid()) && st.Nlink == 1
+	if trusted && len(fields) >= 4 {
+		size, err1 := strconv.ParseInt(fields[1], 10, 64)
+		dev, err2 := strconv.ParseUint(fields[2], 10, 64)
+		ino, err3 := strconv.ParseUint(fields[3], 10, 64)
+		if err1 == nil && err2 == nil && err3 == nil && size >= 0 {
+			rec = appendRecord{size: size, id: fileID{dev: dev, ino: ino}}
 		}
 	}
 	if len(fields) >= 1 {
@@ -216,11 +325,65 @@ func staleLock(lock string) (size int64, stale bool, fi os.FileInfo) {
 		}
 		if pid, err := strconv.Atoi(p); err == nil && pid > 0 && !remote {
 			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-				return size, true, fi
+				return rec, true, idOf(&st)
 			}
 		}
 	}
-	return size, time.Since(fi.ModTime()) > StaleAfter, fi
+	return byAge(&st)
+}
+
+// openMbox opens the mbox in the directory, never through a symlink,
+// creating it (0600) when missing, and checks it (checkMbox).
+func (l *Lock) openMbox() (*os.File, error) {
+	dirfd := l.dirFd()
+	const flags = unix.O_RDWR | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	for {
+		fd, err := unix.Openat(dirfd, l.name, flags, 0)
+		if errors.Is(err, unix.ENOENT) {
+			fd, err = unix.Openat(dirfd, l.name, flags|unix.O_CREAT|unix.O_EXCL, 0o600)
+			if errors.Is(err, unix.EEXIST) {
+				continue // made meanwhile: open that one
+			}
+		}
+		switch {
+		case errors.Is(err, unix.ELOOP):
+			return nil, &unsafeError{l.path, "a symbolic link, not a regular file"}
+		case errors.Is(err, unix.ENXIO), errors.Is(err, unix.EISDIR):
+			return nil, &unsafeError{l.path, "not a regular file"}
+		case err != nil:
+			return nil, fmt.Errorf("mbox: %w", &os.PathError{Op: "open", Path: l.path, Err: err})
+		}
+		// O_NONBLOCK only kept the open of a FIFO from waiting.
+		unix.SetNonblock(fd, false)
+		f := os.NewFile(uintptr(fd), l.path)
+		if _, err := checkMbox(l.path, f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+// checkMbox refuses f (the mbox at path) unless it is a regular file with
+// one link owned by the process's effective uid: a hard link to another
+// file, a device or FIFO, or someone else's file is not ours to write.
+// Root is no exception: it never writes a user's file (deliveries run as
+// the mailbox's owner).
+func checkMbox(path string, f *os.File) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return st, fmt.Errorf("mbox: %w", &os.PathError{Op: "stat", Path: path, Err: err})
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return st, &unsafeError{path, "not a regular file"}
+	case st.Nlink != 1:
+		return st, &unsafeError{path, fmt.Sprintf("has %d links", st.Nlink)}
+	case st.Uid != euid:
+		return st, &unsafeError{path, fmt.Sprintf("owned by uid %d, not %d", st.Uid, euid)}
+	}
+	return st, nil
 }
 
 // fcntlLock opens the mbox and takes a write lock on it, retrying until
@@ -230,9 +393,9 @@ func staleLock(lock string) (size int64, stale bool, fi os.FileInfo) {
 func (l *Lock) fcntlLock(deadline time.Time) error {
 	wait := time.Millisecond
 	for {
-		f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := l.openMbox()
 		if err != nil {
-			return fmt.Errorf("mbox: %w", err)
+			return err
 		}
 		flk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: io.SeekStart}
 		for {
@@ -253,7 +416,14 @@ func (l *Lock) fcntlLock(deadline time.Time) error {
 			f.Close()
 			return fmt.Errorf("mbox: lock %s: %w", l.path, err)
 		}
-		if sameFile(f, l.path) {
+		// Checked again, locked: what we write to is what we checked.
+		st, err := checkMbox(l.path, f)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		var now unix.Stat_t
+		if unix.Fstatat(l.dirFd(), l.name, &now, unix.AT_SYMLINK_NOFOLLOW) == nil && idOf(&now) == idOf(&st) {
 			l.f = f
 			return nil
 		}
@@ -261,27 +431,35 @@ func (l *Lock) fcntlLock(deadline time.Time) error {
 	}
 }
 
-func sameFile(f *os.File, path string) bool {
-	a, err := f.Stat()
-	if err != nil {
-		return false
-	}
-	b, err := os.Stat(path)
-	return err == nil && os.SameFile(a, b)
-}
-
-// markAppend records in the dotlock that an append starts at size, durably,
-// so that a crash or kill during the append can be undone by the next
-// locker.
+// markAppend records in the dotlock that an append to the locked file
+// starts at size, durably, so that a crash or kill during the append can
+// be undone by the next locker. It writes to our own dotlock only: opened
+// from the directory without following a symlink, and checked to be the
+// file we created.
 func (l *Lock) markAppend(size int64) error {
 	if l.dotlock == "" {
 		return nil
 	}
-	f, err := os.OpenFile(l.dotlock, os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("mbox: dotlock: %w", err)
+	var mst unix.Stat_t
+	if err := unix.Fstat(int(l.f.Fd()), &mst); err != nil {
+		return fmt.Errorf("mbox: %s: %w", l.path, err)
 	}
-	_, err = fmt.Fprintf(f, "%s %d\n", holderID(), size)
+	fd, err := unix.Openat(l.dirFd(), l.dotName, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("mbox: dotlock: %w", &os.PathError{Op: "open", Path: l.dotlock, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), l.dotlock)
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	if err == nil && idOf(&st) != l.dotID {
+		err = fmt.Errorf("%s: not our dotlock any more", l.dotlock)
+	}
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = fmt.Fprintf(f, "%s %d %d %d\n", holderID(), size, uint64(mst.Dev), mst.Ino)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -289,7 +467,7 @@ func (l *Lock) markAppend(size int64) error {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(l.dotlock))
+		err = syncDir(l.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("mbox: dotlock: %w", err)
@@ -297,24 +475,28 @@ func (l *Lock) markAppend(size int64) error {
 	return nil
 }
 
+// removeDotlock removes our dotlock, unless it was taken for stale and
+// replaced by another locker's meanwhile: that one is not ours to remove.
+// (We hold our dotlock's inode open, so its number names no other file.)
 func (l *Lock) removeDotlock() error {
 	if l.dotlock == "" {
 		return nil
 	}
-	// Taken for stale and replaced by another locker meanwhile: that one
-	// is not ours to remove.
-	// (Inode numbers are reused, so the pid inside is checked too.)
-	if fi, err := os.Stat(l.dotlock); err == nil && l.dotInfo != nil {
-		b, _ := os.ReadFile(l.dotlock)
-		f := strings.Fields(string(b))
-		if !os.SameFile(fi, l.dotInfo) || len(f) == 0 || f[0] != holderID() {
-			l.dotlock = ""
-			return nil
-		}
+	defer func() {
+		l.dotFile.Close()
+		l.dotlock, l.dotFile = "", nil
+	}()
+	var st unix.Stat_t
+	if err := unix.Fstatat(l.dirFd(), l.dotName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "stat", Path: l.dotlock, Err: err}
 	}
-	err := os.Remove(l.dotlock)
-	l.dotlock = ""
-	return err
+	if idOf(&st) != l.dotID {
+		return nil
+	}
+	if err := unix.Unlinkat(l.dirFd(), l.dotName, 0); err != nil {
+		return &os.PathError{Op: "remove", Path: l.dotlock, Err: err}
+	}
+	return nil
 }
 
 // Unlock releases both locks.
@@ -328,9 +510,17 @@ func (l *Lock) Unlock() error {
 		err = l.f.Close()
 		l.f = nil
 	}
+	if l.dir == nil {
+		if err != nil {
+			return fmt.Errorf("mbox: unlock %s: %w", l.path, err)
+		}
+		return nil
+	}
 	if derr := l.removeDotlock(); err == nil && derr != nil && !errors.Is(derr, os.ErrNotExist) {
 		err = derr
 	}
+	l.dir.Close()
+	l.dir = nil
 	if err != nil {
 		return fmt.Errorf("mbox: unlock %s: %w", l.path, err)
 	}
@@ -342,12 +532,11 @@ func (l *Lock) Unlock() error {
 // crash would otherwise undo a delivery already reported as done.
 func (l *Lock) unlockCommitted() error {
 	if l.dotlock != "" {
-		dir := filepath.Dir(l.dotlock)
 		if err := l.removeDotlock(); err != nil {
 			l.Unlock()
 			return fmt.Errorf("mbox: unlock %s: %w", l.path, err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := syncDir(l.dir); err != nil {
 			l.Unlock()
 			return fmt.Errorf("mbox: unlock %s: %w", l.path, err)
 		}
@@ -355,15 +544,9 @@ func (l *Lock) unlockCommitted() error {
 	return l.Unlock()
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
+// syncDir flushes the directory d.
+func syncDir(d *os.File) error {
+	err := d.Sync()
 	if errors.Is(err, syscall.EINVAL) {
 		return nil
 	}

@@ -14,6 +14,17 @@
 // honours the Content-Length that mutt and Dovecot write instead of
 // quoting.
 //
+// Safety: LockFile, Append and Rewrite open the mbox's directory once
+// (following the path to it, which is the administrator's) and reach
+// everything inside it from that descriptor, never through a symlink: the
+// mbox (created O_EXCL 0600 when missing), the dotlock and its temporary
+// file, a stale lock moved aside, Rewrite's temporary file. The mbox must be
+// a regular file with one link owned by the process's effective uid, else
+// ErrUnsafe: root is no exception and never writes a user's file (a
+// delivery to a user's mbox runs as that user). A dotlock's record of an
+// unfinished append cuts the mbox back only when it names the very file
+// locked (see Lock).
+//
 // CONTRACT: exported names below are used by delivery and pop3; add to them,
 // don't change them.
 package mbox
@@ -29,6 +40,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // LockTimeout is how long Append waits for the mbox locks.
@@ -460,8 +473,9 @@ func (r *msgReader) Read(p []byte) (int, error) {
 // (from a Scan of the current file, under lock), atomically: a temporary
 // file in the same directory, fsynced, renamed over path, the directory
 // fsynced; mode and (when permitted) owner are preserved. lock is the held
-// lock (nil: Rewrite takes and releases one); it stays held, now on the new
-// file.
+// lock on path (nil: Rewrite takes and releases one); it stays held, now on
+// the new file. The temporary file is created, and renamed, from the
+// lock's directory descriptor, never through a symlink.
 func Rewrite(path string, keep []Message, lock *Lock) (err error) {
 	if lock == nil {
 		l, err := LockFile(path, LockTimeout)
@@ -471,24 +485,33 @@ func Rewrite(path string, keep []Message, lock *Lock) (err error) {
 		defer l.Unlock()
 		lock = l
 	}
+	if lock.f == nil || lock.dir == nil {
+		return fmt.Errorf("mbox: rewrite %s: lock not held", path)
+	}
 	src := lock.f
 	fi, err := src.Stat()
 	if err != nil {
 		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+	dirfd := lock.dirFd()
+	var tmpName string
+	var fd int
+	for i := 0; ; i++ {
+		tmpName = fmt.Sprintf(".%s.rewrite-%d-%d", lock.name, os.Getpid(), time.Now().UnixNano())
+		fd, err = unix.Openat(dirfd, tmpName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil || !errors.Is(err, unix.EEXIST) || i == 100 {
+			break
+		}
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".rewrite-*")
 	if err != nil {
-		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
+		return fmt.Errorf("mbox: rewrite %s: %w", path, &os.PathError{Op: "open", Path: tmpName, Err: err})
 	}
+	tmp := os.NewFile(uintptr(fd), filepath.Join(filepath.Dir(path), tmpName))
 	renamed := false
 	defer func() {
 		if err != nil && !renamed {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			unix.Unlinkat(dirfd, tmpName, 0)
 		}
 	}()
 	// Lock the new file before it appears, so the lock passes to it without
@@ -520,20 +543,20 @@ func Rewrite(path string, keep []Message, lock *Lock) (err error) {
 		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		// Only root can give the file away; a user rewriting their own mbox
-		// already owns the new one.
+		// The locked file is ours (LockFile checked its owner); its group
+		// is kept when permitted.
 		tmp.Chown(int(st.Uid), int(st.Gid))
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
+	if err := unix.Renameat(dirfd, tmpName, dirfd, lock.name); err != nil {
+		return fmt.Errorf("mbox: rewrite %s: %w", path, &os.LinkError{Op: "rename", Old: tmpName, New: lock.name, Err: err})
 	}
 	renamed = true
 	lock.f = tmp
 	src.Close()
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(lock.dir); err != nil {
 		return fmt.Errorf("mbox: rewrite %s: %w", path, err)
 	}
 	return nil

@@ -166,7 +166,7 @@ func TestRecoverDeadHoldersPartialAppend(t *testing.T) {
 	f.WriteString("From a@b Mon Nov 23 12:00:00 2026\nSubject: partial\n\nhalf a bo")
 	f.Close()
 	dead := deadPID(t)
-	os.WriteFile(path+".lock", []byte(fmt.Sprintf("%d %d\n", dead, len(whole))), 0o600)
+	os.WriteFile(path+".lock", []byte(appendRecordOf(t, dead, len(whole), path)), 0o600)
 	l, err := LockFile(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +176,18 @@ func TestRecoverDeadHoldersPartialAppend(t *testing.T) {
 	if !bytes.Equal(got, whole) {
 		t.Fatalf("partial record not truncated: %q", got)
 	}
+}
+
+// appendRecordOf is the dotlock record a holder pid appending to the file
+// at path from size leaves: "pid@host size dev ino".
+func appendRecordOf(t testing.TB, pid, size int, path string) string {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%d@%s %d %d %d\n", pid, lockHost(), size, uint64(st.Dev), st.Ino)
 }
 
 // deadPID returns the pid of a process that has exited.
@@ -478,9 +490,10 @@ func TestDotlockOtherHost(t *testing.T) {
 func TestDotlockLinkFailedButMade(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mbox")
-	defer func() { linkFile = os.Link }()
-	linkFile = func(old, new string) error {
-		if err := os.Link(old, new); err != nil {
+	orig := linkAt
+	defer func() { linkAt = orig }()
+	linkAt = func(dirfd int, old, new string) error {
+		if err := orig(dirfd, old, new); err != nil {
 			return err
 		}
 		return &os.LinkError{Op: "link", Old: old, New: new, Err: syscall.EEXIST}
