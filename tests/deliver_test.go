@@ -321,11 +321,12 @@ func TestDeliverCrashMbox(t *testing.T) {
 	for i := 0; i < rounds; i++ {
 		killDuring(t, e, msg, (i+1)*len(msg)/rounds, "-f", "s@example.org", "-a", "u@example.test", "--mbox", mb)
 		// Right after a kill: the file holds whole messages, or the dead
-		// holder's dotlock records where the partial one starts.
+		// holder's dotlock records where the partial one starts ("pid@host
+		// size dev ino").
 		raw, _ := os.ReadFile(mb)
 		if l, err := os.ReadFile(mb + ".lock"); err == nil {
 			f := strings.Fields(string(l))
-			if len(f) == 2 {
+			if len(f) == 4 {
 				n, _ := strconv.Atoi(f[1])
 				if n < len(raw) {
 					partial++

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -543,7 +544,12 @@ func TestDurabilityMboxRecovery(t *testing.T) {
 	must(t, os.WriteFile(pe.Mbox, []byte(whole+"From dead@example.org Mon Nov 23 10:00:00 2026\nSubject: cut"), 0o600))
 	dead := exec.Command("true")
 	must(t, dead.Run())
-	must(t, os.WriteFile(pe.Mbox+".lock", []byte(fmt.Sprintf("%d %d\n", dead.Process.Pid, len(whole))), 0o600))
+	// The dotlock names the mbox it was appending to (device, inode): a
+	// record without them cuts nothing.
+	fi, err := os.Lstat(pe.Mbox)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	must(t, os.WriteFile(pe.Mbox+".lock", []byte(fmt.Sprintf("%d %d %d %d\n", dead.Process.Pid, len(whole), uint64(st.Dev), st.Ino)), 0o600))
 	s := pe.startTraced("pop3d", "")
 	d := pop3Login(t, s.Addr, "bob@example.test", "bobpw")
 	d.send("STAT")

@@ -288,10 +288,8 @@ func staleLock(dirfd int, name string) (rec appendRecord, stale bool, id fileID)
 		mtime := time.Unix(st.Mtim.Unix())
 		return rec, time.Since(mtime) > StaleAfter, idOf(st)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		// A symlink or anything else: not read, only its age counts.
-		return byAge(&st)
-	}
+	// A symlink is not read (O_NOFOLLOW), a FIFO not waited for: only
+	// their age counts.
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return byAge(&st)
@@ -300,16 +298,16 @@ func staleLock(dirfd int, name string) (rec appendRecord, stale bool, id fileID)
 	if err := unix.Fstat(fd, &st); err != nil {
 		return rec, false, fileID{}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return byAge(&st)
-	}
 	buf := make([]byte, 128)
 	n, err := unix.Pread(fd, buf, 0)
 	if err != nil || n < 0 {
 		n = 0
 	}
 	fields := strings.Fields(string(buf[:n]))
-	trusted := st.Uid == uint32(os.Geteuid()) && st.Nlink == 1
+	// The record is the writer's word about a file it could have swapped:
+	// only a dotlock we could have written ourselves is believed.
+	regular := st.Mode&unix.S_IFMT == unix.S_IFREG
+	trusted := regular && st.Uid == uint32(os.Geteuid()) && st.Nlink == 1
 	if trusted && len(fields) >= 4 {
 		size, err1 := strconv.ParseInt(fields[1], 10, 64)
 		dev, err2 := strconv.ParseUint(fields[2], 10, 64)

@@ -59,10 +59,11 @@ func OpenMbox(path string, owner uint32, timeout time.Duration) (Maildrop, error
 	}
 	lock, err := mbox.LockFile(path, timeout)
 	if err != nil {
-		// TODO(mbox): a sentinel error for "locked" would be better than
-		// matching the message.
-		if strings.Contains(err.Error(), "locked by another process") {
+		switch {
+		case errors.Is(err, mbox.ErrLocked):
 			return nil, ErrInUse
+		case errors.Is(err, mbox.ErrUnsafe):
+			return nil, &PermError{fmt.Errorf("pop3: %w", err)}
 		}
 		return nil, fmt.Errorf("pop3: mbox %s: %w", path, err)
 	}
