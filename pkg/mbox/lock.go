@@ -332,14 +332,14 @@ func staleLock(dirfd int, name string) (rec appendRecord, stale bool, id fileID)
 
 // openMbox opens the mbox in the directory, never through a symlink,
 // creating it (0600) when missing, and checks it (checkMbox).
-func (l *Lock) openMbox() (*os.File, error) {
+func (l *Lock) openMbox(deadline time.Time) (*os.File, error) {
 	dirfd := l.dirFd()
 	const flags = unix.O_RDWR | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
 	for {
 		fd, err := unix.Openat(dirfd, l.name, flags, 0)
 		if errors.Is(err, unix.ENOENT) {
 			fd, err = unix.Openat(dirfd, l.name, flags|unix.O_CREAT|unix.O_EXCL, 0o600)
-			if errors.Is(err, unix.EEXIST) {
+			if errors.Is(err, unix.EEXIST) && time.Now().Before(deadline) {
 				continue // made meanwhile: open that one
 			}
 		}
@@ -391,7 +391,7 @@ func checkMbox(path string, f *os.File) (unix.Stat_t, error) {
 func (l *Lock) fcntlLock(deadline time.Time) error {
 	wait := time.Millisecond
 	for {
-		f, err := l.openMbox()
+		f, err := l.openMbox(deadline)
 		if err != nil {
 			return err
 		}
@@ -426,6 +426,9 @@ func (l *Lock) fcntlLock(deadline time.Time) error {
 			return nil
 		}
 		f.Close() // renamed meanwhile: lock the new one
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mbox: %s: replaced again and again while being locked", l.path)
+		}
 	}
 }
 
