@@ -255,12 +255,13 @@ func (l *Lock) dotLock(deadline time.Time) (appendRecord, error) {
 					if found.size >= 0 {
 						rec = found
 					}
-				} else {
-					// Someone's fresh lock: put it back.
-					unix.Renameat(dirfd, aside, dirfd, l.dotName)
+					continue
 				}
+				// Someone's fresh lock: put it back.
+				unix.Renameat(dirfd, aside, dirfd, l.dotName)
 			}
-			continue
+			// Not moved (a sticky directory, another's lock): wait, as
+			// for a live holder.
 		}
 		if time.Now().After(deadline) {
 			return appendRecord{size: -1}, fmt.Errorf("mbox: %s: %w (dotlock)", l.path, ErrLocked)

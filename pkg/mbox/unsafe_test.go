@@ -237,6 +237,8 @@ func TestSymlinkedDotlock(t *testing.T) {
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path+".lock", ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		t.Fatal(err)
 	}
+	defer func(d time.Duration) { LockTimeout = d }(LockTimeout)
+	LockTimeout = 2 * time.Second
 	if err := Append(path, "a@b", date, strings.NewReader("Subject: third\n\nbody\n")); err != nil {
 		t.Fatalf("Append after a stale symlinked dotlock: %v", err)
 	}
