@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"letterbox/pkg/maildir"
+	"letterbox/pkg/mbox"
 	"letterbox/pkg/privsep"
 	"letterbox/pkg/route"
 )
@@ -221,7 +222,7 @@ type childResult struct {
 // sentinels are the errors a child's result names by key.
 var sentinels = map[string]error{
 	"loop": ErrLoop, "cantcreate": ErrCantCreate, "input": ErrInput, "pipe": ErrPipe,
-	"permission": os.ErrPermission, "unsafe-maildir": maildir.ErrUnsafe,
+	"permission": os.ErrPermission, "unsafe-maildir": maildir.ErrUnsafe, "unsafe-mbox": mbox.ErrUnsafe,
 	"nospace": syscall.ENOSPC, "quota": syscall.EDQUOT,
 }
 
