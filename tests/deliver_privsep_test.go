@@ -244,47 +244,14 @@ func hostnameForLock() string {
 	return h
 }
 
-// A |command target of a root-owned aliases file runs as default-privs,
-// never as root; the process is checked from inside (id -u, id -g).
-func TestPrivDeliverRootAliasPipe(t *testing.T) {
-	e := newOwnerEnv(t, `default-privs = "nobody"`)
-	out := privseptest.Dir(t)
-	must(t, os.Chmod(out, 0o777))
-	res := filepath.Join(out, "ids")
+// pipeIDs writes an aliases file (owned by aliasOwner) whose alias piper
+// pipes to id(1) writing into res, delivers to it through deliver and
+// through a queue-runner pass, both as root, and fails unless each run's
+// uid and gid were want's.
+func pipeIDs(t *testing.T, e *ownerEnv, aliasOwner privseptest.User, res string, want []string) {
+	t.Helper()
 	must(t, os.WriteFile(e.Aliases, []byte(fmt.Sprintf("postmaster: root\npiper: \"|id -u >%s; id -g >>%s\"\n", res, res)), 0o644))
-	nobody, err := lookupIDs("nobody")
-	must(t, err)
-	for _, via := range []string{"deliver", "queue-runner"} {
-		os.Remove(res)
-		if via == "deliver" {
-			if _, errs, code := e.run(attackMsg, "deliver", "piper@example.test"); code != 0 {
-				t.Fatalf("deliver: exit %d %s", code, errs)
-			}
-		} else {
-			queueAndPass(t, e.env, "piper@example.test")
-		}
-		b, err := os.ReadFile(res)
-		if err != nil {
-			t.Fatalf("%s: the pipe did not run: %v", via, err)
-		}
-		if got := strings.Fields(string(b)); len(got) != 2 || got[0] != nobody[0] || got[1] != nobody[1] {
-			t.Errorf("%s: the pipe ran as uid, gid %v, want nobody's %v", via, got, nobody)
-		}
-		if fileOwner(t, res) == 0 {
-			t.Errorf("%s: the pipe's output belongs to root", via)
-		}
-	}
-}
-
-// A |command target of an aliases file that a user owns runs as that
-// user (Postfix's rule for a non-root alias database).
-func TestPrivDeliverUserAliasPipe(t *testing.T) {
-	u := privseptest.NewUser(t)
-	e := newOwnerEnv(t, `default-privs = "nobody"`)
-	res := u.Path("ids")
-	must(t, os.WriteFile(e.Aliases, []byte(fmt.Sprintf("postmaster: root\npiper: \"|id -u >%s; id -g >>%s\"\n", res, res)), 0o644))
-	must(t, os.Chown(e.Aliases, int(u.UID), int(u.GID)))
-	want := []string{strconv.FormatUint(uint64(u.UID), 10), strconv.FormatUint(uint64(u.GID), 10)}
+	must(t, os.Chown(e.Aliases, int(aliasOwner.UID), int(aliasOwner.GID)))
 	for _, via := range []string{"deliver", "queue-runner"} {
 		os.Remove(res)
 		if via == "deliver" {
@@ -299,9 +266,28 @@ func TestPrivDeliverUserAliasPipe(t *testing.T) {
 			t.Fatalf("%s: the pipe did not run: %v", via, err)
 		}
 		if got := strings.Fields(string(b)); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
-			t.Errorf("%s: the pipe ran as uid, gid %v, want the aliases file owner's %v", via, got, want)
+			t.Errorf("%s: the pipe ran as uid, gid %v, want %v", via, got, want)
 		}
 	}
+}
+
+// A |command target of a root-owned aliases file runs as default-privs,
+// never as root; the process is checked from inside (id -u, id -g).
+func TestPrivDeliverRootAliasPipe(t *testing.T) {
+	e := newOwnerEnv(t, `default-privs = "nobody"`)
+	out := privseptest.Dir(t)
+	must(t, os.Chmod(out, 0o777))
+	nobody, err := lookupIDs("nobody")
+	must(t, err)
+	pipeIDs(t, e, privseptest.User{}, filepath.Join(out, "ids"), nobody)
+}
+
+// A |command target of an aliases file that a user owns runs as that
+// user (Postfix's rule for a non-root alias database).
+func TestPrivDeliverUserAliasPipe(t *testing.T) {
+	u := privseptest.NewUser(t)
+	e := newOwnerEnv(t, `default-privs = "nobody"`)
+	pipeIDs(t, e, u, u.Path("ids"), []string{strconv.FormatUint(uint64(u.UID), 10), strconv.FormatUint(uint64(u.GID), 10)})
 }
 
 // lookupIDs returns a login's uid and primary gid as id(1) prints them.
