@@ -183,8 +183,11 @@ func TestPrivDeliverMaildirSymlinks(t *testing.T) {
 // The mbox attacks: ~/mbox a symlink to a root-owned file, with and without
 // a forged stale dotlock naming a dead process and a size (the next
 // delivery truncated the target to it), and the dotlock itself a symlink.
+//
+// Via deliver as root, a queue-runner pass as root of root's sendmail, and
+// a pass of the victim's own sendmail (through drop/).
 func TestPrivDeliverMboxSymlinks(t *testing.T) {
-	for _, via := range []string{"deliver", "queue-runner"} {
+	for _, via := range []string{"deliver", "queue-runner", "drop"} {
 		t.Run(via, func(t *testing.T) {
 			u := privseptest.NewUser(t)
 			e := newOwnerEnv(t)
@@ -195,7 +198,24 @@ func TestPrivDeliverMboxSymlinks(t *testing.T) {
 					_, errs, code := e.run(attackMsg, "deliver", "-f", "mallory@example.test", "victim@example.test")
 					return errs, code == 0
 				}
+				if via == "drop" {
+					before := queuedFor(t, e.env, "victim@example.test")
+					if out, code := e.as(u, attackMsg, "sendmail", "-f", "mallory@example.test", "victim@example.test"); code != 0 {
+						t.Fatalf("sendmail as %s: exit %d %s", u.Name, code, out)
+					}
+					out, errs, code := e.run("", "queue-runner")
+					if code != 0 {
+						t.Fatalf("queue-runner: exit %d %s%s", code, out, errs)
+					}
+					return out + errs, queuedFor(t, e.env, "victim@example.test") == before
+				}
 				return passDelivers(t, e.env, "victim@example.test")
+			}
+			if via == "drop" {
+				// The spool, with its drop/ open to every user.
+				if _, errs, code := e.run("", "queue-runner"); code != 0 {
+					t.Fatalf("queue-runner: exit %d %s", code, errs)
+				}
 			}
 
 			target, content := rootSecret(t, "passwd")
@@ -218,12 +238,18 @@ func TestPrivDeliverMboxSymlinks(t *testing.T) {
 			os.Remove(lock)
 			must(t, os.Remove(mbox))
 
+			// A symlinked dotlock is a trap: the link is removed, the mail
+			// delivered, the target untouched.
 			lockTarget, lockContent := rootSecret(t, "authorized_keys")
 			must(t, os.Symlink(lockTarget, lock))
 			u.Chown(t, lock)
-			deliverAs()
+			if log, ok := deliverAs(); !ok {
+				t.Errorf("a symlinked dotlock: not delivered\n%s", log)
+			}
 			assertUnchanged(t, lockTarget, lockContent)
-			must(t, os.Remove(lock))
+			if _, err := os.Lstat(lock); err == nil {
+				t.Errorf("%s is still there", lock)
+			}
 
 			if log, ok := deliverAs(); !ok {
 				t.Fatalf("ordinary delivery failed\n%s", log)

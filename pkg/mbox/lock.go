@@ -285,12 +285,17 @@ func staleLock(dirfd int, name string) (rec appendRecord, stale bool, id fileID)
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return rec, false, fileID{}
 	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// No locker makes a dotlock a symlink (every one creates a file):
+		// it is a trap, stale at once. Moving it aside and removing it
+		// touch the link, never what it points to.
+		return rec, true, idOf(&st)
+	}
 	byAge := func(st *unix.Stat_t) (appendRecord, bool, fileID) {
 		mtime := time.Unix(st.Mtim.Unix())
 		return rec, time.Since(mtime) > StaleAfter, idOf(st)
 	}
-	// A symlink is not read (O_NOFOLLOW), a FIFO not waited for: only
-	// their age counts.
+	// A FIFO is not waited for: only its age counts.
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return byAge(&st)
