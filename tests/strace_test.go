@@ -81,7 +81,9 @@ func (c *sysCall) ok() bool {
 // String is the call as strace printed it, with its position.
 func (c *sysCall) String() string { return fmt.Sprintf("#%d [pid %d] %s", c.Entry, c.PID, c.Text) }
 
-var fdAnnot = regexp.MustCompile(`^(-?\d+|AT_FDCWD)<(.*)>$`)
+// strace -y prints a descriptor as 3</path>, and one whose name was
+// removed as 3</path>(deleted).
+var fdAnnot = regexp.MustCompile(`^(-?\d+|AT_FDCWD)<(.*)>(\(deleted\))?$`)
 
 // fdPath returns the path strace printed for descriptor argument i (-y), or
 // "" when it is not a file ("socket:[…]", "pipe:[…]") or was deleted.
@@ -90,7 +92,7 @@ func (c *sysCall) fdPath(i int) string {
 		return ""
 	}
 	m := fdAnnot.FindStringSubmatch(c.Args[i])
-	if m == nil || !strings.HasPrefix(m[2], "/") || strings.HasSuffix(m[2], " (deleted)") {
+	if m == nil || !strings.HasPrefix(m[2], "/") || m[3] != "" || strings.HasSuffix(m[2], " (deleted)") {
 		return ""
 	}
 	return m[2]
@@ -103,6 +105,9 @@ func (c *sysCall) fdTarget(i int) string {
 		return ""
 	}
 	if m := fdAnnot.FindStringSubmatch(c.Args[i]); m != nil {
+		if m[3] != "" {
+			return m[2] + " (deleted)"
+		}
 		return m[2]
 	}
 	return ""
@@ -540,10 +545,40 @@ type dirent struct {
 type fsModel struct {
 	ents map[string]*dirent
 	seed map[string]bool
+	// gone keeps the content of a path removed while a descriptor may
+	// still be open on it: strace then prints the descriptor as
+	// "path (deleted)", and what is written or flushed through it is still
+	// that content, which another link (a dotlock made by linking a
+	// unique file, then removing that name) may publish.
+	gone map[string]*inode
 }
 
 func newModel(seed map[string]bool) *fsModel {
-	return &fsModel{ents: map[string]*dirent{}, seed: seed}
+	return &fsModel{ents: map[string]*dirent{}, seed: seed, gone: map[string]*inode{}}
+}
+
+// fdInode returns the content descriptor argument i refers to: its path's,
+// or a removed path's (nil when neither is a file the model knows).
+func (m *fsModel) fdInode(c *sysCall, i int) *inode {
+	if p := c.fdPath(i); p != "" {
+		if systemPath(p) {
+			return nil
+		}
+		return m.inodeOf(p)
+	}
+	if p, ok := strings.CutSuffix(c.fdTarget(i), " (deleted)"); ok && strings.HasPrefix(p, "/") {
+		return m.gone[p]
+	}
+	return nil
+}
+
+// remove records that p's entry is gone, keeping its content for the
+// descriptors still open on it.
+func (m *fsModel) remove(p string, c *sysCall) {
+	if d := m.ents[p]; d != nil && d.ino != nil {
+		m.gone[p] = d.ino
+	}
+	m.setEntry(p, false, nil, c)
 }
 
 func (m *fsModel) ent(p string) *dirent { return m.ents[p] }
@@ -587,8 +622,8 @@ func (m *fsModel) apply(c *sysCall) {
 	}
 	switch c.Name {
 	case "write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "fallocate", "fchmod", "fchown":
-		if p := c.fdPath(0); p != "" && !systemPath(p) {
-			m.touch(p, c)
+		if ino := m.fdInode(c, 0); ino != nil {
+			ino.dirty, ino.last = true, c
 		}
 	case "truncate", "chmod", "chown", "lchown":
 		m.touch(c.pathAt(-1, 0), c)
@@ -642,9 +677,9 @@ func (m *fsModel) apply(c *sysCall) {
 		}
 		m.setEntry(to, true, m.inodeOf(from), c)
 	case "unlink", "rmdir":
-		m.setEntry(c.pathAt(-1, 0), false, nil, c)
+		m.remove(c.pathAt(-1, 0), c)
 	case "unlinkat":
-		m.setEntry(c.pathAt(0, 1), false, nil, c)
+		m.remove(c.pathAt(0, 1), c)
 	}
 }
 
@@ -657,6 +692,9 @@ func (m *fsModel) flush(c *sysCall) {
 	case "fsync", "fdatasync":
 		p := c.fdPath(0)
 		if p == "" {
+			if ino := m.fdInode(c, 0); ino != nil {
+				ino.dirty, ino.last = false, c
+			}
 			return
 		}
 		ino := m.inodeOf(p)
