@@ -54,9 +54,8 @@ func (d *mboxDrop) keepFresh() {
 // mailbox owner's uid): not a symlink to another mbox (/var/mail/root), not
 // a hard link to someone else's file.
 func OpenMbox(path string, owner uint32, timeout time.Duration) (Maildrop, error) {
-	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, &PermError{fmt.Errorf("pop3: mbox %s: %w", path, errNotRegular)}
-	}
+	// mbox.LockFile reaches the mbox from its directory without following a
+	// symlink, and creates nothing through one (ErrUnsafe).
 	lock, err := mbox.LockFile(path, timeout)
 	if err != nil {
 		switch {
