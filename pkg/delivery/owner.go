@@ -103,6 +103,11 @@ func PathOwner(path string) (privsep.Cred, error) {
 // uidCred is the credentials of uid from the system's user database (its
 // groups too); a uid without an entry gets gid alone when haveGID.
 func uidCred(uid, gid uint32, haveGID bool) (privsep.Cred, error) {
+	if uid == 0 && haveGID {
+		// Root's mailbox is delivered to in-process (DeliverAs): no
+		// groups to look up, and no user database to read per message.
+		return privsep.Cred{UID: 0, GID: gid}, nil
+	}
 	c, err := privsep.LookupUser(strconv.FormatUint(uint64(uid), 10))
 	if err == nil {
 		return c, nil

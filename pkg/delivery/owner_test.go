@@ -148,4 +148,7 @@ func TestOwners(t *testing.T) {
 	if c, err := PathOwner(u.Path("Maildir")); err != nil || c.UID != u.UID {
 		t.Errorf("PathOwner of a missing Maildir in %s's home: %v %v", u.Name, c, err)
 	}
+	if c, err := PathOwner(filepath.Join(t.TempDir(), "Maildir")); err != nil || c.UID != 0 {
+		t.Errorf("PathOwner of a missing Maildir in root's directory: %v %v", c, err)
+	}
 }
