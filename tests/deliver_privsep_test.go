@@ -333,3 +333,42 @@ func lookupIDs(name string) ([]string, error) {
 	}
 	return nil, fmt.Errorf("passwd: no %s", name)
 }
+
+// deliver --maildir and --mbox run by root deliver as the owner of the
+// directory they deliver into (deliver(8) SECURITY CONSIDERATIONS).
+func TestPrivDeliverExplicitPaths(t *testing.T) {
+	u := privseptest.NewUser(t)
+	e := newOwnerEnv(t)
+	md, mb := u.Path("Maildir"), u.Path("mbox")
+	for _, args := range [][]string{{"--maildir", md}, {"--mbox", mb}} {
+		if _, errs, code := e.run(attackMsg, "deliver", append([]string{"-f", "mallory@example.test"}, args...)...); code != 0 {
+			t.Fatalf("deliver %v: exit %d %s", args, code, errs)
+		}
+	}
+	assertOwnedFiles(t, u, append(maildirFiles(t, md, "new"), mb)...)
+	if uid := fileOwner(t, md); uid != u.UID {
+		t.Errorf("%s belongs to uid %d, not %d", md, uid, u.UID)
+	}
+}
+
+// queue-runner --mda runs the command as the recipient's mailbox owner,
+// with the owner's HOME (queue-runner(8) SECURITY CONSIDERATIONS).
+func TestPrivDeliverMDA(t *testing.T) {
+	u := privseptest.NewUser(t)
+	e := newOwnerEnv(t)
+	e.add("victim@example.test", u, "")
+	if out, errs, code := e.run(attackMsg, "sendmail", "-f", "mallory@example.test", "victim@example.test"); code != 0 {
+		t.Fatalf("sendmail: exit %d %s%s", code, out, errs)
+	}
+	if out, errs, code := e.run("", "queue-runner", "--mda", `id -u >"$HOME/mda-ids"; id -g >>"$HOME/mda-ids"; cat >/dev/null`); code != 0 {
+		t.Fatalf("queue-runner --mda: exit %d %s%s", code, out, errs)
+	}
+	b, err := os.ReadFile(u.Path("mda-ids"))
+	if err != nil {
+		t.Fatalf("the MDA did not write into the owner's HOME: %v", err)
+	}
+	want := []string{strconv.FormatUint(uint64(u.UID), 10), strconv.FormatUint(uint64(u.GID), 10)}
+	if got := strings.Fields(string(b)); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("the MDA ran as uid, gid %v, want %v", got, want)
+	}
+}

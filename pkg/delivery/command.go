@@ -156,17 +156,7 @@ func pathOwner(d route.Destination) (privsep.Cred, error) { return PathOwner(d.P
 
 // deliverOne delivers to d, as owner(d) when this process is root.
 func deliverOne(log *slog.Logger, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, r io.Reader) error {
-	var err error
-	if privsep.IsRoot() {
-		var cred privsep.Cred
-		if cred, err = owner(d); err != nil {
-			err = &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("deliver: %s: the mailbox's owner: %w", d.Address, err)}
-		} else {
-			err = DeliverAs(context.Background(), cred, d, sender, r)
-		}
-	} else {
-		err = Deliver(d, sender, r)
-	}
+	err := deliverAsOwner(context.Background(), owner, d, sender, r)
 	where := d.Path
 	if d.Kind == route.Pipe {
 		where = "|" + d.Command

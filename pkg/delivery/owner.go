@@ -122,10 +122,16 @@ func uidCred(uid, gid uint32, haveGID bool) (privsep.Cred, error) {
 // owner's credentials when this process is root and the owner is not, else
 // in this process.
 func (o Owners) Deliver(ctx context.Context, d route.Destination, sender string, msg io.Reader) error {
+	return deliverAsOwner(ctx, o.Owner, d, sender, msg)
+}
+
+// deliverAsOwner is DeliverContext, made as owner(d) when this process is
+// root: the one place where root decides whom a delivery runs as.
+func deliverAsOwner(ctx context.Context, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, msg io.Reader) error {
 	if !privsep.IsRoot() {
 		return DeliverContext(ctx, d, sender, msg)
 	}
-	cred, err := o.Owner(d)
+	cred, err := owner(d)
 	if err != nil {
 		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %s: the mailbox's owner: %w", d.Address, err)}
 	}

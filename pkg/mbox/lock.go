@@ -440,38 +440,30 @@ func (l *Lock) fcntlLock(deadline time.Time) error {
 
 // markAppend records in the dotlock that an append to the locked file
 // starts at size, durably, so that a crash or kill during the append can
-// be undone by the next locker. It writes to our own dotlock only: opened
-// from the directory without following a symlink, and checked to be the
-// file we created.
+// be undone by the next locker. It writes through the descriptor of the
+// dotlock we created, so it reaches our own dotlock only, nor anything a
+// symlink put there points to; and it fails when the name no longer holds
+// our dotlock (taken for stale and replaced): the lock is lost, and the
+// append must not go on.
 func (l *Lock) markAppend(size int64) error {
-	if l.dotlock == "" {
+	if l.dotFile == nil {
 		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(l.dirFd(), l.dotName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || idOf(&st) != l.dotID {
+		return fmt.Errorf("mbox: dotlock %s: not ours any more", l.dotlock)
 	}
 	var mst unix.Stat_t
 	if err := unix.Fstat(int(l.f.Fd()), &mst); err != nil {
 		return fmt.Errorf("mbox: %s: %w", l.path, err)
 	}
-	fd, err := unix.Openat(l.dirFd(), l.dotName, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("mbox: dotlock: %w", &os.PathError{Op: "open", Path: l.dotlock, Err: err})
-	}
-	f := os.NewFile(uintptr(fd), l.dotlock)
-	var st unix.Stat_t
-	err = unix.Fstat(fd, &st)
-	if err == nil && idOf(&st) != l.dotID {
-		err = fmt.Errorf("%s: not our dotlock any more", l.dotlock)
+	rec := []byte(fmt.Sprintf("%s %d %d %d\n", holderID(), size, uint64(mst.Dev), mst.Ino))
+	err := l.dotFile.Truncate(0)
+	if err == nil {
+		_, err = l.dotFile.WriteAt(rec, 0)
 	}
 	if err == nil {
-		err = f.Truncate(0)
-	}
-	if err == nil {
-		_, err = fmt.Fprintf(f, "%s %d %d %d\n", holderID(), size, uint64(mst.Dev), mst.Ino)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+		err = l.dotFile.Sync()
 	}
 	if err == nil {
 		err = syncDir(l.dir)
