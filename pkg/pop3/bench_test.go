@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	gomaildir "github.com/emersion/go-maildir"
+	"golang.org/x/sys/unix"
+
 	"letterbox/pkg/maildir"
 )
 
@@ -39,4 +42,165 @@ func BenchmarkOpenMaildir(b *testing.B) {
 		}
 		d.Close()
 	}
+}
+
+// BenchmarkMaildirListing compares ways to take a login's listing of a
+// 10,000-message Maildir (all in cur/, as after a first session) that
+// leave out entries that are not regular files (issue 15): "typed" is
+// maildir.List, whose entries carry the type the directory listing gave
+// (d_type), no stat; "gomaildir-fstatat" is go-maildir's Walk of cur/ and
+// the names of new/ (go-maildir lists new/ only by moving it into cur/),
+// with an fstatat(AT_SYMLINK_NOFOLLOW) per entry to learn its type;
+// "gomaildir-typed" is the Walk beside a typed listing for the types;
+// "typed-unsorted" is maildir.List's typed listing without its sort (the
+// go-maildir variants don't sort).
+// Run with go test -run X -bench MaildirListing -benchmem ./pkg/pop3.
+func BenchmarkMaildirListing(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "Maildir")
+	if err := maildir.Create(dir); err != nil {
+		b.Fatal(err)
+	}
+	const msgs = 10000
+	for i := 0; i < msgs; i++ {
+		name := fmt.Sprintf("%d.M%dP1V1I%d.bench,S=10240,W=10400:2,S", 1700000000+i, i, i)
+		if err := os.WriteFile(filepath.Join(dir, "cur", name), []byte("x"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	check := func(b *testing.B, n int, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n != msgs {
+			b.Fatalf("%d messages listed, want %d", n, msgs)
+		}
+	}
+	b.Run("typed", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			ms, err := maildir.List(dir)
+			n := 0
+			for _, m := range ms {
+				if m.Type.IsRegular() {
+					n++
+				}
+			}
+			check(b, n, err)
+		}
+	})
+	b.Run("typed-unsorted", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			n, err := listTyped(dir)
+			check(b, n, err)
+		}
+	})
+	b.Run("gomaildir-fstatat", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			n, err := listGoMaildirFstatat(dir)
+			check(b, n, err)
+		}
+	})
+	b.Run("gomaildir-typed", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			n, err := listGoMaildirTyped(dir)
+			check(b, n, err)
+		}
+	})
+}
+
+// listTyped counts the regular files of cur/ and new/ as maildir.List
+// finds them (a typed listing, the names parsed), without List's sort, to
+// compare with the go-maildir variants, which don't sort either.
+func listTyped(dir string) (int, error) {
+	n := 0
+	for _, sub := range []string{"cur", "new"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range ents {
+			if _, _, _, ok := maildir.ParseName(e.Name()); ok && e.Type().IsRegular() {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// listGoMaildirFstatat counts the regular files of cur/ (go-maildir's
+// Walk) and new/ (their names), each typed by an fstatat on the
+// directory's descriptor without following a symlink.
+func listGoMaildirFstatat(dir string) (int, error) {
+	n := 0
+	regular := func(d *os.File, name string) bool {
+		var st unix.Stat_t
+		return unix.Fstatat(int(d.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
+	}
+	cur, err := os.Open(filepath.Join(dir, "cur"))
+	if err != nil {
+		return 0, err
+	}
+	defer cur.Close()
+	prefix := len(cur.Name()) + 1
+	err = gomaildir.Dir(dir).Walk(func(m *gomaildir.Message) error {
+		if regular(cur, m.Filename()[prefix:]) {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	nd, err := os.Open(filepath.Join(dir, "new"))
+	if err != nil {
+		return 0, err
+	}
+	defer nd.Close()
+	names, err := nd.Readdirnames(-1)
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range names {
+		if _, _, _, ok := maildir.ParseName(name); ok && regular(nd, name) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// listGoMaildirTyped counts go-maildir's messages of cur/ that a typed
+// listing of cur/ says are regular files, and new/'s typed entries.
+func listGoMaildirTyped(dir string) (int, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "cur"))
+	if err != nil {
+		return 0, err
+	}
+	regular := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		regular[e.Name()] = e.Type().IsRegular()
+	}
+	n := 0
+	prefix := len(filepath.Join(dir, "cur")) + 1
+	err = gomaildir.Dir(dir).Walk(func(m *gomaildir.Message) error {
+		if regular[m.Filename()[prefix:]] {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	ents, err = os.ReadDir(filepath.Join(dir, "new"))
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		if _, _, _, ok := maildir.ParseName(e.Name()); ok && e.Type().IsRegular() {
+			n++
+		}
+	}
+	return n, nil
 }
