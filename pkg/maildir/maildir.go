@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	gomaildir "github.com/emersion/go-maildir"
 	"golang.org/x/sys/unix"
 )
 
@@ -368,32 +369,6 @@ func CreateFolder(root, name string) (string, error) {
 	return p, nil
 }
 
-// ListFolders returns the Maildir++ folders under root (names without the
-// leading dot, e.g. "Sent", "Lists.go"), sorted; INBOX (root itself) is not
-// listed. A directory counts as a folder when it has a cur/ subdirectory.
-func ListFolders(root string) ([]string, error) {
-	ents, err := os.ReadDir(root)
-	if err != nil {
-		return nil, fmt.Errorf("maildir: list folders: %w", err)
-	}
-	var out []string
-	for _, e := range ents {
-		n := e.Name()
-		if len(n) < 2 || n[0] != '.' || n == ".." {
-			continue
-		}
-		if CheckFolderName(n[1:]) != nil {
-			continue
-		}
-		if !isDir(filepath.Join(root, n, "cur")) {
-			continue
-		}
-		out = append(out, n[1:])
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
 // Message is one message file of a Maildir.
 type Message struct {
 	Key   string // unique part of the name, before ":2,"
@@ -535,12 +510,14 @@ func stamp(key string) (sec, usec int64) {
 }
 
 // SetFlags gives m the flags (letters, any order) and moves it to cur/ as
-// "<key>:2,<sorted flags>", the way Dovecot and mutt name it. When m's file
-// has been renamed meanwhile (another client changed its flags), the file
-// with the same key in cur/ is used.
+// "<key>:2,<sorted flags>", the way Dovecot and mutt name it: from new/
+// too, one message at a time (go-maildir's only way out of new/, Unseen,
+// takes all of new/ into cur/ and drops the names' info). When m's file
+// has been renamed meanwhile (another client changed its flags), FindKey
+// finds it in cur/ and it gets the flags.
 func SetFlags(dir string, m Message, flags string) (Message, error) {
 	flags = SortFlags(flags)
-	name := m.Key + ":2," + flags
+	name := InfoName(m.Key, flags)
 	target := filepath.Join(dir, "cur", name)
 	if m.Path == target {
 		m.Flags, m.New = flags, false
@@ -548,7 +525,9 @@ func SetFlags(dir string, m Message, flags string) (Message, error) {
 	}
 	err := os.Rename(m.Path, target)
 	if errors.Is(err, os.ErrNotExist) {
-		if cur, ok := findKey(filepath.Join(dir, "cur"), m.Key); ok {
+		if gm, cur, ok := FindKey(dir, m.Key); gm != nil {
+			err = gm.SetFlags([]gomaildir.Flag(flags))
+		} else if ok {
 			err = os.Rename(cur, target)
 		}
 	}
@@ -559,44 +538,37 @@ func SetFlags(dir string, m Message, flags string) (Message, error) {
 	return m, nil
 }
 
-func findKey(dir, key string) (string, bool) {
-	ents, err := os.ReadDir(dir)
+// InfoName is the name of the message key with the flags (sorted as
+// SortFlags sorts them) in cur/: "<key>:2,<flags>".
+func InfoName(key, flags string) string { return key + ":2," + SortFlags(flags) }
+
+// FindKey finds the file in dir/cur/ that holds the message key now, after
+// another program renamed it (an IMAP client changed its flags, a reader
+// took it from new/ into cur/). go-maildir's MessageByKey looks (a stat of
+// the names common flags give, then a scan of cur/) and gm is its Message;
+// for a name its parser refuses (an info section other than "2,…", such
+// as ":1,…"), a scan with ParseName finds it and gm is nil. ok is false
+// when no name in cur/ carries the key with an info section: renames give
+// one, and nothing moves a message back into new/.
+func FindKey(dir, key string) (gm *gomaildir.Message, path string, ok bool) {
+	gm, err := gomaildir.Dir(dir).MessageByKey(key)
+	if err == nil {
+		return gm, gm.Filename(), true
+	}
+	var fe *gomaildir.FlagError
+	var me *gomaildir.MailfileError
+	if !errors.As(err, &fe) && !errors.As(err, &me) {
+		return nil, "", false // no such key (KeyError), or cur/ unreadable
+	}
+	d := filepath.Join(dir, "cur")
+	ents, err := os.ReadDir(d)
 	if err != nil {
-		return "", false
+		return nil, "", false
 	}
 	for _, e := range ents {
 		if k, _, _, ok := ParseName(e.Name()); ok && k == key {
-			return filepath.Join(dir, e.Name()), true
+			return nil, filepath.Join(d, e.Name()), true
 		}
 	}
-	return "", false
-}
-
-// TmpMaxAge is the age after which a file in tmp/ is a leftover of an
-// interrupted delivery (the Maildir spec's 36 hours).
-const TmpMaxAge = 36 * time.Hour
-
-// CleanTmp removes files in dir/tmp/ older than age (TmpMaxAge when 0), as
-// the Maildir spec asks of readers, and returns how many it removed.
-func CleanTmp(dir string, age time.Duration) (int, error) {
-	if age <= 0 {
-		age = TmpMaxAge
-	}
-	d := filepath.Join(dir, "tmp")
-	ents, err := os.ReadDir(d)
-	if err != nil {
-		return 0, fmt.Errorf("maildir: clean %s: %w", d, err)
-	}
-	cutoff := time.Now().Add(-age)
-	n := 0
-	for _, e := range ents {
-		fi, err := e.Info()
-		if err != nil || fi.IsDir() || fi.ModTime().After(cutoff) {
-			continue
-		}
-		if os.Remove(filepath.Join(d, e.Name())) == nil {
-			n++
-		}
-	}
-	return n, nil
+	return nil, "", false
 }

@@ -211,3 +211,67 @@ func TestMaildirDeletedElsewhere(t *testing.T) {
 		t.Fatalf("left in cur/: %v", ents)
 	}
 }
+
+// TestMaildirRenamedElsewhere: messages another program renamed during the
+// session (an IMAP client changed flags, took one from new/ into cur/, or
+// gave one an info section go-maildir's parser refuses), before RETR or
+// between RETR and QUIT, are still read, deleted and marked seen, keeping
+// the flags they have now.
+func TestMaildirRenamedElsewhere(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	d0, err := OpenMaildir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d0.Close()
+	files := []struct{ listed, renamed, content string }{
+		// Renamed before RETR (and DELE for c).
+		{"cur/1700000001.M1P1.a:2,", "cur/1700000001.M1P1.a:2,Fa", "Subject: a\n\na\n"},
+		{"new/1700000002.M2P2.b", "cur/1700000002.M2P2.b:2,R", "Subject: b\n\nb\n"},
+		{"cur/1700000003.M3P3.c:2,S", "cur/1700000003.M3P3.c:2,ST", "Subject: c\n\nc\n"},
+		{"cur/1700000004.M4P4.d:2,F", "cur/1700000004.M4P4.d:1,x", "Subject: d\n\nd\n"},
+		// Renamed after RETR, before QUIT.
+		{"cur/1700000005.M5P5.e:2,", "cur/1700000005.M5P5.e:2,Fb", "Subject: e\n\ne\n"},
+		{"new/1700000006.M6P6.f", "cur/1700000006.M6P6.f:1,y", "Subject: f\n\nf\n"},
+		// Renamed before DELE, to a name go-maildir refuses.
+		{"cur/1700000007.M7P7.g:2,", "cur/1700000007.M7P7.g:1,z", "Subject: g\n\ng\n"},
+	}
+	for _, f := range files {
+		writeFile(t, filepath.Join(dir, f.listed), f.content)
+	}
+	d, err := OpenMaildir(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if len(d.Messages()) != len(files) {
+		t.Fatalf("messages %+v", d.Messages())
+	}
+	rename := func(i int) {
+		if err := os.Rename(filepath.Join(dir, files[i].listed), filepath.Join(dir, files[i].renamed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{0, 1, 2, 3, 6} {
+		rename(i)
+	}
+	for _, i := range []int{0, 1, 3, 4, 5} {
+		if got := readAll(t, d, i); got != files[i].content {
+			t.Fatalf("message %d reads %q", i+1, got)
+		}
+	}
+	rename(4)
+	rename(5)
+	if err := d.Commit([]int{0, 1, 3, 4, 5}, []int{2, 6}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "cur"))
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := "1700000001.M1P1.a:2,FSa 1700000002.M2P2.b:2,RS 1700000004.M4P4.d:2,S 1700000005.M5P5.e:2,FSb 1700000006.M6P6.f:2,S"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("cur/ after QUIT: %s\nwant: %s", got, want)
+	}
+}

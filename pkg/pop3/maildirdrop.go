@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 
+	gomaildir "github.com/emersion/go-maildir"
+
 	"letterbox/pkg/maildir"
 )
 
@@ -224,9 +226,16 @@ func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
 	f, err := openRegular(d.msgs[i].Path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Another program (an IMAP client) changed its flags: same key,
-		// new name in cur/.
-		if p, ok := d.find(d.msgs[i].Key); ok {
-			d.msgs[i].Path = p
+		// new name in cur/. Opened as regular only, whoever found it. The
+		// flags it has now are the ones QUIT adds S to.
+		if gm, p, ok := maildir.FindKey(d.dir, d.msgs[i].Key); ok {
+			m := &d.msgs[i]
+			m.Path, m.Name, m.New = p, filepath.Base(p), false
+			if gm != nil {
+				m.Flags = maildir.SortFlags(string(gm.Flags()))
+			} else {
+				_, _, m.Flags, _ = maildir.ParseName(m.Name)
+			}
 			f, err = openRegular(p)
 		}
 	}
@@ -236,35 +245,10 @@ func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
 	return f, nil
 }
 
-// find looks a key up in cur/ and new/.
-func (d *maildirDrop) find(key string) (string, bool) {
-	for _, sub := range []string{"cur", "new"} {
-		ents, err := os.ReadDir(filepath.Join(d.dir, sub))
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if k, _, _, ok := maildir.ParseName(e.Name()); ok && k == key {
-				return filepath.Join(d.dir, sub, e.Name()), true
-			}
-		}
-	}
-	return "", false
-}
-
 func (d *maildirDrop) Commit(retrieved, deleted []int) error {
 	var errs []error
 	for _, i := range deleted {
-		m := d.msgs[i]
-		err := os.Remove(m.Path)
-		if errors.Is(err, os.ErrNotExist) {
-			if p, ok := d.find(m.Key); ok {
-				err = os.Remove(p)
-			} else {
-				err = nil // already gone: what the client asked for
-			}
-		}
-		if err != nil {
+		if err := d.remove(d.msgs[i]); err != nil {
 			errs = append(errs, fmt.Errorf("pop3: maildrop %s: delete: %w", d.dir, err))
 		}
 	}
@@ -274,10 +258,8 @@ func (d *maildirDrop) Commit(retrieved, deleted []int) error {
 			if !m.New && strings.ContainsRune(m.Flags, 'S') {
 				continue
 			}
-			if _, err := maildir.SetFlags(d.dir, m, m.Flags+"S"); err != nil && !errors.Is(err, os.ErrNotExist) {
-				// Not worth failing QUIT over: the message is intact.
-				continue
-			}
+			// Not worth failing QUIT over: the message is intact.
+			d.markSeen(m)
 		}
 	}
 	if len(deleted) > 0 {
@@ -289,6 +271,51 @@ func (d *maildirDrop) Commit(retrieved, deleted []int) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// remove deletes the message's file where the listing saw it or, when
+// another program renamed it since (new flags, or taken into cur/), where
+// it is now. A message already gone is what the client asked for.
+func (d *maildirDrop) remove(m maildir.Message) error {
+	err := os.Remove(m.Path)
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	gm, p, ok := maildir.FindKey(d.dir, m.Key)
+	switch {
+	case gm != nil:
+		err = gm.Remove()
+	case ok:
+		err = os.Remove(p)
+	default:
+		return nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// markSeen adds the seen flag (S) to a retrieved message and moves it to
+// cur/, as Dovecot does. The rename is of the file the listing saw; one
+// that another program renamed since keeps the flags it has now (an IMAP
+// client's \Flagged, keywords) and gains S, through go-maildir's SetFlags
+// when its parser takes the name.
+func (d *maildirDrop) markSeen(m maildir.Message) error {
+	err := os.Rename(m.Path, filepath.Join(d.dir, "cur", maildir.InfoName(m.Key, m.Flags+"S")))
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	gm, p, ok := maildir.FindKey(d.dir, m.Key)
+	switch {
+	case gm != nil:
+		return gm.SetFlags(append(gm.Flags(), gomaildir.FlagSeen))
+	case ok:
+		_, _, flags, _ := maildir.ParseName(filepath.Base(p))
+		_, err := maildir.SetFlags(d.dir, maildir.Message{Key: m.Key, Path: p}, flags+"S")
+		return err
+	}
+	return nil // gone: deleted by another session
 }
 
 func fsyncDir(dir string) error {
