@@ -1,7 +1,39 @@
-// Package maildir delivers into Maildir directories durably (tmp → write →
-// fsync → link into new/ → fsync new/), names files per the Maildir spec,
-// and reads Maildir++ folders and other programs' file names. go-maildir
-// serves reading, flags and walking where it fits.
+// Package maildir is what letterbox needs of Maildir directories that
+// github.com/emersion/go-maildir (v0.6.0) lacks. go-maildir does the rest
+// where it fits: imapd's store (pkg/mailstore) walks cur/ with Dir.Walk,
+// cleans stale tmp/ files with Dir.Clean and maps folder names with
+// maildirpp; FindKey (a message another program renamed, found by key)
+// is its Dir.MessageByKey, and pop3d removes and flags what FindKey finds
+// with its Message.Remove and Message.SetFlags. Kept here, each because
+// go-maildir lacks it:
+//
+//   - Durable delivery and APPEND/COPY/MOVE: Deliver, DeliverFolder, Save,
+//     Link, Move, Create, CreateFolder write under tmp/, fsync, link into
+//     new/ or cur/ and fsync the directory, reaching the Maildir without
+//     following a symlink (safe.go); names carry ,S=<size>,W=<CRLF size>.
+//     go-maildir's Create, CopyTo, NewDelivery and Init never fsync and
+//     follow symlinks.
+//   - Other programs' name formats: ParseName takes every name the Maildir
+//     may hold (no info section, ":1,", flags in any order, IMAP keyword
+//     letters) and reads Dovecot's ,S= and ,W= sizes (NameSizes); go-maildir
+//     has no exported parser, its Walk refuses names without ":2,"
+//     (MailfileError, FlagError) and knows no sizes. SortFlags, InfoName,
+//     DeliveryOrder (new messages' order by the time in their names) and the
+//     unique names of the spec's modern format have no go-maildir
+//     counterpart either.
+//   - The typed listing: List gives each entry of new/ and cur/ with its
+//     type as the directory listing returned it (d_type), without a stat,
+//     so pop3d refuses a symlink or FIFO planted in the Maildir without an
+//     lstat per message. go-maildir's Walk reads names only, of cur/ only
+//     (new/ it lists only by moving it into cur/, Unseen); its Walk with
+//     an fstatat per entry took 3 to 4 times as long as List's listing on
+//     10,000 messages, which is most of a pop3d login
+//     (BenchmarkMaildirListing in pkg/pop3).
+//   - SetFlags moves one message from new/ into cur/ with its flags;
+//     go-maildir's only way out of new/, Unseen, moves all of new/ and drops
+//     the names' info sections.
+//   - Folder names' safety: CheckFolderName and FolderPath refuse names that
+//     would leave the Maildir; maildirpp only splits and joins names.
 //
 // CONTRACT: exported names below are used by delivery, pop3 and imap; add to
 // them, don't change them.
