@@ -10,8 +10,12 @@
 # A second mailbox of 20 messages of 5 MB shows whether memory grows with
 # message size.
 #
+# The login rows are the time until STAT is answered (the server started, the
+# login, the maildrop locked and listed), from the same sessions.
+#
 # Environment: POP3_BENCH_N (10000), POP3_BENCH_MIN/MAX (message size range,
-# 500..20000 octets).
+# 500..20000 octets); POP3_BENCH_ALT: another pop3d binary (a variant being
+# measured) run as "alt" in the same run, interleaved with the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${POP3_BENCH_N:-10000}
@@ -24,6 +28,7 @@ trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 go build -o "$work/driver" ./bench/pop3
 cp bin/pop3d "$work/pop3d"
+if [ -n "${POP3_BENCH_ALT:-}" ]; then cp "$POP3_BENCH_ALT" "$work/pop3d-alt"; fi
 
 # Run the servers unprivileged: Dovecot refuses to serve mail as root.
 asuser=()
@@ -61,11 +66,13 @@ have_dovecot=0
 run() {
   local server=$1 md=$2 name=$3
   case $server in
-  letterbox)
+  letterbox | alt)
+    local bin=$work/pop3d
+    [ "$server" = alt ] && bin=$work/pop3d-alt
     printf 'bench@example.test:{PLAIN}benchpw::::::mail=maildir:%s\n' "$md" >"$work/users"
     chown "$owner" "$work/users" "$work/letterbox.conf" 2>/dev/null || true
     "$work/driver" run -user bench@example.test -pass benchpw -- \
-      "${asuser[@]}" env LETTERBOX_CONFIG="$work/letterbox.conf" TCPREMOTEIP=127.0.0.1 "$work/pop3d"
+      "${asuser[@]}" env LETTERBOX_CONFIG="$work/letterbox.conf" TCPREMOTEIP=127.0.0.1 "$bin"
     ;;
   dovecot)
     dovecot_conf "$md" "$name"
@@ -78,9 +85,12 @@ run() {
 
 declare -A res
 servers=(letterbox)
+[ -n "${POP3_BENCH_ALT:-}" ] && servers+=(alt)
 [ $have_dovecot = 1 ] && servers+=(dovecot)
-# better returns the faster of two "seconds rss msgs octets" results.
+# better returns the faster of two "seconds rss msgs octets login" results;
+# fastest FIELD of two results.
 better() { if [ -z "$2" ] || awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN{exit !(a<b)}'; then echo "$1"; else echo "$2"; fi; }
+fastest() { if [ -z "$2" ]; then echo "$1"; else awk -v a="$1" -v b="$2" 'BEGIN{print (a<b)?a:b}'; fi; }
 for box in small large; do
   for server in "${servers[@]}"; do
     md="$work/$server-$box"
@@ -88,6 +98,7 @@ for box in small large; do
     cp -a "$work/$box" "$md"
     chown -R "$owner" "$md" 2>/dev/null || true
     res[$server-$box-cold]=$(run $server "$md" "$box")
+    res[$server-$box-cold-login]=$(echo "${res[$server-$box-cold]}" | awk '{print $5}')
   done
   # Warm runs alternate between the servers so that load from elsewhere on
   # the machine falls on both alike; the best of three counts.
@@ -95,6 +106,7 @@ for box in small large; do
     for server in "${servers[@]}"; do
       r=$(run $server "$work/$server-$box" "$box")
       res[$server-$box-warm]=$(better "$r" "${res[$server-$box-warm]:-}")
+      res[$server-$box-warm-login]=$(fastest "$(echo "$r" | awk '{print $5}')" "${res[$server-$box-warm-login]:-}")
     done
   done
   for server in "${servers[@]}"; do rm -rf "$work/$server-$box"; done
@@ -106,21 +118,31 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a>0) printf "%.2f", b/a; else prin
 small_mb=$(field "${res[letterbox-small-cold]}" 4)
 echo "POP3: LOGIN+STAT+UIDL+RETR all+QUIT, one session on stdin/stdout"
 echo "mailboxes: $N messages ($MIN..$MAX octets, $((small_mb / 1048576)) MiB as sent); 20 messages of 5 MiB"
-echo "ratio = dovecot / letterbox (time: >1 means letterbox is faster; RSS: >1 means letterbox uses less)"
+echo "ratio = other / letterbox (time: >1 means letterbox is faster; RSS: >1 means letterbox uses less)"
+echo "login = until STAT is answered (best of the warm runs for warm)"
 echo
-printf '%-28s %14s %14s %8s\n' "measure" "letterbox" "dovecot" "ratio"
+others=()
+for s in "${servers[@]}"; do [ "$s" != letterbox ] && others+=("$s"); done
+printf '%-28s %14s' "measure" "letterbox"
+for o in "${others[@]}"; do printf ' %14s %8s' "$o" "ratio"; done
+echo
+# row LABEL UNIT KEY FIELD: one measure of every server (FIELD of res[SERVER-KEY], or the value itself when FIELD is 0)
+row() {
+  local label=$1 unit=$2 key=$3 f=$4 l v
+  val() { if [ "$f" = 0 ]; then echo "${res[$1-$key]:-}"; elif [ -n "${res[$1-$key]:-}" ]; then field "${res[$1-$key]}" "$f"; fi; }
+  l=$(val letterbox)
+  printf '%-28s %13s%s' "$label" "$l" "$unit"
+  for o in "${others[@]}"; do
+    v=$(val "$o")
+    printf ' %13s%s %8s' "${v:--}" "$unit" "$([ -z "$v" ] && echo - || ratio "$l" "$v")"
+  done
+  echo
+}
 for box in small large; do
   for phase in cold warm; do
-    l=${res[letterbox-$box-$phase]}
-    d=${res[dovecot-$box-$phase]:-}
-    lt=$(field "$l" 1)
-    if [ -n "$d" ]; then dt=$(field "$d" 1); else dt=-; fi
-    printf '%-28s %13ss %13ss %8s\n' "time $box $phase" "$lt" "$dt" "$([ "$dt" = - ] && echo - || ratio "$lt" "$dt")"
+    row "time $box $phase" s "$box-$phase" 1
+    row "login $box $phase" s "$box-$phase-login" 0
   done
-  l=${res[letterbox-$box-warm]}
-  d=${res[dovecot-$box-warm]:-}
-  lr=$(field "$l" 2)
-  if [ -n "$d" ]; then dr=$(field "$d" 2); else dr=-; fi
-  printf '%-28s %11sKiB %11sKiB %8s\n' "peak RSS $box (warm)" "$lr" "$dr" "$([ "$dr" = - ] && echo - || ratio "$lr" "$dr")"
+  row "peak RSS $box (warm)" K "$box-warm" 2
 done
 if [ $have_dovecot = 0 ]; then echo "(dovecot-pop3d not installed: no peer column)"; fi

@@ -7,7 +7,9 @@
 // Dovecot's pop3 in preauth mode has no greeting and no login), does
 // LOGIN + STAT + UIDL + RETR of every message + QUIT, one command at a time
 // as a simple client does, checks that every RETR returned the size listed,
-// and prints: seconds, peak RSS of the server in KiB, messages, octets.
+// and prints: seconds, peak RSS of the server in KiB, messages, octets, and
+// the seconds until STAT was answered (the login: the server started, the
+// user authenticated, the maildrop locked and listed).
 package main
 
 import (
@@ -114,7 +116,7 @@ func run(args []string) error {
 	}
 	r := bufio.NewReaderSize(outp, 64*1024)
 	w := bufio.NewWriter(in)
-	c := &client{r: r, w: w}
+	c := &client{r: r, w: w, start: start}
 	msgs, octets, err := c.session(*preauth, *user, *pass)
 	in.Close()
 	if err != nil {
@@ -128,13 +130,15 @@ func run(args []string) error {
 	}
 	elapsed := time.Since(start)
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	fmt.Printf("%.3f %d %d %d\n", elapsed.Seconds(), ru.Maxrss, msgs, octets)
+	fmt.Printf("%.3f %d %d %d %.4f\n", elapsed.Seconds(), ru.Maxrss, msgs, octets, c.login.Seconds())
 	return nil
 }
 
 type client struct {
-	r *bufio.Reader
-	w *bufio.Writer
+	r     *bufio.Reader
+	w     *bufio.Writer
+	start time.Time
+	login time.Duration // from the start to STAT's answer
 }
 
 func (c *client) cmd(s string) (string, error) {
@@ -201,6 +205,7 @@ func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	c.login = time.Since(c.start)
 	f := strings.Fields(st)
 	if len(f) < 3 {
 		return 0, 0, fmt.Errorf("STAT: %q", st)
