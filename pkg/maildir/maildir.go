@@ -48,6 +48,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -481,13 +482,14 @@ func List(dir string) ([]Message, error) {
 	var out []Message
 	for _, sub := range []string{"new", "cur"} {
 		d := filepath.Join(dir, sub)
-		ents, err := os.ReadDir(d)
+		ents, err := readDir(d)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
 			return nil, fmt.Errorf("maildir: list %s: %w", d, err)
 		}
+		out = slices.Grow(out, len(ents))
 		for _, e := range ents {
 			if e.IsDir() {
 				continue
@@ -509,18 +511,54 @@ func List(dir string) ([]Message, error) {
 			out = append(out, m)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		si, ui := stamp(out[i].Key)
-		sj, uj := stamp(out[j].Key)
-		if si != sj {
-			return si < sj
-		}
-		if ui != uj {
-			return ui < uj
-		}
-		return out[i].Key < out[j].Key
-	})
+	// Each name's time is parsed once: parsing it in every comparison was
+	// two thirds of a 10,000-message listing.
+	by := byDelivery{msgs: out, stamps: make([][2]int64, len(out))}
+	for i := range out {
+		by.stamps[i][0], by.stamps[i][1] = stamp(out[i].Key)
+	}
+	sort.Sort(by)
 	return out, nil
+}
+
+// readDir is os.ReadDir without its sort by name (List sorts by delivery).
+func readDir(dir string) ([]fs.DirEntry, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.ReadDir(-1)
+}
+
+// byDelivery sorts messages by the delivery time in their names (stamps:
+// seconds and microseconds of each), then by key; one key's files (copies)
+// new/ first, then by name.
+type byDelivery struct {
+	msgs   []Message
+	stamps [][2]int64
+}
+
+func (b byDelivery) Len() int { return len(b.msgs) }
+func (b byDelivery) Swap(i, j int) {
+	b.msgs[i], b.msgs[j] = b.msgs[j], b.msgs[i]
+	b.stamps[i], b.stamps[j] = b.stamps[j], b.stamps[i]
+}
+func (b byDelivery) Less(i, j int) bool {
+	if b.stamps[i] != b.stamps[j] {
+		if b.stamps[i][0] != b.stamps[j][0] {
+			return b.stamps[i][0] < b.stamps[j][0]
+		}
+		return b.stamps[i][1] < b.stamps[j][1]
+	}
+	mi, mj := &b.msgs[i], &b.msgs[j]
+	if mi.Key != mj.Key {
+		return mi.Key < mj.Key
+	}
+	if mi.New != mj.New {
+		return mi.New
+	}
+	return mi.Name < mj.Name
 }
 
 // stamp returns the seconds and microseconds of a name's time: the leading
