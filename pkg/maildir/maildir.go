@@ -25,10 +25,11 @@
 //     type as the directory listing returned it (d_type), without a stat,
 //     so pop3d refuses a symlink or FIFO planted in the Maildir without an
 //     lstat per message. go-maildir's Walk reads names only, of cur/ only
-//     (new/ it lists only by moving it into cur/, Unseen); its Walk with
-//     an fstatat per entry took 3 to 4 times as long as List's listing on
-//     10,000 messages, which is most of a pop3d login
-//     (BenchmarkMaildirListing in pkg/pop3).
+//     (new/ it lists only by moving it into cur/: Unseen). Its Walk with an
+//     fstatat per entry took 4 times as long as the typed listing of 10,000
+//     messages (BenchmarkMaildirListing in pkg/pop3), and made pop3d's
+//     login on them 1.6 to 2.8 times as long (bench/pop3.sh, login warm,
+//     POP3_BENCH_ALT).
 //   - SetFlags moves one message from new/ into cur/ with its flags;
 //     go-maildir's only way out of new/, Unseen, moves all of new/ and drops
 //     the names' info sections.

@@ -108,7 +108,9 @@ func (d *maildirDrop) load() error {
 			// A symlink (to another user's message, to a file only root
 			// may read), a FIFO, a device: never a message. The type is
 			// the listing's (d_type), not an lstat per message: at 10,000
-			// messages the lstats were most of a login's time. A file
+			// messages the lstats were most of a login's time (and why the
+			// listing is maildir.List, not go-maildir's Walk, which gives
+			// names only: see pkg/maildir). A file
 			// swapped for a symlink after the listing is refused when
 			// opened (O_NOFOLLOW, openRegular).
 			d.skipped = append(d.skipped, m.Name)
