@@ -17,15 +17,30 @@
 #     Target: letterbox at least 1.5x Postfix.
 # The machine may be shared: compare the ratios, not the absolute numbers.
 # Needs root (Postfix's master, rspamd's user).
+#
+# BENCH_CHECKS_PROFILE=DIR: smtpd built with -tags benchprof; after the
+# rounds, one more round of each (on, off) with smtpd's pprof CPU and
+# allocation profiles of exactly that round (pkg/benchprof) saved as
+# DIR/{on,off}.cpu, DIR/{on,off}.allocs (and .allocs.before), then one of
+# each under strace -c -f: DIR/{on,off}.strace.
+# BENCH_CHECKS_RSPAMD=0: leave out the rspamd row (it needs minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MSGS=${BENCH_CHECKS_MSGS:-2000}
 RSPAMD_MSGS=${BENCH_CHECKS_RSPAMD_MSGS:-500}
 SESS=${BENCH_CHECKS_SESSIONS:-10}
 PATH=$PATH:/usr/sbin
+PROF=${BENCH_CHECKS_PROFILE:-}
 [ -x bin/smtpd ] || make -s bin >/dev/null || { echo "bench/checks: make bin failed"; exit 1; }
 T=$(mktemp -d /var/tmp/letterbox-bench-checks.XXXXXX)
 chmod 755 "$T"
+SMTPD=bin/smtpd
+if [ -n "$PROF" ]; then
+  command -v strace >/dev/null || { echo "bench/checks: strace needed for BENCH_CHECKS_PROFILE"; exit 1; }
+  mkdir -p "$PROF" && PROF=$(cd "$PROF" && pwd) || exit 1
+  go build -tags benchprof -o "$T/smtpd" ./cmd/smtpd || { echo "bench/checks: cannot build smtpd with -tags benchprof"; exit 1; }
+  SMTPD=$T/smtpd
+fi
 go build -o "$T/checks-bench" ./bench/checks || { echo "bench/checks: cannot build the helper"; exit 1; }
 PIDS=()
 INSTANCES=()
@@ -65,7 +80,7 @@ $3
 CONF
   echo "bench@example.test:{PLAIN}x::::::" > "$d/users"
   echo "postmaster: bench@example.test" > "$d/aliases"
-  LETTERBOX_CONFIG=$d/letterbox.conf start "$1" bin/smtpd --listen 127.0.0.1:$2
+  LETTERBOX_CONFIG=$d/letterbox.conf LETTERBOX_PROFILE_DIR=${PROF:+$d} start "$1" "$SMTPD" --listen 127.0.0.1:$2
   LAST_PID=${PIDS[-1]}
   wait_port "$2" || { echo "bench/checks: smtpd did not start"; cat "$T/$1.log"; exit 1; }
 }
@@ -78,8 +93,8 @@ dmarc = "enforce"'
 
 echo "smtpd acceptance with the checks: $MSGS DKIM-signed messages of 10 KB, $SESS sessions, new connection per message, durable"
 printf '%-34s %12s %12s %8s\n' "case" "checks on" "checks off" "on/off"
-P1=$(free_port); letterbox off "$P1" "$OFF"
-P2=$(free_port); letterbox on "$P2" "$ON"
+P1=$(free_port); letterbox off "$P1" "$OFF"; PID_OFF=$LAST_PID
+P2=$(free_port); letterbox on "$P2" "$ON"; PID_ON=$LAST_PID
 # Warm up both (page cache, DNS), then measure each in turn.
 "$T/checks-bench" send -server 127.0.0.1:$P1 -n 50 -c "$SESS" -msg "$T/msg-10240.eml" >/dev/null
 "$T/checks-bench" send -server 127.0.0.1:$P2 -n 50 -c "$SESS" -msg "$T/msg-10240.eml" >/dev/null
@@ -96,14 +111,30 @@ printf '%-34s %10s/s %10s/s %7sx\n' "SPF+DKIM+DMARC (all pass)" "$on" "$off" "$(
 echo "(rounds: on ${ons[*]}; off ${offs[*]})"
 if ! grep -q 'dkim=pass header.a=rsa-sha256' "$(ls -d "$T"/on/spool/data/* | head -1)"; then
   echo "bench/checks: the checks did not pass DKIM on the bench message"; fi
+if [ -n "$PROF" ]; then
+  for c in off:$P1:$PID_OFF on:$P2:$PID_ON; do
+    IFS=: read -r name port pid <<< "$c"
+    kill -USR1 "$pid"; sleep 0.2
+    r=$("$T/checks-bench" send -server 127.0.0.1:$port -n "$MSGS" -c "$SESS" -msg "$T/msg-10240.eml" || echo 0)
+    kill -USR1 "$pid"; sleep 0.5
+    mv "$T/$name/cpu.1" "$PROF/$name.cpu"; mv "$T/$name/allocs.1.start" "$PROF/$name.allocs.before"
+    mv "$T/$name/allocs.1.end" "$PROF/$name.allocs"
+    strace -c -f -o "$PROF/$name.strace" -p "$pid" 2>/dev/null & st=$!
+    sleep 1 # strace attaches to every thread first
+    s=$("$T/checks-bench" send -server 127.0.0.1:$port -n "$MSGS" -c "$SESS" -msg "$T/msg-10240.eml" || echo 0)
+    kill -INT "$st"; wait "$st"
+    echo "(profiled round, $name: $r msg/s; under strace: $s msg/s; profiles in $PROF/$name.*)"
+  done
+fi
 
 # Peak memory of a fresh smtpd for one message.
 peak() { # NAME EXTRA MSGFILE → VmHWM in kB
   local port; port=$(free_port)
   letterbox "$1" "$port" "$2"
   "$T/checks-bench" send -server 127.0.0.1:$port -n 1 -c 1 -msg "$3" >/dev/null || { echo 0; return; }
-  local pid; pid=$(pgrep -f -n "bin/smtpd --listen 127.0.0.1:$port")
-  awk '/VmHWM/ {print $2}' /proc/"$pid"/status
+  awk '/VmHWM/ {print $2}' /proc/"$LAST_PID"/status
+  # started in a subshell: cleanup does not know it
+  kill "$LAST_PID"
 }
 echo
 echo "smtpd peak memory (VmHWM) for one DKIM-signed message"
@@ -114,6 +145,7 @@ for size in 10240 31457280; do
   printf '%-34s %9s kB %9s kB\n' "$size octets" "$m_on" "$m_off"
 done
 
+[ "${BENCH_CHECKS_RSPAMD:-1}" = 0 ] && exit 0
 # rspamd, with the settings smtpd(8) gives, its DNS on ours.
 command -v rspamd >/dev/null && command -v smtp-source >/dev/null && command -v postfix >/dev/null || {
   echo; echo "bench/checks: rspamd or Postfix not installed (make interop installs them); no rspamd row"; exit 0; }

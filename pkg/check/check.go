@@ -72,6 +72,7 @@ type Config struct {
 type Checker struct {
 	cfg     Config
 	milters []*milterClient
+	keys    keyCache // DKIM key records, parsed
 }
 
 // New checks cfg and fills in its defaults.

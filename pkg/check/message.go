@@ -90,8 +90,13 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 			if !hp.done && hp.err == nil {
 				hp.feed(buf[:n], off)
 				if hp.done && hp.err == nil && verify {
-					run = cn.c.startDKIM(st, hp.fields)
+					run = cn.c.startDKIM(st, hp)
+					if run != nil {
+						run.body(buf[hp.bodyOff-off : n])
+					}
 				}
+			} else if run != nil {
+				run.body(buf[:n])
 			}
 			if hp.err == nil {
 				// A header over the limits is read to its end and
@@ -125,7 +130,7 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 		return "", verdict(552, "5.3.4", "%s", capitalize(hp.err.Error()))
 	}
 	if run == nil && verify {
-		run = cn.c.startDKIM(st, hp.fields)
+		run = cn.c.startDKIM(st, hp)
 	}
 	if cn.tempfailed {
 		if run != nil {
