@@ -140,10 +140,15 @@ func (s *dkimStream) bodyFor(relaxed bool) *bodyHash {
 			return b
 		}
 	}
-	b := &bodyHash{relaxed: relaxed, h: sha256.New()}
+	b := &bodyHash{relaxed: relaxed, h: sha256.New(), out: (*hashBuffers.Get().(*[]byte))[:0]}
 	s.bodies = append(s.bodies, b)
 	return b
 }
+
+// hashBuffers hold canonical octets on their way to the hash.
+var hashBuffers = sync.Pool{New: func() any { b := make([]byte, 0, hashBufferSize); return &b }}
+
+const hashBufferSize = 8 << 10
 
 // write takes the next piece of the body.
 func (s *dkimStream) write(p []byte) {
@@ -612,14 +617,63 @@ type bodyHash struct {
 	sum     []byte // the hash, once closed
 }
 
+// special are the octets the canonicalizations look at; runs of others
+// are hashed as they are.
+var special = [2][256]bool{
+	{'\r': true, '\n': true},
+	{'\r': true, '\n': true, ' ': true, '\t': true},
+}
+
 func (b *bodyHash) write(p []byte) {
-	for _, c := range p {
-		if c == '\n' && !b.prevCR {
-			b.put('\r')
+	// Work on a copy on the stack: storing into the heap's copy for every
+	// octet costs a write barrier each while the collector runs.
+	st := *b
+	st.feed(p)
+	*b = st
+}
+
+func (b *bodyHash) feed(p []byte) {
+	sp := &special[0]
+	if b.relaxed {
+		sp = &special[1]
+	}
+	for i := 0; i < len(p); {
+		c := p[i]
+		if !sp[c] {
+			// An ordinary octet: what is held back goes first, then
+			// the run of ordinary octets it starts.
+			if b.pairs > 0 || b.cr || b.wsp || len(b.tail) > 0 {
+				b.put(c)
+				b.prevCR = false
+				i++
+			}
+			j := i
+			for j < len(p) && !sp[p[j]] {
+				j++
+			}
+			if j > i {
+				if len(b.out)+(j-i) > hashBufferSize-64 {
+					b.h.Write(b.out)
+					b.out = b.out[:0]
+				}
+				if j-i >= hashBufferSize/2 {
+					b.h.Write(p[i:j])
+				} else {
+					b.out = append(b.out, p[i:j]...)
+				}
+				b.written = true
+				b.prevCR = false
+				i = j
+			}
+		} else {
+			if c == '\n' && !b.prevCR {
+				b.put('\r')
+			}
+			b.prevCR = c == '\r'
+			b.put(c)
+			i++
 		}
-		b.prevCR = c == '\r'
-		b.put(c)
-		if len(b.out) >= 8192 {
+		if len(b.out) >= hashBufferSize-64 {
 			b.h.Write(b.out)
 			b.out = b.out[:0]
 		}
@@ -687,7 +741,7 @@ func (b *bodyHash) put(c byte) {
 func (b *bodyHash) release() {
 	for ; b.pairs > 0; b.pairs-- {
 		b.out = append(b.out, '\r', '\n')
-		if len(b.out) >= 8192 {
+		if len(b.out) >= hashBufferSize-64 {
 			b.h.Write(b.out)
 			b.out = b.out[:0]
 		}
@@ -709,6 +763,10 @@ func (b *bodyHash) close() {
 		b.out = append(b.out, '\r', '\n')
 	}
 	b.h.Write(b.out)
+	if cap(b.out) == hashBufferSize {
+		out := b.out[:0]
+		hashBuffers.Put(&out)
+	}
 	b.out = nil
 	b.sum = b.h.Sum(nil)
 }
