@@ -295,3 +295,26 @@ func FuzzDKIMStream(f *testing.F) {
 		}
 	})
 }
+
+// TestDKIMHeaderWithoutEmptyLine: a header that does not end with an
+// empty line is left to go-msgauth, which reads on for one and, finding
+// none, verifies nothing (as before the verifier streamed); a header that
+// does is streamed.
+func TestDKIMHeaderWithoutEmptyLine(t *testing.T) {
+	z := dkimZone(t)
+	rk, _ := testKeys(t)
+	c := newChecker(t, z, Config{SPF: ModeOff, DMARC: ModeOff})
+	signed := sign(t, plainMsg, "signed.test", "rsa", rk)
+	for _, tc := range []struct{ name, msg, want string }{
+		{"no empty line", strings.Replace(signed, "\r\n\r\n", "\r\n", 1), `dkim=permerror reason="message not verifiable: failed to read header: EOF"`},
+		{"empty line", signed, "dkim=pass"},
+	} {
+		o := run(t, c, transaction{from: "alice@signed.test", rcpts: []string{"u@example.test"}, msg: tc.msg})
+		if o.err != nil {
+			t.Fatalf("%s: %v", tc.name, o.err)
+		}
+		if ar := authResults(o.stored); !strings.Contains(ar, tc.want) {
+			t.Errorf("%s: Authentication-Results %q, want %q", tc.name, ar, tc.want)
+		}
+	}
+}
