@@ -24,6 +24,7 @@
 # DIR/{on,off}.cpu, DIR/{on,off}.allocs (and .allocs.before), then one of
 # each under strace -c -f: DIR/{on,off}.strace.
 # BENCH_CHECKS_RSPAMD=0: leave out the rspamd row (it needs minutes).
+# BENCH_CHECKS_SMTPD=PATH: measure another build of smtpd (an A/B).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MSGS=${BENCH_CHECKS_MSGS:-2000}
@@ -34,7 +35,7 @@ PROF=${BENCH_CHECKS_PROFILE:-}
 [ -x bin/smtpd ] || make -s bin >/dev/null || { echo "bench/checks: make bin failed"; exit 1; }
 T=$(mktemp -d /var/tmp/letterbox-bench-checks.XXXXXX)
 chmod 755 "$T"
-SMTPD=bin/smtpd
+SMTPD=${BENCH_CHECKS_SMTPD:-bin/smtpd}
 if [ -n "$PROF" ]; then
   command -v strace >/dev/null || { echo "bench/checks: strace needed for BENCH_CHECKS_PROFILE"; exit 1; }
   mkdir -p "$PROF" && PROF=$(cd "$PROF" && pwd) || exit 1
