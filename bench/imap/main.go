@@ -144,6 +144,7 @@ func run(args []string) error {
 	user := fs.String("user", "", "user name")
 	pass := fs.String("pass", "", "password")
 	bodies := fs.Bool("bodies", false, "also fetch every message's body")
+	phases := fs.Bool("phases", false, "print to stderr when each step ended (ms since the start)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -166,13 +167,22 @@ func run(args []string) error {
 		return err
 	}
 	c := &client{r: bufio.NewReaderSize(out, 64<<10), w: bufio.NewWriter(in)}
+	var steps []string
+	step := func(name string) {
+		if *phases {
+			steps = append(steps, fmt.Sprintf("%s %.1f", name, time.Since(start).Seconds()*1000))
+		}
+	}
 	err = c.greet(*preauth, *user, *pass)
+	step("login")
 	if err == nil {
 		err = c.cmd("SELECT INBOX")
 	}
+	step("select")
 	if err == nil {
 		err = c.cmd("UID FETCH 1:* (FLAGS)")
 	}
+	step("fetch")
 	msgs := c.fetched
 	if err == nil && *bodies {
 		c.fetched = 0
@@ -180,6 +190,7 @@ func run(args []string) error {
 		if err == nil && c.fetched != msgs {
 			err = fmt.Errorf("bodies of %d messages, flags of %d", c.fetched, msgs)
 		}
+		step("bodies")
 	}
 	if err == nil {
 		err = c.cmd("LOGOUT")
@@ -195,6 +206,10 @@ func run(args []string) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	elapsed := time.Since(start)
+	step("exit")
+	if *phases {
+		fmt.Fprintln(os.Stderr, strings.Join(steps, "  "))
+	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	fmt.Printf("%.3f %d %d %d\n", elapsed.Seconds(), ru.Maxrss, msgs, c.octets)
 	return nil

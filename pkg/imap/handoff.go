@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"letterbox/pkg/config"
+	"letterbox/pkg/listen"
 	"letterbox/pkg/privsep/handoff"
 )
 
@@ -89,6 +90,7 @@ func (s *session) handOff(loc Location, mech string) result {
 // its result, when handoff.IsHandoffChild says this process was started
 // for a session.
 func ServeHandoff() int {
+	listen.OneSessionGC()
 	h, err := handoff.TakeHandoff()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imapd: session:", err)

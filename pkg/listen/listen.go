@@ -398,6 +398,7 @@ func Open(o Options) (*Launch, error) {
 		}
 	}
 	if stdio {
+		OneSessionGC()
 		// inetd, tcpserver or systemd Accept=yes: the proxy's connection is
 		// on stdin, its header first.
 		c, err := Stdio()

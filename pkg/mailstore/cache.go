@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // The cache (letterbox-imap.cache in each folder's directory) holds what
@@ -320,7 +321,8 @@ func parseCacheHeader(text string) (cacheState, int, int, string, error) {
 	return s, int(nm), int(nx), rest, nil
 }
 
-// parseCache reads a whole cache file.
+// parseCache reads a whole cache file. The state's names point into b,
+// which the caller must not change afterwards.
 func parseCache(b []byte) (cacheState, error) {
 	end := bytes.LastIndex(b, []byte("\nend "))
 	if end < 0 || b[len(b)-1] != '\n' {
@@ -330,8 +332,10 @@ func parseCache(b []byte) (cacheState, error) {
 	if err != nil || uint32(sum) != crc32.ChecksumIEEE(b[:end+1]) {
 		return cacheState{}, cacheErr("checksum mismatch")
 	}
-	// One string for the whole file; names are cut from it.
-	s, nm, nx, body, err := parseCacheHeader(string(b[:end+1]))
+	// One string for the whole file, sharing b's memory (a copy would be
+	// as big as the file again in a process that reads it once); names
+	// are cut from it.
+	s, nm, nx, body, err := parseCacheHeader(unsafe.String(&b[0], end+1))
 	if err != nil {
 		return s, err
 	}
@@ -381,26 +385,42 @@ func parseCache(b []byte) (cacheState, error) {
 }
 
 func parseMsgLine(l string) (msg, bool) {
+	// A SELECT of a large folder parses one such line per message: the
+	// numbers are read in place, not through strconv's general parsers.
 	var m msg
-	var f [5]string
-	for i := range f {
-		j := strings.IndexByte(l, ' ')
-		if j < 0 {
+	var v [4]uint64
+	limits := [4]uint64{1<<32 - 1, 1<<63 - 1, 1<<63 - 1, 1<<63 - 1}
+	for i := range v {
+		n, rest, ok := cutDecimal(l, limits[i])
+		if !ok || rest == "" || rest[0] != ' ' {
 			return m, false
 		}
-		f[i], l = l[:j], l[j+1:]
+		v[i], l = n, rest[1:]
 	}
-	uid, e1 := strconv.ParseUint(f[0], 10, 32)
-	ms, e2 := strconv.ParseUint(f[1], 10, 63)
-	size, e3 := strconv.ParseInt(f[2], 10, 64)
-	date, e4 := strconv.ParseInt(f[3], 10, 64)
-	if e1 != nil || e2 != nil || e3 != nil || e4 != nil || uid == 0 || size < 0 || date < 0 || (f[4] != "n" && f[4] != "c") {
+	if len(l) < 2 || (l[0] != 'n' && l[0] != 'c') || l[1] != ' ' {
 		return m, false
 	}
-	if l == "" || l[0] == '.' || strings.ContainsAny(l, "/\x00") || baseKey(l) == "" {
+	inNew := l[0] == 'n'
+	l = l[2:]
+	if v[0] == 0 || l == "" || l[0] == '.' || strings.IndexByte(l, '/') >= 0 || strings.IndexByte(l, 0) >= 0 || baseKey(l) == "" {
 		return m, false
 	}
-	return msg{uid: uint32(uid), modseq: ms, size: size, date: date, name: l, inNew: f[4] == "n"}, true
+	return msg{uid: uint32(v[0]), modseq: v[1], size: int64(v[2]), date: int64(v[3]), name: l, inNew: inNew}, true
+}
+
+// cutDecimal reads the unsigned decimal number at the start of s, at most
+// max, and returns what follows it.
+func cutDecimal(s string, max uint64) (uint64, string, bool) {
+	var n uint64
+	i := 0
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		d := uint64(s[i] - '0')
+		if n > (max-d)/10 {
+			return 0, s, false
+		}
+		n = n*10 + d
+	}
+	return n, s[i:], i > 0
 }
 
 // readCacheFile reads dir's cache and its key. A missing or unreadable

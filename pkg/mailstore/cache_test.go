@@ -282,3 +282,44 @@ func TestSettled(t *testing.T) {
 		}
 	}
 }
+
+// TestParseMsgLine: the in-place number reader takes what strconv took
+// for the cache's own lines, and refuses what does not fit the field.
+func TestParseMsgLine(t *testing.T) {
+	name := "1700000000.M1P2.host,S=5,W=6:2,S"
+	good := []struct {
+		line string
+		want msg
+	}{
+		{"1 2 3 4 c " + name, msg{uid: 1, modseq: 2, size: 3, date: 4, name: name}},
+		{"4294967295 9223372036854775807 0 0 n " + name, msg{uid: 1<<32 - 1, modseq: 1<<63 - 1, name: name, inNew: true}},
+		{"007 1 1 1 c " + name, msg{uid: 7, modseq: 1, size: 1, date: 1, name: name}},
+	}
+	for _, g := range good {
+		m, ok := parseMsgLine(g.line)
+		if !ok || m != g.want {
+			t.Errorf("parseMsgLine(%q) = %+v, %v; want %+v", g.line, m, ok, g.want)
+		}
+	}
+	for _, bad := range []string{
+		"0 1 1 1 c " + name,          // UID 0
+		"4294967296 1 1 1 c " + name, // UID above 32 bits
+		"1 9223372036854775808 1 1 c " + name,
+		"1 18446744073709551616 1 1 c " + name, // overflows 64 bits
+		"+1 1 1 1 c " + name,
+		"1 -1 1 1 c " + name,
+		"1  1 1 1 c " + name,
+		"1 1 1 1 x " + name,
+		"1 1 1 1 c",
+		"1 1 1 1 c ",
+		"1 1 1 1 c .hidden",
+		"1 1 1 1 c a/b",
+		"1 1 1 1 c a\x00b",
+		"1 1 1 1",
+		"",
+	} {
+		if m, ok := parseMsgLine(bad); ok {
+			t.Errorf("parseMsgLine(%q) = %+v, want refused", bad, m)
+		}
+	}
+}
