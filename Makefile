@@ -8,6 +8,11 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 COMMANDS = $(notdir $(wildcard cmd/*))
 LDFLAGS  = -X letterbox/pkg/config.Version=$(VERSION)
+# urfave/cli's Markdown and man page generators (and the Markdown library
+# they link, whose tables are built at every start) are not used: our man
+# pages are written by hand. Without them each command starts faster, which
+# counts for imapd and pop3d started per connection (inetd mode).
+TAGS     = urfave_cli_no_docs
 
 .PHONY: all test run install interop bench clean lint fuzz
 
@@ -15,7 +20,7 @@ all: bin
 
 bin: $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 	ln -sf sendmail bin/mailq
 	@touch bin
 

@@ -65,7 +65,7 @@ if [ -n "$PROF" ]; then
   command -v strace >/dev/null || { echo "bench/smtpd: strace needed for BENCH_SMTPD_PROFILE"; exit 1; }
   mkdir -p "$PROF" && PROF=$(cd "$PROF" && pwd) || exit 1
   BIN=$T/bin
-  go build -tags benchprof -o "$BIN/" ./cmd/smtpd ./cmd/queue-runner || { echo "bench/smtpd: cannot build with -tags benchprof"; exit 1; }
+  go build -tags benchprof,urfave_cli_no_docs -o "$BIN/" ./cmd/smtpd ./cmd/queue-runner || { echo "bench/smtpd: cannot build with -tags benchprof"; exit 1; }
 else
   [ -x "$BIN/smtpd" ] && [ -x "$BIN/queue-runner" ] || make -s bin >/dev/null
 fi

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 func bin(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Do(func() {
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "letterbox/cmd/...")
+		cmd := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", binDir+"/", "letterbox/cmd/...") // the Makefile's TAGS
 		cmd.Dir = ".."
 		out, err := cmd.CombinedOutput()
 		if err != nil {

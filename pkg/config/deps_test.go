@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -58,6 +59,37 @@ func TestConfigIsLean(t *testing.T) {
 	for _, d := range strings.Fields(string(out)) {
 		if strings.HasPrefix(d, "github.com/urfave/cli") || d == "net/http" {
 			t.Errorf("pkg/config links %s", d)
+		}
+	}
+}
+
+// TestServersLinkNoDocGenerators: built as the Makefile builds them (its
+// TAGS), the commands started per connection link neither urfave/cli's
+// Markdown and man page generators nor the Markdown library, whose
+// package initialisation runs at every start.
+func TestServersLinkNoDocGenerators(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags string
+	for _, l := range strings.Split(string(mk), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "TAGS" {
+			tags = strings.TrimSpace(v)
+		}
+	}
+	if tags == "" {
+		t.Fatal("the Makefile sets no TAGS")
+	}
+	for _, cmd := range []string{"imapd", "pop3d", "smtpd"} {
+		out, err := exec.Command("go", "list", "-deps", "-tags", tags, "letterbox/cmd/"+cmd).Output()
+		if err != nil {
+			t.Fatalf("go list -deps -tags %s letterbox/cmd/%s: %v", tags, cmd, err)
+		}
+		for _, d := range strings.Fields(string(out)) {
+			if strings.HasPrefix(d, "github.com/russross/blackfriday") || strings.HasPrefix(d, "github.com/cpuguy83/go-md2man") {
+				t.Errorf("cmd/%s built with -tags %s links %s", cmd, tags, d)
+			}
 		}
 	}
 }
