@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"math/big"
+	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/emersion/go-msgauth/dkim"
 )
@@ -147,7 +149,7 @@ func TestDKIMStreamMatchesGoMsgauth(t *testing.T) {
 	z.txt(t, "empty._domainkey.signed.test", "")
 	c := newChecker(t, z, Config{SPF: ModeOff, DMARC: ModeOff})
 
-	head := "From: Alice <alice@signed.test>\r\nTo: u@example.test\r\nSubject:  hello \r\n\tworld\r\nDate: Mon, 1 Dec 2025 10:00:00 +0000\r\n\r\n"
+	head := "From: Alice <alice@signed.test>\r\nTo: u@example.test\r\nSubject:  hello \r\n\tworld\r\nSubject: Re: Fwd:  x: y \r\nDate: Mon, 1 Dec 2025 10:00:00 +0000\r\n\r\n"
 	bodies := map[string]string{
 		"empty":              "",
 		"one empty line":     "\r\n",
@@ -317,4 +319,50 @@ func TestDKIMHeaderWithoutEmptyLine(t *testing.T) {
 			t.Errorf("%s: Authentication-Results %q, want %q", tc.name, ar, tc.want)
 		}
 	}
+}
+
+// FuzzDKIMHeaderFunctions: the hand-written relaxedHeader, removeSignature
+// and stripWhitespace give what go-msgauth's (strings.FieldsFunc, a
+// regexp, strings.Map) give.
+func FuzzDKIMHeaderFunctions(f *testing.F) {
+	for _, s := range []string{
+		"Subject:  Re: hello \r\n\tworld\r\n",
+		"DKIM-Signature: v=1; a=rsa-sha256; bh=abc=; b=AbC\r\n dEf=;\r\n",
+		"DKIM-Signature: b =x; b=; bb=y; b\v=z; b\f=w",
+		"no colon \r\n",
+		"X: \xc2\xa0 \xc2\x85 a\x0bb\u2028",
+		":",
+		"b=",
+	} {
+		f.Add(s)
+	}
+	sigRegex := regexp.MustCompile(`(b\s*=)[^;]+`)
+	f.Fuzz(func(t *testing.T, s string) {
+		want := func() string {
+			k, v, ok := strings.Cut(s, ":")
+			if !ok {
+				return strings.TrimSpace(strings.ToLower(s)) + ":\r\n"
+			}
+			k = strings.TrimSpace(strings.ToLower(k))
+			v = strings.Join(strings.FieldsFunc(v, func(r rune) bool {
+				return r == ' ' || r == '\t' || r == '\n' || r == '\r'
+			}), " ")
+			return k + ":" + v + "\r\n"
+		}()
+		if got := relaxedHeader(s); got != want {
+			t.Errorf("relaxedHeader(%q) = %q, want %q", s, got, want)
+		}
+		if got, want := removeSignature(s), sigRegex.ReplaceAllString(s, "$1"); got != want {
+			t.Errorf("removeSignature(%q) = %q, want %q", s, got, want)
+		}
+		want = strings.Map(func(r rune) rune {
+			if unicode.IsSpace(r) {
+				return -1
+			}
+			return r
+		}, s)
+		if got := stripWhitespace(s); got != want {
+			t.Errorf("stripWhitespace(%q) = %q, want %q", s, got, want)
+		}
+	})
 }
