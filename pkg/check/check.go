@@ -1,21 +1,19 @@
 // Package check is what smtpd asks about mail from strangers — clients that
 // are neither authenticated nor in relay-networks (DESIGN.md § Checks on
 // mail in): DNS block and allow lists at connect, SPF at MAIL FROM, DKIM
-// verification while the message streams in (dkimstream.go: the body is
-// hashed as it is read from the client), DMARC after it, then milters (the
-// Sendmail milter protocol, as Postfix speaks it) and a filter command.
-// The message smtpd commits carries an Authentication-Results field with
-// our results, the milters' changes, and none of the Authentication-Results
-// fields that claimed to be ours.
+// verification while the message streams into a staging file, DMARC after
+// it, then milters (the Sendmail milter protocol, as Postfix speaks it) and
+// a filter command. The message smtpd commits carries an
+// Authentication-Results field with our results, the milters' changes, and
+// none of the Authentication-Results fields that claimed to be ours.
 //
-// The spool's data file is written once, and the Authentication-Results
-// field that goes on top of it is known only at the end of the message, so
-// a message is first staged (stage.go: in memory up to 256 KiB, beyond in
-// an unlinked temporary file), checked, and then written, with its new
+// The spool's data file is written once, so a message is first staged:
+// written to an unlinked temporary file as it arrives (DKIM hashes it from
+// there while it grows), checked, and then written again, with its new
 // header, as the spool's data file — or not at all when it is refused. A
-// message's memory is its header (bounded by HeaderLimits), at most 256
-// KiB of staging and, when a milter replaces the body, the new body
-// (bounded by the message size limit); everything else is on disk.
+// message's memory is its header (bounded by HeaderLimits) and, when a
+// milter replaces the body, the new body (bounded by the message size
+// limit); everything else is on disk.
 //
 // Every decision is one log line; those about a message carry its queue id.
 package check
@@ -74,7 +72,6 @@ type Config struct {
 type Checker struct {
 	cfg     Config
 	milters []*milterClient
-	keys    keyCache // DKIM key records, parsed
 }
 
 // New checks cfg and fills in its defaults.

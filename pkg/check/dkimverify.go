@@ -1,7 +1,6 @@
 package check
 
 import (
-	"bytes"
 	"context"
 	"strings"
 
@@ -36,33 +35,24 @@ func (o dkimOutcome) authres() authres.Result {
 	}}
 }
 
-// dkimRun is the verification of a message's signatures: streamed (the
-// body hashed as it arrives, dkimstream.go) or, for a header that does
-// not end with an empty line, go-msgauth following the staged message.
+// dkimRun is a verification following a message into its staging file.
 type dkimRun struct {
 	sigs   []dkimOutcome // one per DKIM-Signature field, in order
+	done   chan struct{}
 	cancel context.CancelFunc
-
-	stream *dkimStream
-
-	done   chan struct{} // go-msgauth's run
 	verifs []*dkim.Verification
 	err    error
 }
 
 // startDKIM starts verifying the DKIM signatures of the message whose
-// header hp has read: streamed when the header ended with an empty line
-// (the caller then gives the body to run.body), else by go-msgauth reading
-// the message from st as it arrives. It returns nil when there is no
-// signature.
-func (c *Checker) startDKIM(st *staged, hp *headerParser) *dkimRun {
+// header is fields, reading it from st as it arrives. It returns nil when
+// there is no signature.
+func (c *Checker) startDKIM(st *staged, fields []Field) *dkimRun {
 	var sigs []dkimOutcome
-	var sigFields []int
-	for i, f := range hp.fields {
+	for _, f := range fields {
 		if !f.Is("DKIM-Signature") {
 			continue
 		}
-		sigFields = append(sigFields, i)
 		tags, _ := ParseTagList(f.Value())
 		b := stripFWS(tagValue(tags, "b"))
 		if len(b) > 8 {
@@ -80,12 +70,7 @@ func (c *Checker) startDKIM(st *staged, hp *headerParser) *dkimRun {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
-	run := &dkimRun{sigs: sigs, cancel: cancel}
-	if hp.blank {
-		run.stream = c.startStream(ctx, msgauthHeader(hp.fields), sigFields)
-		return run
-	}
-	run.done = make(chan struct{})
+	run := &dkimRun{sigs: sigs, done: make(chan struct{}), cancel: cancel}
 	opts := &dkim.VerifyOptions{LookupTXT: c.cfg.Resolver.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}
 	go func() {
 		defer close(run.done)
@@ -94,82 +79,40 @@ func (c *Checker) startDKIM(st *staged, hp *headerParser) *dkimRun {
 	return run
 }
 
-// msgauthHeader returns the fields as go-msgauth's header reader gives
-// them: each line without its line end (CRLF or LF), then CRLF.
-func msgauthHeader(fields []Field) []string {
-	h := make([]string, len(fields))
-	var b strings.Builder
-	for i, f := range fields {
-		b.Reset()
-		raw := f.Raw
-		for len(raw) > 0 {
-			j := bytes.IndexByte(raw, '\n')
-			line := raw
-			if j >= 0 {
-				line, raw = raw[:j], raw[j+1:]
-			} else {
-				raw = nil
-			}
-			line = bytes.TrimSuffix(line, []byte("\r"))
-			b.Write(line)
-			b.WriteString("\r\n")
-		}
-		h[i] = b.String()
-	}
-	return h
-}
-
-// body takes the next piece of the body (after the header's empty line).
-func (r *dkimRun) body(p []byte) {
-	if r.stream != nil {
-		r.stream.write(p)
-	}
-}
-
-// wait returns the outcome of each signature once the message is all
-// there (its staging finished).
+// wait returns the outcome of each signature once the verifier is done
+// (the staging file must be finished).
 func (r *dkimRun) wait() []dkimOutcome {
-	var verifs []verification
-	var msgErr error
-	if r.stream != nil {
-		verifs = r.stream.finish()
-	} else {
-		<-r.done
-		for _, v := range r.verifs {
-			verifs = append(verifs, verification{domain: v.Domain, err: v.Err})
-		}
-		msgErr = r.err
-	}
+	<-r.done
 	r.cancel()
 	for i := range r.sigs {
 		o := &r.sigs[i]
 		switch {
 		case i >= maxDKIMSignatures:
 			o.result, o.reason = authres.ResultNeutral, "not verified: too many signatures"
-		case i >= len(verifs):
+		case i >= len(r.verifs):
 			// The message could not be read as one (its header did
 			// not parse): no signature in it is valid.
 			o.result, o.reason = authres.ResultPermError, "message not verifiable"
-			if msgErr != nil {
-				o.reason += ": " + msgErr.Error()
+			if r.err != nil {
+				o.reason += ": " + r.err.Error()
 			}
 		default:
-			v := verifs[i]
-			if v.domain != "" {
-				o.domain = v.domain
+			v := r.verifs[i]
+			if v.Domain != "" {
+				o.domain = v.Domain
 			}
-			switch err := v.err; {
+			switch err := v.Err; {
 			case err == nil:
 				o.result = authres.ResultPass
-			case dkim.IsTempFail(err) || isDKIMError(err, dkimTempFail):
+			case dkim.IsTempFail(err):
 				o.result = authres.ResultTempError
-			case dkim.IsPermFail(err) || isDKIMError(err, dkimPermFail):
+			case dkim.IsPermFail(err):
 				o.result = authres.ResultPermError
 			default:
 				o.result = authres.ResultFail
 			}
-			if v.err != nil {
-				o.reason = printable(strings.TrimPrefix(v.err.Error(), "dkim: "), 200)
+			if v.Err != nil {
+				o.reason = printable(strings.TrimPrefix(v.Err.Error(), "dkim: "), 200)
 			}
 		}
 	}

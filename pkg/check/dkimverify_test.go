@@ -10,7 +10,7 @@ import (
 
 const plainMsg = "From: Alice <alice@signed.test>\nTo: u@example.test\nSubject: hello\nDate: Mon, 1 Dec 2025 10:00:00 +0000\n\nHello,\nthis is signed.\n"
 
-func dkimZone(t testing.TB) *zone {
+func dkimZone(t *testing.T) *zone {
 	z := startDNS(t)
 	rk, ek := testKeys(t)
 	publishKey(t, z, "rsa", "signed.test", rk)

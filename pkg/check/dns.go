@@ -129,16 +129,6 @@ func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (rrs []dn
 	return out, ttl, nil
 }
 
-// cachedTXT reports whether the TXT answer for name is at hand: asking
-// costs no round trip.
-func (r *Resolver) cachedTXT(name string) bool {
-	key := cacheKey{strings.ToLower(dns.Fqdn(name)), dns.TypeTXT}
-	r.mu.Lock()
-	e, ok := r.cache[key]
-	r.mu.Unlock()
-	return ok && time.Now().Before(e.expires)
-}
-
 // LookupTXT returns the TXT records of name, each one's strings joined
 // (RFC 7208 § 3.3, RFC 6376 § 3.6.2.2).
 func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {

@@ -89,7 +89,6 @@ type headerParser struct {
 	line    []byte // the line being read
 	size    int    // octets of header seen
 	done    bool
-	blank   bool  // the header ended with an empty line, CRLF or LF alone
 	sepOff  int64 // offset of the empty line (or the first body line)
 	bodyOff int64 // offset of the body: after the empty line
 	err     error
@@ -126,7 +125,6 @@ func (h *headerParser) takeLine(start int64) {
 	l := h.line
 	switch {
 	case len(bytes.TrimRight(l, "\r\n")) == 0:
-		h.blank = len(l) == 1 || len(l) == 2 && l[0] == '\r'
 		h.end(start, start+int64(len(l)))
 		return
 	case len(h.fields) > 0 && (l[0] == ' ' || l[0] == '\t'):

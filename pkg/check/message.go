@@ -90,13 +90,8 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 			if !hp.done && hp.err == nil {
 				hp.feed(buf[:n], off)
 				if hp.done && hp.err == nil && verify {
-					run = cn.c.startDKIM(st, hp)
-					if run != nil {
-						run.body(buf[hp.bodyOff-off : n])
-					}
+					run = cn.c.startDKIM(st, hp.fields)
 				}
-			} else if run != nil {
-				run.body(buf[:n])
 			}
 			if hp.err == nil {
 				// A header over the limits is read to its end and
@@ -130,7 +125,7 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 		return "", verdict(552, "5.3.4", "%s", capitalize(hp.err.Error()))
 	}
 	if run == nil && verify {
-		run = cn.c.startDKIM(st, hp)
+		run = cn.c.startDKIM(st, hp.fields)
 	}
 	if cn.tempfailed {
 		if run != nil {

@@ -13,10 +13,8 @@ const memoryLimit = 256 << 10
 
 // staged is a message being staged while it arrives: in memory up to
 // memoryLimit, then in an unlinked temporary file, which disappears with
-// its descriptor whatever happens to the process. A reader may follow it
-// while it grows (go-msgauth's DKIM verifier, for the headers the
-// streaming verifier leaves to it); the message is read back whole once
-// it is checked.
+// its descriptor whatever happens to the process. Readers (the DKIM
+// verifier) follow it while it grows.
 type staged struct {
 	dir string
 
