@@ -97,11 +97,11 @@ type counts struct {
 
 type msg struct {
 	uid    uint32
+	inNew  bool // (beside uid: a large folder holds one msg per message)
 	modseq uint64
 	size   int64 // RFC822.SIZE
 	date   int64 // Unix seconds
 	name   string
-	inNew  bool
 }
 
 func (m *msg) key() string { return baseKey(m.name) }

@@ -116,8 +116,8 @@ type AppendResult struct {
 // Msg is one message as the store sees it now.
 type Msg struct {
 	UID          uint32
-	Flags        []string // system flags and keywords, without \Recent; shared: do not modify
 	Recent       bool     // this view was the first to see it (IMAP4rev1 \Recent)
+	Flags        []string // system flags and keywords, without \Recent; shared: do not modify
 	ModSeq       uint64
 	Size         int64 // RFC822.SIZE: the size with CRLF line ends, as FETCH sends it
 	InternalDate time.Time
