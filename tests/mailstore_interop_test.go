@@ -254,6 +254,7 @@ type dovecotSide struct {
 	as   []string
 	conf string
 	md   string
+	log  syncBuffer // what dovecot-lda and doveadm wrote, shown when the test fails
 }
 
 func newDovecotSide(t *testing.T) (*dovecotSide, string) {
@@ -267,12 +268,21 @@ func newDovecotSide(t *testing.T) (*dovecotSide, string) {
 	must(t, os.WriteFile(conf, []byte("base_dir = "+dir+"/run\nlog_path = /dev/stderr\nssl = no\nmail_location = maildir:"+md+"\n"), 0o644))
 	must(t, os.MkdirAll(md, 0o700))
 	giveAway(t, dir)
-	return &dovecotSide{t: t, as: as, conf: conf, md: md}, dir
+	d := &dovecotSide{t: t, as: as, conf: conf, md: md}
+	t.Cleanup(func() {
+		if t.Failed() {
+			ul, _ := os.ReadFile(filepath.Join(md, "dovecot-uidlist"))
+			t.Logf("Dovecot's output:\n%s\nINBOX's dovecot-uidlist:\n%s", d.log.String(), ul)
+		}
+	})
+	return d, dir
 }
 
 func (d *dovecotSide) adm(args ...string) string {
 	d.t.Helper()
-	return runPeer(d.t, d.as, append([]string{"doveadm", "-c", d.conf}, args...)...)
+	out := runPeer(d.t, d.as, append([]string{"doveadm", "-c", d.conf}, args...)...)
+	fmt.Fprintf(&d.log, "doveadm %s:\n%s", strings.Join(args, " "), out)
+	return out
 }
 
 func (d *dovecotSide) lda(subject string) {
@@ -280,7 +290,9 @@ func (d *dovecotSide) lda(subject string) {
 	argv := append(append([]string{}, d.as...), "/usr/lib/dovecot/dovecot-lda", "-c", d.conf, "-f", "b@example.org")
 	c := exec.Command(argv[0], argv[1:]...)
 	c.Stdin = strings.NewReader("From: b@example.org\nSubject: " + subject + "\n\nbody of " + subject + "\n")
-	if out, err := c.CombinedOutput(); err != nil {
+	out, err := c.CombinedOutput()
+	fmt.Fprintf(&d.log, "dovecot-lda %s:\n%s", subject, out)
+	if err != nil {
 		d.t.Fatalf("dovecot-lda: %v %s", err, out)
 	}
 }
