@@ -101,7 +101,7 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 		m := seen[u]
 		if m != nil {
 			sel.modseq[i] = m.ModSeq
-		} else if m = sel.lookup(u); m == nil {
+		} else if m = sel.lookupAt(u, i); m == nil {
 			gone = true
 			continue
 		}

@@ -35,7 +35,17 @@ func (sel *selected) close() {
 
 // lookup finds a message of the current snapshot by UID.
 func (sel *selected) lookup(uid uint32) *mailstore.Msg {
+	return sel.lookupAt(uid, -1)
+}
+
+// lookupAt is lookup with a guess at the index (the sequence index, which
+// is the snapshot's index while nothing was expunged or added): a FETCH of
+// 10,000 messages then searches none.
+func (sel *selected) lookupAt(uid uint32, guess int) *mailstore.Msg {
 	ms := sel.snap.Msgs
+	if guess >= 0 && guess < len(ms) && ms[guess].UID == uid {
+		return &ms[guess]
+	}
 	i := sort.Search(len(ms), func(i int) bool { return ms[i].UID >= uid })
 	if i < len(ms) && ms[i].UID == uid {
 		return &ms[i]

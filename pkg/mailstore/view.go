@@ -88,9 +88,18 @@ func (v *View) snapshot() Snapshot {
 	}
 	if f.sharedVer != f.version || f.shared == nil {
 		msgs := make([]Msg, len(f.s.msgs))
+		f.checkFlagMemo()
+		// Neighbours mostly carry the same letters: the memo's map is
+		// asked only when they change.
+		var lastLetters string
+		var lastFlags []string
 		for i := range f.s.msgs {
 			m := &f.s.msgs[i]
-			msgs[i] = Msg{UID: m.uid, Flags: f.flagsOf(m.letters()), ModSeq: m.modseq, Size: m.size, InternalDate: time.Unix(m.date, 0)}
+			l := m.letters()
+			if l != lastLetters || i == 0 {
+				lastLetters, lastFlags = l, f.memoFlags(l)
+			}
+			msgs[i] = Msg{UID: m.uid, Flags: lastFlags, ModSeq: m.modseq, Size: m.size, InternalDate: time.Unix(m.date, 0)}
 		}
 		f.shared, f.sharedVer = msgs, f.version
 	}
