@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The cache (letterbox-imap.cache in each folder's directory) holds what
@@ -343,6 +345,7 @@ func parseCache(b []byte) (cacheState, error) {
 		return s, cacheErr("%d entries cannot fit", nm+nx)
 	}
 	s.msgs = make([]msg, 0, nm)
+	prefaultSlice(s.msgs[:nm])
 	s.expunged = make([]expRange, 0, nx)
 	var lastUID uint32
 	var lastMod uint64
@@ -436,6 +439,7 @@ func readCacheFile(dir string) ([]byte, fileKey, bool) {
 		return nil, fileKey{}, false
 	}
 	b := make([]byte, st.Size)
+	prefault(b)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fileKey{}, false
 	}
@@ -485,4 +489,25 @@ func writeCacheFile(dir string, b []byte) (fileKey, error) {
 		return fileKey{}, fmt.Errorf("mailstore: write cache: %w", err)
 	}
 	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, nil
+}
+
+// prefault asks the kernel to map b's pages now, in one call
+// (MADV_POPULATE_WRITE, Linux 5.14; elsewhere a no-op). A fresh process
+// reading a large folder's cache touches a few MB of new heap; taking a
+// page fault for each 4 KiB page costs more than the parsing on a virtual
+// machine (10,000 messages: about 500 faults, several ms). Only large
+// allocations are worth it: they are whole pages of their own.
+func prefault(b []byte) {
+	if len(b) >= 64<<10 {
+		unix.Madvise(b, unix.MADV_POPULATE_WRITE)
+	}
+}
+
+// prefaultSlice is prefault of a slice's memory.
+func prefaultSlice[T any](s []T) {
+	if len(s) == 0 {
+		return
+	}
+	var zero T
+	prefault(unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), uintptr(len(s))*unsafe.Sizeof(zero)))
 }

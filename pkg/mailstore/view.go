@@ -88,6 +88,7 @@ func (v *View) snapshot() Snapshot {
 	}
 	if f.sharedVer != f.version || f.shared == nil {
 		msgs := make([]Msg, len(f.s.msgs))
+		prefaultSlice(msgs)
 		f.checkFlagMemo()
 		// Neighbours mostly carry the same letters: the memo's map is
 		// asked only when they change.
