@@ -13,6 +13,11 @@ LDFLAGS  = -X letterbox/pkg/config.Version=$(VERSION)
 # pages are written by hand. Without them each command starts faster, which
 # counts for imapd and pop3d started per connection (inetd mode).
 TAGS     = urfave_cli_no_docs
+# deliver(8) runs once per message: it is linked statically, without cgo
+# (os/user then reads /etc/passwd and /etc/group itself), because loading
+# libc and cgo's start-up cost it 2-3 ms a message on a VM where page faults
+# and thread creation are dear (bench/NOTES-perf.md). The other commands
+# keep cgo's user lookups (NSS).
 
 .PHONY: all test run install interop bench clean lint fuzz
 
@@ -21,6 +26,7 @@ all: bin
 bin: $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p bin
 	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/deliver
 	ln -sf sendmail bin/mailq
 	@touch bin
 

@@ -39,6 +39,18 @@ func TestHostEscaped(t *testing.T) {
 	}
 }
 
+func TestEscapeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"mx.example.test": "mx.example.test",
+		"a/b:c,d":         `a\057b\072c\054d`,
+		"::":              `\072\072`,
+	} {
+		if got := escapeHost(in); got != want {
+			t.Errorf("escapeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestCreatePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "Maildir")
 	if err := Create(dir); err != nil {

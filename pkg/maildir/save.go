@@ -167,7 +167,7 @@ func uniqueNameOn(h string) string {
 	if h == "" {
 		return n
 	}
-	return strings.TrimSuffix(n, host()) + strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`).Replace(h)
+	return strings.TrimSuffix(n, host()) + escapeHost(h)
 }
 
 func namedSaved(unique, flags string, size, vsize int64) Saved {
