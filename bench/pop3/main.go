@@ -189,23 +189,35 @@ func (c *client) multi() (int64, error) {
 	}
 }
 
+// step prints, with POP3_BENCH_STEPS set, the time since start at which a
+// login step was answered (on stderr), to see where a login's time goes.
+func (c *client) step(what string) {
+	if os.Getenv("POP3_BENCH_STEPS") != "" {
+		fmt.Fprintf(os.Stderr, "%s %.4f\n", what, time.Since(c.start).Seconds())
+	}
+}
+
 func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
 	if !preauth {
 		if _, err := c.status("greeting"); err != nil {
 			return 0, 0, err
 		}
+		c.step("greeting")
 		if _, err := c.cmd("USER " + user); err != nil {
 			return 0, 0, err
 		}
+		c.step("USER")
 		if _, err := c.cmd("PASS " + pass); err != nil {
 			return 0, 0, err
 		}
+		c.step("PASS")
 	}
 	st, err := c.cmd("STAT")
 	if err != nil {
 		return 0, 0, err
 	}
 	c.login = time.Since(c.start)
+	c.step("STAT")
 	f := strings.Fields(st)
 	if len(f) < 3 {
 		return 0, 0, fmt.Errorf("STAT: %q", st)

@@ -41,6 +41,7 @@
 package maildir
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -488,6 +489,16 @@ func field(key string, c byte) int64 {
 // upper-case flags before keyword letters, as Dovecot and mutt write them)
 // without duplicates; anything but ASCII letters is dropped.
 func SortFlags(flags string) string {
+	// Names carry their flags sorted already (we and Dovecot write them
+	// so): return them as they are, without an allocation per message.
+	sorted := true
+	for i := 0; i < len(flags) && sorted; i++ {
+		c := flags[i]
+		sorted = ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) && (i == 0 || flags[i-1] < c)
+	}
+	if sorted {
+		return flags
+	}
 	var seen [128]bool
 	for i := 0; i < len(flags); i++ {
 		c := flags[i]
@@ -511,33 +522,36 @@ func List(dir string) ([]Message, error) {
 	var out []Message
 	for _, sub := range []string{"new", "cur"} {
 		d := filepath.Join(dir, sub)
-		ents, err := readDir(d)
+		err := scanDir(d, func(entries int) { out = slices.Grow(out, entries) }, func(nameb []byte, typ fs.FileMode, dfd int) {
+			if typ.IsDir() {
+				return
+			}
+			// One string holds the path and, as its tail, the name: a
+			// login on 10,000 messages allocates (and, in a fresh process,
+			// faults in) half the memory it did with two.
+			path := d + "/" + string(nameb)
+			name := path[len(d)+1:]
+			key, size, flags, ok := ParseName(name)
+			if !ok {
+				return
+			}
+			m := Message{Key: key, Name: name, Path: path,
+				Size: size, Flags: flags, New: sub == "new", VSize: field(key, 'W'), Type: typ}
+			if m.Size < 0 {
+				var st unix.Stat_t
+				if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					// Gone since the listing: another reader expunged or moved it.
+					return
+				}
+				m.Size = st.Size
+			}
+			out = append(out, m)
+		})
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
 			return nil, fmt.Errorf("maildir: list %s: %w", d, err)
-		}
-		out = slices.Grow(out, len(ents))
-		for _, e := range ents {
-			if e.IsDir() {
-				continue
-			}
-			key, size, flags, ok := ParseName(e.Name())
-			if !ok {
-				continue
-			}
-			m := Message{Key: key, Name: e.Name(), Path: filepath.Join(d, e.Name()),
-				Size: size, Flags: flags, New: sub == "new", VSize: field(key, 'W'), Type: e.Type()}
-			if m.Size < 0 {
-				fi, err := e.Info()
-				if err != nil {
-					// Gone since ReadDir: another reader expunged or moved it.
-					continue
-				}
-				m.Size = fi.Size()
-			}
-			out = append(out, m)
 		}
 	}
 	// Each name's time is parsed once: parsing it in every comparison was
@@ -550,14 +564,117 @@ func List(dir string) ([]Message, error) {
 	return out, nil
 }
 
-// readDir is os.ReadDir without its sort by name (List sorts by delivery).
-func readDir(dir string) ([]fs.DirEntry, error) {
-	f, err := os.Open(dir)
+// direntBufSize is scanDir's buffer for getdents(2): 10,000 Maildir names
+// take about 20 calls instead of os.ReadDir's 90 (8 KiB each).
+const direntBufSize = 32 << 10
+
+// scanDir first calls grow with a guess of the number of entries, from
+// the directory's size (a slice grown by appending would touch about twice
+// the memory: each page a fresh session process touches is a page fault),
+// then calls fn for each entry of dir but . and .., in directory order,
+// with its name (valid until fn returns), its file type and the
+// directory's descriptor (for an fstatat of the entry). The type is the
+// listing's d_type, as os.ReadDir gives it; where the file system leaves
+// it unknown it comes from an fstatat that does not follow a symlink. It
+// is os.ReadDir without a DirEntry, a name string and a sort per entry.
+func scanDir(dir string, grow func(entries int), fn func(name []byte, typ fs.FileMode, dfd int)) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer f.Close()
-	return f.ReadDir(-1)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Size > 0 {
+		// ext4 holds a Maildir name of 60-70 octets in about 80 octets of
+		// directory (tmpfs reports 20 per entry: the slice grows then).
+		grow(int(min(st.Size/64, 1<<20)))
+	}
+	buf := make([]byte, direntBufSize)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "readdirent", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			return nil
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			// struct linux_dirent64: ino 8, off 8, reclen 2, type 1, name.
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return &os.PathError{Op: "readdirent", Path: dir, Err: unix.EIO}
+			}
+			rec := b[:reclen]
+			b = b[reclen:]
+			if binary.NativeEndian.Uint64(rec[0:8]) == 0 {
+				continue // a deleted entry
+			}
+			nameb := rec[19:]
+			if i := bytes.IndexByte(nameb, 0); i >= 0 {
+				nameb = nameb[:i]
+			}
+			if len(nameb) == 0 || string(nameb) == "." || string(nameb) == ".." {
+				continue
+			}
+			typ, ok := direntType(rec[18])
+			if !ok {
+				var st unix.Stat_t
+				if err := unix.Fstatat(fd, string(nameb), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					continue // gone since the listing
+				}
+				typ = statType(st.Mode)
+			}
+			fn(nameb, typ, fd)
+		}
+	}
+}
+
+// direntType is the fs.FileMode type of a d_type (as os.ReadDir gives it);
+// ok is false for DT_UNKNOWN.
+func direntType(t byte) (fs.FileMode, bool) {
+	switch t {
+	case unix.DT_REG:
+		return 0, true
+	case unix.DT_DIR:
+		return fs.ModeDir, true
+	case unix.DT_LNK:
+		return fs.ModeSymlink, true
+	case unix.DT_FIFO:
+		return fs.ModeNamedPipe, true
+	case unix.DT_SOCK:
+		return fs.ModeSocket, true
+	case unix.DT_CHR:
+		return fs.ModeDevice | fs.ModeCharDevice, true
+	case unix.DT_BLK:
+		return fs.ModeDevice, true
+	case unix.DT_UNKNOWN:
+		return 0, false
+	}
+	return fs.ModeIrregular, true
+}
+
+// statType is the fs.FileMode type of a stat mode.
+func statType(mode uint32) fs.FileMode {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return 0
+	case unix.S_IFDIR:
+		return fs.ModeDir
+	case unix.S_IFLNK:
+		return fs.ModeSymlink
+	case unix.S_IFIFO:
+		return fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		return fs.ModeSocket
+	case unix.S_IFCHR:
+		return fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFBLK:
+		return fs.ModeDevice
+	}
+	return fs.ModeIrregular
 }
 
 // byDelivery sorts messages by the delivery time in their names (stamps:

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -388,5 +389,67 @@ func TestFindKey(t *testing.T) {
 		if gm, p, ok := FindKey(dir, key); ok {
 			t.Errorf("FindKey(%q) = %v %q", key, gm, p)
 		}
+	}
+}
+
+// TestListTypes: List gives each entry the type the directory listing
+// says, as os.Lstat would (readers skip what is not a regular file: a
+// symlink planted in cur/ must not read as one), and skips directories.
+func TestListTypes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	if err := Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(dir, "cur")
+	if err := os.WriteFile(filepath.Join(cur, "1.M1P1.h,S=1:2,S"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(cur, "2.M1P1.h,S=1:2,S")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(cur, "3.M1P1.h,S=1:2,S"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(cur, "4.M1P1.h:2,S"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// No ,S=: the size comes from an lstat, the link's own.
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "new", "5.M1P1.h")); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 4 {
+		t.Fatalf("listed %d entries, want 4 (the directory skipped): %+v", len(ms), ms)
+	}
+	for _, m := range ms {
+		fi, err := os.Lstat(m.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Type != fi.Mode().Type() {
+			t.Errorf("%s: type %v, want %v", m.Name, m.Type, fi.Mode().Type())
+		}
+		if m.Name != filepath.Base(m.Path) || filepath.Dir(m.Path) != filepath.Join(dir, map[bool]string{true: "new", false: "cur"}[m.New]) {
+			t.Errorf("name %q, path %q", m.Name, m.Path)
+		}
+		if m.Key == "5.M1P1.h" && m.Size != fi.Size() {
+			t.Errorf("%s: size %d, want the link's %d", m.Name, m.Size, fi.Size())
+		}
+	}
+	for _, mode := range []uint32{syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK} {
+		dt := map[uint32]byte{syscall.S_IFREG: syscall.DT_REG, syscall.S_IFDIR: syscall.DT_DIR, syscall.S_IFLNK: syscall.DT_LNK,
+			syscall.S_IFIFO: syscall.DT_FIFO, syscall.S_IFSOCK: syscall.DT_SOCK, syscall.S_IFCHR: syscall.DT_CHR, syscall.S_IFBLK: syscall.DT_BLK}[mode]
+		if typ, ok := direntType(dt); !ok || typ != statType(mode) {
+			t.Errorf("d_type %d: %v, %v; stat mode %o: %v", dt, typ, ok, mode, statType(mode))
+		}
+	}
+	if _, ok := direntType(syscall.DT_UNKNOWN); ok {
+		t.Error("DT_UNKNOWN taken as known")
+	}
+	if statType(syscall.S_IFLNK).IsRegular() || statType(syscall.S_IFIFO).IsRegular() || !statType(syscall.S_IFREG).IsRegular() {
+		t.Error("statType: regular files misjudged")
 	}
 }

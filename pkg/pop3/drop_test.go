@@ -1,6 +1,7 @@
 package pop3
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -273,5 +274,50 @@ func TestMaildirRenamedElsewhere(t *testing.T) {
 	want := "1700000001.M1P1.a:2,FSa 1700000002.M2P2.b:2,RS 1700000004.M4P4.d:2,S 1700000005.M5P5.e:2,FSb 1700000006.M6P6.f:2,S"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("cur/ after QUIT: %s\nwant: %s", got, want)
+	}
+}
+
+// TestMaildirDuplicateUIDs: a unique name in both new/ and cur/ (copied,
+// not moved, by another program), or twice in cur/ with other fields, is
+// one message, whether the messages of its delivery time are few (scanned)
+// or many (a mailbox imported with one time for all: looked up in a map).
+func TestMaildirDuplicateUIDs(t *testing.T) {
+	for _, n := range []int{1, 3, dupMaxScan, dupMaxScan + 1, 3 * dupMaxScan} {
+		dir := filepath.Join(t.TempDir(), "Maildir")
+		d0, err := OpenMaildir(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d0.Close()
+		writeFile(t, filepath.Join(dir, "cur", "1600000000.M1P1.host:2,S"), "Subject: before\n\nx\n")
+		for i := 0; i < n; i++ {
+			// One time for all: "1700000000.<i>.host", a name of the
+			// old format (no microseconds).
+			base := fmt.Sprintf("1700000000.%d.host", i)
+			writeFile(t, filepath.Join(dir, "cur", base+",S=16:2,S"), "Subject: a\n\nx\n")
+			if i%2 == 0 {
+				writeFile(t, filepath.Join(dir, "new", base), "Subject: a\n\nx\n")
+			}
+			if i%3 == 0 {
+				writeFile(t, filepath.Join(dir, "cur", base+":2,"), "Subject: a\n\nx\n")
+			}
+		}
+		writeFile(t, filepath.Join(dir, "new", "1800000000.M1P1.host"), "Subject: after\n\nx\n")
+		d, err := OpenMaildir(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := d.Messages()
+		d.Close()
+		if len(ms) != n+2 {
+			t.Fatalf("%d messages of one time: %d listed, want %d: %+v", n, len(ms), n+2, ms)
+		}
+		uids := map[string]bool{}
+		for _, m := range ms {
+			if uids[m.UID] {
+				t.Fatalf("%d messages of one time: UID %s listed twice", n, m.UID)
+			}
+			uids[m.UID] = true
+		}
 	}
 }

@@ -97,11 +97,17 @@ func (d *maildirDrop) load() error {
 	cached, hits := len(cache), 0
 	d.msgs = msgs[:0]
 	d.info = make([]MessageInfo, 0, len(msgs))
-	seen := make(map[string]bool, len(msgs))
+	// The same unique name in new/ and cur/ (a copy, not a move) is shown
+	// once. Two files with one UID have one delivery time (it is part of
+	// the unique name), and List sorts by it: a UID is looked for among
+	// the messages of its time only, not in a map of all of them (a map of
+	// 10,000 UIDs was a tenth of a login's memory, each page of which a
+	// fresh session process pays for in a page fault).
+	dup := dupFinder{}
 	for _, m := range msgs {
 		uid := uidOf(m.Key)
-		if seen[uid] {
-			// The same key in new/ and cur/ (a copy, not a move): show one.
+		sec, usec := maildir.DeliveryStamp(m.Key)
+		if dup.seen(d.info, uid, [2]int64{sec, usec}) {
 			continue
 		}
 		if !m.Type.IsRegular() {
@@ -139,7 +145,7 @@ func (d *maildirDrop) load() error {
 				d.cacheDirty = true
 			}
 		}
-		seen[uid] = true
+		dup.add(uid)
 		d.msgs = append(d.msgs, m)
 		d.info = append(d.info, MessageInfo{UID: uid, Size: size})
 	}
@@ -148,6 +154,51 @@ func (d *maildirDrop) load() error {
 		d.cacheDirty = true
 	}
 	return nil
+}
+
+// dupFinder finds a UID among those of the current run of messages with
+// one delivery time (the listing is sorted by it): by a scan of the run's
+// entries in info, or, in a long run (a mailbox imported with one time for
+// all), in a map of the run's UIDs.
+type dupFinder struct {
+	stamp   [2]int64
+	start   int // the run's first index in info
+	started bool
+	long    map[string]bool // the run's UIDs, once it is longer than maxScan
+}
+
+const dupMaxScan = 16
+
+// seen starts a new run when stamp differs from the run's, then reports
+// whether uid is one of the run's (info holds the messages kept so far).
+func (f *dupFinder) seen(info []MessageInfo, uid string, stamp [2]int64) bool {
+	if !f.started || stamp != f.stamp {
+		f.stamp, f.start, f.started, f.long = stamp, len(info), true, nil
+		return false
+	}
+	run := info[f.start:]
+	if f.long == nil && len(run) > dupMaxScan {
+		f.long = make(map[string]bool, 2*len(run))
+		for _, mi := range run {
+			f.long[mi.UID] = true
+		}
+	}
+	if f.long != nil {
+		return f.long[uid]
+	}
+	for _, mi := range run {
+		if mi.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// add records uid, kept, in a long run's map (a short run scans info).
+func (f *dupFinder) add(uid string) {
+	if f.long != nil {
+		f.long[uid] = true
+	}
 }
 
 // uidOf is a message's UIDL: the Maildir unique name (the key without
