@@ -2,16 +2,14 @@ package pop3
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"letterbox/pkg/config"
-	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/users"
 	// Authentication needs the password code, which pkg/users leaves out
@@ -19,19 +17,22 @@ import (
 	_ "letterbox/pkg/users/passwd"
 )
 
-// Flags are pop3d's own flags (the shared ones come from config).
-func Flags() []cli.Flag {
-	return append(cliapp.Flags(config.ProxyFlags()),
-		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE pop3 or pop3s, each also MODE+proxy behind HAProxy; repeatable)"},
-		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session: pop3 or pop3s", Value: "pop3"},
-		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
-		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow USER/PASS and AUTH PLAIN without TLS from non-loopback clients"},
-		&cli.IntFlag{Name: "max-auth-failures", Usage: "failed logins per connection before it is closed", Value: 3},
-		&cli.DurationFlag{Name: "auth-failure-delay", Usage: "pause before answering a failed login", Value: time.Second},
-		&cli.IntFlag{Name: "max-errors", Usage: "protocol errors per session before it is closed", Value: 10},
-		&cli.DurationFlag{Name: "idle-timeout", Usage: "end a session idle this long (RFC 1939: at least 10m)", Value: 10 * time.Minute},
-		&cli.BoolFlag{Name: "no-flag-updates", Usage: "leave Maildirs untouched by RETR (don't mark messages seen or move them to cur/)"},
-		&cli.DurationFlag{Name: "mbox-lock-timeout", Usage: "wait this long for an mbox lock before answering [IN-USE]", Value: 2 * time.Second},
+// Flags are pop3d's own flags (the shared ones come from config). pop3d
+// parses them with config's lean parser, not urfave/cli: started once per
+// connection in inetd mode, it pays at every login for each package it
+// links, and urfave/cli's config file support links net/http and YAML.
+func Flags() []config.Flag {
+	return append(config.ProxyFlags(),
+		config.Flag{Name: "listen", Kind: config.StringSlice, Usage: "listen on `[MODE=]ADDR` (MODE pop3 or pop3s, each also MODE+proxy behind HAProxy; repeatable)"},
+		config.Flag{Name: "mode", Default: "pop3", Usage: "`MODE` of the stdin/stdout session: pop3 or pop3s"},
+		config.Flag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
+		config.Flag{Name: "allow-insecure-auth", Kind: config.Bool, Usage: "allow USER/PASS and AUTH PLAIN without TLS from non-loopback clients"},
+		config.Flag{Name: "max-auth-failures", Kind: config.Int, Default: 3, Usage: "failed logins per connection before it is closed"},
+		config.Flag{Name: "auth-failure-delay", Kind: config.Duration, Default: time.Second, Usage: "pause before answering a failed login"},
+		config.Flag{Name: "max-errors", Kind: config.Int, Default: 10, Usage: "protocol errors per session before it is closed"},
+		config.Flag{Name: "idle-timeout", Kind: config.Duration, Default: 10 * time.Minute, Usage: "end a session idle this long (RFC 1939: at least 10m)"},
+		config.Flag{Name: "no-flag-updates", Kind: config.Bool, Usage: "leave Maildirs untouched by RETR (don't mark messages seen or move them to cur/)"},
+		config.Flag{Name: "mbox-lock-timeout", Kind: config.Duration, Default: 2 * time.Second, Usage: "wait this long for an mbox lock before answering [IN-USE]"},
 	)
 }
 
@@ -39,9 +40,9 @@ func Flags() []cli.Flag {
 // stdio session), drop privileges, serve until SIGTERM. A session whose
 // maildrop belongs to another user is served as that user: by this
 // process switching to it (the stdio session) or by a child process
-// (ServeHandoff).
-func Main(c *cli.Context) error {
-	cm, err := cliapp.Load(c)
+// (ServeHandoff). stderr receives the log.
+func Main(c *config.Set, stderr io.Writer) error {
+	cm, err := config.Load(c, "pop3d", stderr)
 	if err != nil {
 		return err
 	}
