@@ -51,7 +51,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -519,10 +518,10 @@ func SortFlags(flags string) string {
 // delivery time in the name, then the name). Files whose names aren't
 // message names are skipped. A missing new/ or cur/ is an empty one.
 func List(dir string) ([]Message, error) {
-	var out []Message
+	out := make([]Message, 0, listSizeHint(dir))
 	for _, sub := range []string{"new", "cur"} {
 		d := filepath.Join(dir, sub)
-		err := scanDir(d, func(entries int) { out = slices.Grow(out, entries) }, func(nameb []byte, typ fs.FileMode, dfd int) {
+		err := scanDir(d, func(nameb []byte, typ fs.FileMode, dfd int) {
 			if typ.IsDir() {
 				return
 			}
@@ -568,27 +567,35 @@ func List(dir string) ([]Message, error) {
 // take about 20 calls instead of os.ReadDir's 90 (8 KiB each).
 const direntBufSize = 32 << 10
 
-// scanDir first calls grow with a guess of the number of entries, from
-// the directory's size (a slice grown by appending would touch about twice
-// the memory: each page a fresh session process touches is a page fault),
-// then calls fn for each entry of dir but . and .., in directory order,
+// listSizeHint guesses how many entries dir's new/ and cur/ hold from the
+// directories' sizes: ext4 holds a Maildir name of 60-70 octets in about 80
+// octets of directory (tmpfs reports 20 an entry: List's slice grows
+// then). A slice grown by appending touches about twice the memory, and
+// each page a fresh session process touches is a page fault; capacity
+// allocated but never used is not touched.
+func listSizeHint(dir string) int {
+	var n int64
+	for _, sub := range []string{"new", "cur"} {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(dir, sub), &st) == nil && st.Size > 0 {
+			n += st.Size / 64
+		}
+	}
+	return int(min(n, 1<<20))
+}
+
+// scanDir calls fn for each entry of dir but . and .., in directory order,
 // with its name (valid until fn returns), its file type and the
 // directory's descriptor (for an fstatat of the entry). The type is the
 // listing's d_type, as os.ReadDir gives it; where the file system leaves
 // it unknown it comes from an fstatat that does not follow a symlink. It
 // is os.ReadDir without a DirEntry, a name string and a sort per entry.
-func scanDir(dir string, grow func(entries int), fn func(name []byte, typ fs.FileMode, dfd int)) error {
+func scanDir(dir string, fn func(name []byte, typ fs.FileMode, dfd int)) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil && st.Size > 0 {
-		// ext4 holds a Maildir name of 60-70 octets in about 80 octets of
-		// directory (tmpfs reports 20 per entry: the slice grows then).
-		grow(int(min(st.Size/64, 1<<20)))
-	}
 	buf := make([]byte, direntBufSize)
 	for {
 		n, err := unix.Getdents(fd, buf)
