@@ -453,3 +453,46 @@ func TestListTypes(t *testing.T) {
 		t.Error("statType: regular files misjudged")
 	}
 }
+
+// TestListMany: a listing longer than List's 64 KiB steps (the path chunks
+// and the populated []Message array) gives every message its own path,
+// name and key, in delivery order.
+func TestListMany(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	if err := Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	for i := 0; i < n; i++ {
+		sub := "cur"
+		name := fmt.Sprintf("%d.M%dP1Q%d.%s,S=1,W=1:2,S", 1700000000+i, i, i, strings.Repeat("h", 40))
+		if i%3 == 0 {
+			sub, name = "new", strings.TrimSuffix(name, ":2,S")
+		}
+		if err := os.WriteFile(filepath.Join(dir, sub, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != n {
+		t.Fatalf("listed %d, want %d", len(ms), n)
+	}
+	for i, m := range ms {
+		sub := "cur"
+		if m.New {
+			sub = "new"
+		}
+		if want := fmt.Sprintf("%d.M%dP1Q%d.", 1700000000+i, i, i); !strings.HasPrefix(m.Key, want) {
+			t.Fatalf("message %d: key %q, want %s...", i, m.Key, want)
+		}
+		if m.Path != filepath.Join(dir, sub, m.Name) || !strings.HasPrefix(m.Name, m.Key) || m.Size != 1 || m.New != (i%3 == 0) {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+		if _, err := os.Lstat(m.Path); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+}

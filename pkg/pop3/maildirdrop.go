@@ -97,6 +97,7 @@ func (d *maildirDrop) load() error {
 	cached, hits := len(cache), 0
 	d.msgs = msgs[:0]
 	d.info = make([]MessageInfo, 0, len(msgs))
+	maildir.PrefaultSlice(d.info[:cap(d.info)])
 	// The same unique name in new/ and cur/ (a copy, not a move) is shown
 	// once. Two files with one UID have one delivery time (it is part of
 	// the unique name), and List sorts by it: a UID is looked for among
