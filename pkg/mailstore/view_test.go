@@ -323,6 +323,14 @@ func TestOpenMessage(t *testing.T) {
 		b, _ := io.ReadAll(r)
 		t.Errorf("Open followed a symlink: %q", b)
 	}
+	// Nor is anything but a regular file read: a directory put in the
+	// message's place.
+	must(t, os.Remove(p))
+	must(t, os.Mkdir(p, 0o700))
+	if r, err := v.Open(1); err == nil {
+		r.Close()
+		t.Errorf("Open of a directory succeeded")
+	}
 }
 
 // TestSymlinksSkipped: entries of new/ and cur/ that are not regular
