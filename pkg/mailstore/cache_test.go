@@ -1,8 +1,11 @@
 package mailstore
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -61,6 +64,91 @@ func settleDirs(t testing.TB, root string) {
 	}
 }
 
+// TestCacheNamesLazy: a process that finds the cache up to date reads
+// its records, not the file names (SELECT and flags need none); the names
+// are read when a body is opened, flags change or messages are expunged,
+// and names damaged in the file are a damaged cache found then: rebuilt,
+// with the right bodies, the same UIDs and flags, MODSEQs above the old.
+func TestCacheNamesLazy(t *testing.T) {
+	for _, damaged := range []bool{false, true} {
+		t.Run(map[bool]string{false: "intact", true: "names damaged"}[damaged], func(t *testing.T) {
+			_, root := testStore(t)
+			for i := 1; i <= 3; i++ {
+				deliver(t, root, i)
+			}
+			p1 := openAlone(t, root, nil)
+			v1, err := p1.Select("INBOX", false)
+			must(t, err)
+			_, _, err = v1.Store([]uint32{2}, StoreAdd, []string{`\Seen`}, 0)
+			must(t, err)
+			v1.Close()
+			settleDirs(t, root)
+			p2 := openAlone(t, root, nil) // records the settled directories
+			v2, err := p2.Select("INBOX", false)
+			must(t, err)
+			want := mustSync(t, v2)
+			v2.Close()
+			if damaged {
+				p := filepath.Join(root, cacheName)
+				must(t, os.WriteFile(p, []byte(flipAt(readFile(t, p), len(readFile(t, p))-3)), 0o600))
+			}
+			log := &logBuf{}
+			p3 := openAlone(t, root, log)
+			v3, err := p3.Select("INBOX", false)
+			must(t, err)
+			defer v3.Close()
+			got := mustSync(t, v3)
+			if v3.f.s.names.len == 0 || v3.f.s.msgs[0].name != "" || v3.f.rescans != 0 {
+				t.Errorf("SELECT read the names (%d octets left, %q) or the directories (%d)", v3.f.s.names.len, v3.f.s.msgs[0].name, v3.f.rescans)
+			}
+			if !slices.Equal(uidsOf(got), []uint32{1, 2, 3}) || strings.Join(got.Msgs[1].Flags, " ") != `\Seen` {
+				t.Fatalf("from the records: %+v", got)
+			}
+			for i := uint32(1); i <= 3; i++ {
+				r, err := v3.Open(i)
+				must(t, err)
+				b, _ := io.ReadAll(r)
+				r.Close()
+				if want := fmt.Sprintf("Subject: m%d\n\nbody %d\n", i, i); string(b) != want {
+					t.Errorf("UID %d: %q, want %q", i, b, want)
+				}
+			}
+			if v3.f.s.names.len != 0 {
+				t.Error("names still not read after Open")
+			}
+			after := mustSync(t, v3)
+			if !slices.Equal(uidsOf(after), []uint32{1, 2, 3}) || strings.Join(after.Msgs[1].Flags, " ") != `\Seen` || after.UIDValidity != want.UIDValidity {
+				t.Errorf("after the names: %+v", after)
+			}
+			if rebuilt := strings.Contains(log.String(), "cache rebuilt"); rebuilt != damaged {
+				t.Errorf("rebuilt %v, damaged %v:\n%s", rebuilt, damaged, log)
+			}
+			if damaged && after.HighestModSeq <= want.HighestModSeq {
+				t.Errorf("MODSEQ %d after the rebuild, %d before", after.HighestModSeq, want.HighestModSeq)
+			}
+			if !damaged && after.HighestModSeq != want.HighestModSeq {
+				t.Errorf("MODSEQ %d after reading the names, %d before", after.HighestModSeq, want.HighestModSeq)
+			}
+			// Flags and expunges work on the names read.
+			_, _, err = v3.Store([]uint32{3}, StoreAdd, []string{`\Deleted`}, 0)
+			must(t, err)
+			gone, err := v3.Expunge(nil)
+			must(t, err)
+			if !slices.Equal(gone, []uint32{3}) {
+				t.Errorf("expunged %v", gone)
+			}
+			if _, err := os.Stat(pathOf(v3, 1)); err != nil {
+				t.Errorf("UID 1: %v", err)
+			}
+			if b, _, _ := readCacheFile(root); b == nil {
+				t.Error("no cache")
+			} else if _, err := parseCache(b); err != nil {
+				t.Errorf("cache after: %v", err)
+			}
+		})
+	}
+}
+
 // TestCacheDamaged: a cache that is truncated, damaged, of another
 // version or for another UIDVALIDITY is rebuilt from the Maildir; the
 // MODSEQs after a rebuild are above any given before, and VANISHED from
@@ -71,7 +159,8 @@ func TestCacheDamaged(t *testing.T) {
 		damage func(string) string
 	}{
 		{"truncated", func(s string) string { return s[:len(s)/2] }},
-		{"bit flip", func(s string) string { return strings.Replace(s, "m 2 ", "m 9 ", 1) }},
+		{"records bit flip", func(s string) string { return flipAt(s, strings.Index(s, "head ")+30) }},
+		{"names bit flip", func(s string) string { return flipAt(s, len(s)-3) }},
 		{"other version", func(s string) string { return strings.Replace(s, cacheMagic, "letterbox-imap-cache 0", 1) }},
 		{"empty", func(string) string { return "" }},
 		{"garbage", func(string) string { return "\x00\xff\n\nend 0\n" }},
@@ -116,6 +205,13 @@ func TestCacheDamaged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// flipAt flips the lowest bit of s[i].
+func flipAt(s string, i int) string {
+	b := []byte(s)
+	b[i] ^= 1
+	return string(b)
 }
 
 // TestProcesses: two processes (states of their own) on one folder: each
@@ -283,43 +379,99 @@ func TestSettled(t *testing.T) {
 	}
 }
 
-// TestParseMsgLine: the in-place number reader takes what strconv took
-// for the cache's own lines, and refuses what does not fit the field.
-func TestParseMsgLine(t *testing.T) {
-	name := "1700000000.M1P2.host,S=5,W=6:2,S"
-	good := []struct {
-		line string
-		want msg
+// TestCacheRecords: the binary records and the names read back as
+// written, at the limits of each field, and a file whose CRCs match but
+// whose records or names break the rules is refused (formatCache writes
+// whatever it is given).
+func TestCacheRecords(t *testing.T) {
+	name := "1700000000.M1P2.host,S=5,W=6:2,Sa"
+	valid := func() cacheState {
+		s := cacheState{uidValidity: 7, uidNext: 1<<32 - 1, highest: 1<<63 - 1, recentFrom: 3}
+		s.kw[0] = "$Label1"
+		for i, m := range []msg{
+			{uid: 1, modseq: 2, size: 3, date: 4},
+			{uid: 1<<32 - 2, modseq: 1<<63 - 1, size: 1 << 40, date: 1<<63 - 1, inNew: true},
+		} {
+			m.setName(name)
+			if i == 1 {
+				m.setName("1700000001.M1P2.host")
+			}
+			s.msgs = append(s.msgs, m)
+		}
+		s.expunged = []expRange{{lo: 5, hi: 9, modseq: 1}}
+		s.counts = countsOf(s.msgs, s.recentFrom)
+		return s
+	}
+	s := valid()
+	got, err := parseCache(formatCache(&s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("read back:\n%+v\nwant\n%+v", got, s)
+	}
+	if m := got.msgs[0]; !m.has('S') || !m.has('a') || m.has('T') || m.letters() != "Sa" {
+		t.Errorf("letters of %q: mask %x", m.name, m.mask)
+	}
+	// Without its names (SELECT's read), then the names alone.
+	b := formatCache(&s)
+	names := len(s.msgs[0].name) + len(s.msgs[1].name) + 2
+	recs, err := parseCacheRecords(b[:len(b)-names], int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int(recs.names.off)
+	if recs.msgs[0].name != "" || recs.names.len == 0 || recs.counts != s.counts {
+		t.Errorf("records alone: %+v", recs)
+	}
+	if err := parseNames(&recs, b[recs.names.off:]); err != nil || !reflect.DeepEqual(recs, s) {
+		t.Errorf("names: %v\n%+v", err, recs)
+	}
+	for _, c := range []struct {
+		what   string
+		change func(*cacheState)
 	}{
-		{"1 2 3 4 c " + name, msg{uid: 1, modseq: 2, size: 3, date: 4, name: name}},
-		{"4294967295 9223372036854775807 0 0 n " + name, msg{uid: 1<<32 - 1, modseq: 1<<63 - 1, name: name, inNew: true}},
-		{"007 1 1 1 c " + name, msg{uid: 7, modseq: 1, size: 1, date: 1, name: name}},
-	}
-	for _, g := range good {
-		m, ok := parseMsgLine(g.line)
-		if !ok || m != g.want {
-			t.Errorf("parseMsgLine(%q) = %+v, %v; want %+v", g.line, m, ok, g.want)
-		}
-	}
-	for _, bad := range []string{
-		"0 1 1 1 c " + name,          // UID 0
-		"4294967296 1 1 1 c " + name, // UID above 32 bits
-		"1 9223372036854775808 1 1 c " + name,
-		"1 18446744073709551616 1 1 c " + name, // overflows 64 bits
-		"+1 1 1 1 c " + name,
-		"1 -1 1 1 c " + name,
-		"1  1 1 1 c " + name,
-		"1 1 1 1 x " + name,
-		"1 1 1 1 c",
-		"1 1 1 1 c ",
-		"1 1 1 1 c .hidden",
-		"1 1 1 1 c a/b",
-		"1 1 1 1 c a\x00b",
-		"1 1 1 1",
-		"",
+		{"UID 0", func(s *cacheState) { s.msgs[0].uid = 0 }},
+		{"UIDs not ascending", func(s *cacheState) { s.msgs[1].uid = 1 }},
+		{"UID at UIDNEXT", func(s *cacheState) { s.msgs[1].uid = s.uidNext }},
+		{"MODSEQ above the highest", func(s *cacheState) { s.highest = 5 }},
+		{"negative size", func(s *cacheState) { s.msgs[0].size = -1 }},
+		{"negative date", func(s *cacheState) { s.msgs[0].date = -1 }},
+		{"mask beyond the letters", func(s *cacheState) { s.msgs[0].mask |= 1 << 60 }},
+		{"mask not the name's", func(s *cacheState) { s.msgs[0].mask = letterMask("S") }},
+		{"hidden name", func(s *cacheState) { s.msgs[0].name = ".hidden" }},
+		{"name with a slash", func(s *cacheState) { s.msgs[0].name = "a/b" }},
+		{"name with NUL", func(s *cacheState) { s.msgs[0].name = "a\x00b" }},
+		{"empty name", func(s *cacheState) { s.msgs[0].name, s.msgs[0].mask = "", 0 }},
+		{"name with a newline", func(s *cacheState) { s.msgs[0].name = "a\nb" }},
+		{"expunge of UID 0", func(s *cacheState) { s.expunged[0].lo = 0 }},
+		{"expunge range backwards", func(s *cacheState) { s.expunged[0].lo = 10 }},
+		{"expunge at UIDNEXT", func(s *cacheState) { s.expunged[0].hi = s.uidNext }},
+		{"expunges out of MODSEQ order", func(s *cacheState) {
+			s.expunged = append(s.expunged, expRange{lo: 11, hi: 11, modseq: 0})
+		}},
 	} {
-		if m, ok := parseMsgLine(bad); ok {
-			t.Errorf("parseMsgLine(%q) = %+v, want refused", bad, m)
+		s := valid()
+		c.change(&s)
+		s.counts = countsOf(s.msgs, s.recentFrom)
+		if c.what == "MODSEQ above the highest" {
+			s.expunged = nil
 		}
+		if _, err := parseCache(formatCache(&s)); err == nil {
+			t.Errorf("%s: accepted", c.what)
+		}
+	}
+	// A bit flipped in the records or the names, or a length that does
+	// not add up, fails a CRC or the size check.
+	good := formatCache(&s)
+	for _, at := range []int{len(good) - 3, off - 10, off - 2} {
+		bad := []byte(string(good))
+		bad[at] ^= 1
+		if _, err := parseCache(bad); err == nil {
+			t.Errorf("bit flipped at %d of %d: accepted", at, len(good))
+		}
+	}
+	if _, err := parseCache(append([]byte(string(good)), 'x')); err == nil {
+		t.Error("an octet too many: accepted")
 	}
 }

@@ -59,7 +59,7 @@ type folder struct {
 	version   uint64 // raised by every change a snapshot shows
 	shared    []Msg  // snapshot of sharedVer without \Recent, shared by views
 	sharedVer uint64
-	flagMemo  map[string][]string
+	flagMemo  map[uint64][]string
 	memoKW    keywords
 
 	pending    map[string]bool // keys of appended files waiting for a UID (under acc.mu)
@@ -211,6 +211,9 @@ func (f *folder) syncLocked(o syncOpt) (lo, hi uint32, err error) {
 		}
 	}
 	if needScan {
+		if err := f.needNames(); err != nil {
+			return lo, hi, err
+		}
 		ul, ulKey, err := f.readUIDList()
 		if err != nil {
 			return lo, hi, err
@@ -270,7 +273,7 @@ func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
 	}
 	defer f.lock.unlock()
 	// Another process may have changed the state: take its version first.
-	if f.reloadCache() {
+	if f.reloadCache() || f.needNames() != nil {
 		return true
 	}
 	newfd, err := unix.Open(f.path("new"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
@@ -297,7 +300,8 @@ func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
 		}
 		// A failure (moved or expunged meanwhile) is the next rescan's.
 		if unix.Renameat(newfd, m.name, curfd, target) == nil {
-			m.name, m.inNew = target, false
+			m.setName(target)
+			m.inNew = false
 		}
 		if tries == n {
 			break
@@ -321,9 +325,8 @@ func (f *folder) reloadCache() bool {
 		return false
 	}
 	if ok {
-		b, key, ok := readCacheFile(f.dir)
+		s, key, ok, err := readCacheRecords(f.dir)
 		if ok {
-			s, err := parseCache(b)
 			if err == nil {
 				if s.highest < f.s.highest {
 					// Never let MODSEQs go back (a cache put back from a copy).
@@ -351,6 +354,33 @@ func (f *folder) reloadCache() bool {
 	return true
 }
 
+// needNames reads the names of the state's messages when they are not read
+// yet (flock held): from the cache file version the state was read from.
+// A names section that does not read (damaged, or the file replaced in a
+// way that loses the version) is a damaged cache: the file is removed and
+// the state rebuilt from the Maildir.
+func (f *folder) needNames() error {
+	if f.s.names.len == 0 {
+		return nil
+	}
+	b, err := readCacheNames(f.dir, f.cacheKey, f.s.names)
+	if err == nil {
+		err = parseNames(&f.s, b)
+	}
+	if err == nil {
+		return nil
+	}
+	f.acc.log.Warn("cache rebuilt", "folder", f.name, "err", err)
+	if rerr := os.Remove(f.path(cacheName)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return fmt.Errorf("mailstore: %w", rerr)
+	}
+	// reloadCache starts afresh (MODSEQs above all given) with no file.
+	f.loaded, f.cacheKey = false, fileKey{}
+	f.s.msgs, f.s.names = nil, nameSection{}
+	_, _, err = f.syncLocked(syncOpt{})
+	return err
+}
+
 // reloadKeywords reads dovecot-keywords when it changed. A letter that now
 // names another keyword raises the MODSEQ of the messages that carry it.
 func (f *folder) reloadKeywords() bool {
@@ -372,8 +402,9 @@ func (f *folder) reloadKeywords() bool {
 	if len(moved) > 0 {
 		ms := f.s.highest + 1
 		bumped := false
+		movedMask := letterMask(string(moved))
 		for i := range f.s.msgs {
-			if strings.ContainsAny(f.s.msgs[i].letters(), string(moved)) {
+			if f.s.msgs[i].mask&movedMask != 0 {
 				f.s.msgs[i].modseq, bumped = ms, true
 			}
 		}
@@ -959,10 +990,12 @@ func (f *folder) apply(p plan, ul *uidlist) bool {
 			continue
 		}
 		if fe.name != m.name || fe.inNew != m.inNew {
-			if nameLetters(fe.name) != m.letters() {
+			old := m.mask
+			m.setName(fe.name)
+			m.inNew = fe.inNew
+			if m.mask != old {
 				m.modseq = modseq()
 			}
-			m.name, m.inNew = fe.name, fe.inNew
 			changed = true
 		}
 	}
@@ -970,7 +1003,9 @@ func (f *folder) apply(p plan, ul *uidlist) bool {
 	added := make([]msg, 0, len(p.add))
 	for i, uid := range p.add {
 		if in := infos[i]; in.ok {
-			added = append(added, msg{uid: uid, modseq: modseq(), size: in.vsize, date: in.date, name: p.addFile[i].name, inNew: p.addFile[i].inNew})
+			m := msg{uid: uid, modseq: modseq(), size: in.vsize, date: in.date, inNew: p.addFile[i].inNew}
+			m.setName(p.addFile[i].name)
+			added = append(added, m)
 		}
 	}
 	if len(gone) > 0 {
@@ -1117,6 +1152,10 @@ func fileCRLFSize(path string) int64 {
 // writeCache writes the state as the cache file (flock held). A failure
 // is logged: the next sync rebuilds what it must.
 func (f *folder) writeCache() {
+	if err := f.needNames(); err != nil || !f.loaded {
+		// A rebuild (which wrote its own) or an error: nothing to write.
+		return
+	}
 	if err := f.ensureTmp(); err != nil {
 		f.acc.log.Warn("cache not written", "folder", f.name, "err", err)
 		f.cacheKey = fileKey{}
@@ -1150,28 +1189,28 @@ func (f *folder) notify() {
 	}
 }
 
-// flagsOf returns the IMAP flags of a name's letters (shared slices).
-func (f *folder) flagsOf(letters string) []string {
+// flagsOf returns the IMAP flags of a letter mask (shared slices).
+func (f *folder) flagsOf(mask uint64) []string {
 	f.checkFlagMemo()
-	return f.memoFlags(letters)
+	return f.memoFlags(mask)
 }
 
 // checkFlagMemo empties the memo when the keywords changed.
 func (f *folder) checkFlagMemo() {
 	if f.flagMemo == nil || f.memoKW != f.s.kw {
-		f.flagMemo, f.memoKW = map[string][]string{}, f.s.kw
+		f.flagMemo, f.memoKW = map[uint64][]string{}, f.s.kw
 	}
 }
 
 // memoFlags is flagsOf with the memo checked already (checkFlagMemo): a
 // snapshot of 10,000 messages compares the 26 keywords once, not 10,000
 // times.
-func (f *folder) memoFlags(letters string) []string {
-	if fl, ok := f.flagMemo[letters]; ok {
+func (f *folder) memoFlags(mask uint64) []string {
+	if fl, ok := f.flagMemo[mask]; ok {
 		return fl
 	}
-	fl := lettersToFlags(letters, &f.s.kw)
-	f.flagMemo[letters] = fl
+	fl := lettersToFlags(maskLetters(mask), &f.s.kw)
+	f.flagMemo[mask] = fl
 	return fl
 }
 

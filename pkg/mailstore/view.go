@@ -92,13 +92,12 @@ func (v *View) snapshot() Snapshot {
 		f.checkFlagMemo()
 		// Neighbours mostly carry the same letters: the memo's map is
 		// asked only when they change.
-		var lastLetters string
+		var lastMask uint64
 		var lastFlags []string
 		for i := range f.s.msgs {
 			m := &f.s.msgs[i]
-			l := m.letters()
-			if l != lastLetters || i == 0 {
-				lastLetters, lastFlags = l, f.memoFlags(l)
+			if m.mask != lastMask || i == 0 {
+				lastMask, lastFlags = m.mask, f.memoFlags(m.mask)
 			}
 			msgs[i] = Msg{UID: m.uid, Flags: lastFlags, ModSeq: m.modseq, Size: m.size, InternalDate: time.Unix(m.date, 0)}
 		}
@@ -152,6 +151,10 @@ func (v *View) Open(uid uint32) (io.ReadSeekCloser, error) {
 	f := v.f
 	for try := 0; ; try++ {
 		f.mu.Lock()
+		if err := f.namesRead(); err != nil {
+			f.mu.Unlock()
+			return nil, err
+		}
 		i := f.find(uid)
 		if i < 0 {
 			f.mu.Unlock()
@@ -174,6 +177,22 @@ func (v *View) Open(uid uint32) (io.ReadSeekCloser, error) {
 			return nil, err
 		}
 	}
+}
+
+// namesRead is needNames for a caller without the flock (f.mu held): the
+// first body fetched from a folder read from its cache reads the names.
+func (f *folder) namesRead() error {
+	if f.s.names.len == 0 {
+		return nil
+	}
+	if err := f.lock.lock(); err != nil {
+		return err
+	}
+	defer f.lock.unlock()
+	if _, _, err := f.syncLocked(syncOpt{}); err != nil {
+		return err
+	}
+	return f.needNames()
 }
 
 func (f *folder) msgPath(m *msg) string {
@@ -203,6 +222,9 @@ func (v *View) Store(uids []uint32, op StoreOp, flags []string, unchangedSince u
 	}
 	defer f.lock.unlock()
 	if _, _, err := f.syncLocked(syncOpt{}); err != nil {
+		return nil, nil, err
+	}
+	if err := f.needNames(); err != nil {
 		return nil, nil, err
 	}
 	given, err := f.lettersLocked(p)
@@ -248,9 +270,10 @@ func (v *View) Store(uids []uint32, op StoreOp, flags []string, unchangedSince u
 				f.s.highest++
 				ms = f.s.highest
 			}
-			m.name, m.inNew, m.modseq = name, false, ms
+			m.setName(name)
+			m.inNew, m.modseq = false, ms
 			done[uid] = true
-			changed = append(changed, Msg{UID: uid, Flags: f.flagsOf(nl), ModSeq: ms, Size: m.size, InternalDate: time.Unix(m.date, 0)})
+			changed = append(changed, Msg{UID: uid, Flags: f.flagsOf(m.mask), ModSeq: ms, Size: m.size, InternalDate: time.Unix(m.date, 0)})
 		}
 		if len(retry) == 0 {
 			break
@@ -293,6 +316,9 @@ func (v *View) Expunge(uids []uint32) ([]uint32, error) {
 	if _, _, err := f.syncLocked(syncOpt{}); err != nil {
 		return nil, err
 	}
+	if err := f.needNames(); err != nil {
+		return nil, err
+	}
 	var want map[uint32]bool
 	if uids != nil {
 		want = make(map[uint32]bool, len(uids))
@@ -308,7 +334,7 @@ func (v *View) Expunge(uids []uint32) ([]uint32, error) {
 		gone = gone[:0]
 		for i := range f.s.msgs {
 			m := &f.s.msgs[i]
-			if !hasLetter(m.letters(), 'T') || (want != nil && !want[m.uid]) {
+			if !m.has('T') || (want != nil && !want[m.uid]) {
 				continue
 			}
 			err := os.Remove(f.msgPath(m))
@@ -386,6 +412,9 @@ func (v *View) sources(uids []uint32) ([]source, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, _, err := f.sync(syncOpt{}); err != nil {
+		return nil, err
+	}
+	if err := f.namesRead(); err != nil {
 		return nil, err
 	}
 	out := make([]source, 0, len(uids))
