@@ -162,6 +162,8 @@ func TestCacheDamaged(t *testing.T) {
 		{"records bit flip", func(s string) string { return flipAt(s, strings.Index(s, "head ")+30) }},
 		{"names bit flip", func(s string) string { return flipAt(s, len(s)-3) }},
 		{"other version", func(s string) string { return strings.Replace(s, cacheMagic, "letterbox-imap-cache 0", 1) }},
+		// A file of format 1 (text lines with the names), from before an upgrade.
+		{"version 1", func(string) string { return readFile(t, "testdata/cache/bad-version-1") }},
 		{"empty", func(string) string { return "" }},
 		{"garbage", func(string) string { return "\x00\xff\n\nend 0\n" }},
 	} {
