@@ -1,6 +1,8 @@
 package check
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"strings"
 
@@ -35,20 +37,32 @@ func (o dkimOutcome) authres() authres.Result {
 	}}
 }
 
-// dkimRun is a verification following a message into its staging file.
+// dkimRun is the verification of a message's signatures by go-msgauth.
+// A message staged in memory (most of them) is verified once it is
+// complete, in the session's goroutine, from the staged octets: go-msgauth
+// gets the body in one piece, and no goroutine is started, woken for each
+// piece or grown. A message that outgrows memory is verified while it
+// arrives: a goroutine follows the staging file from its start (start),
+// in pieces of 64 KiB, so memory stays flat whatever its size.
 type dkimRun struct {
 	sigs   []dkimOutcome // one per DKIM-Signature field, in order
-	done   chan struct{}
+	opts   *dkim.VerifyOptions
+	done   chan struct{} // nil until the follower is started
 	cancel context.CancelFunc
 	verifs []*dkim.Verification
 	err    error
 }
 
-// startDKIM starts verifying the DKIM signatures of the message whose
-// header is fields, reading it from st as it arrives. It returns nil when
-// there is no signature.
-func (c *Checker) startDKIM(st *staged, fields []Field) *dkimRun {
+// followPiece is how much of a staging file go-msgauth reads at once.
+const followPiece = 64 << 10
+
+// prepareDKIM returns the verification of the DKIM signatures of the
+// message whose header is fields, or nil when there is no signature. The
+// signers' key records that the resolver does not have yet are looked up
+// now, in the background, so the body's arrival hides their round trips.
+func (c *Checker) prepareDKIM(fields []Field) *dkimRun {
 	var sigs []dkimOutcome
+	var keys []string
 	for _, f := range fields {
 		if !f.Is("DKIM-Signature") {
 			continue
@@ -58,31 +72,52 @@ func (c *Checker) startDKIM(st *staged, fields []Field) *dkimRun {
 		if len(b) > 8 {
 			b = b[:8]
 		}
-		sigs = append(sigs, dkimOutcome{
+		o := dkimOutcome{
 			domain:     printable(stripFWS(tagValue(tags, "d")), 255),
 			identifier: printable(stripFWS(tagValue(tags, "i")), 255),
 			selector:   printable(stripFWS(tagValue(tags, "s")), 255),
 			algorithm:  printable(stripFWS(tagValue(tags, "a")), 40),
 			b:          printable(b, 8),
-		})
+		}
+		sigs = append(sigs, o)
+		if len(sigs) <= maxDKIMSignatures && o.selector != "" && o.domain != "" {
+			// The name go-msgauth asks (RFC 6376 § 3.6.2.1).
+			keys = append(keys, o.selector+"._domainkey."+o.domain)
+		}
 	}
 	if len(sigs) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
-	run := &dkimRun{sigs: sigs, done: make(chan struct{}), cancel: cancel}
-	opts := &dkim.VerifyOptions{LookupTXT: c.cfg.Resolver.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}
-	go func() {
-		defer close(run.done)
-		run.verifs, run.err = dkim.VerifyWithOptions(st.follow(), opts)
-	}()
-	return run
+	c.cfg.Resolver.prefetchTXT(ctx, keys...)
+	return &dkimRun{sigs: sigs, cancel: cancel,
+		opts: &dkim.VerifyOptions{LookupTXT: c.cfg.Resolver.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}}
 }
 
-// wait returns the outcome of each signature once the verifier is done
-// (the staging file must be finished).
-func (r *dkimRun) wait() []dkimOutcome {
-	<-r.done
+// start verifies the message while it arrives, following st in a
+// goroutine (for a message that outgrew memory).
+func (r *dkimRun) start(st *staged) {
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		// go-msgauth reads through a bufio.Reader; given one, it uses it
+		// as it is (bufio.NewReader returns a large enough one).
+		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.follow(), followPiece), r.opts)
+	}()
+}
+
+// wait returns the outcome of each signature, verifying the message now
+// unless a follower did it (st must be finished).
+func (r *dkimRun) wait(st *staged) []dkimOutcome {
+	if r.done != nil {
+		<-r.done
+	} else if b, ok := st.inMemory(); ok {
+		r.verifs, r.err = dkim.VerifyWithOptions(bytes.NewReader(b), r.opts)
+	} else {
+		// A staging file not followed (cannot happen: start is called
+		// when the message moves to one): read it from its start.
+		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.section(0), followPiece), r.opts)
+	}
 	r.cancel()
 	for i := range r.sigs {
 		o := &r.sigs[i]
@@ -119,7 +154,7 @@ func (r *dkimRun) wait() []dkimOutcome {
 	return r.sigs
 }
 
-// abort stops the verifier of a message that will not be checked.
+// abort stops the verification of a message that will not be checked.
 func (r *dkimRun) abort() {
 	r.cancel()
 }

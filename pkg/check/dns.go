@@ -22,8 +22,9 @@ import (
 type Resolver struct {
 	DNS *dnsclient.Client
 
-	mu    sync.Mutex
-	cache map[cacheKey]cacheEntry
+	mu      sync.Mutex
+	cache   map[cacheKey]cacheEntry
+	flights map[cacheKey]*flight // questions being asked
 }
 
 // Answers are kept for their TTL, at most maxCacheTTL, up to maxCache
@@ -62,20 +63,103 @@ func dnsErr(name, msg string, notFound, temporary bool) *net.DNSError {
 // lookup returns the answers of type qtype for name. A name that exists
 // without records of that type returns no answers and no error (as
 // net.Resolver's NODATA is not an error to SPF's void-lookup count either:
-// the count looks at the number of answers).
+// the count looks at the number of answers). A question already in flight
+// (a prefetch) is waited for rather than asked again.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	key := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
-	now := time.Now()
+	if rrs, err, ok := r.cached(key); ok {
+		return rrs, err
+	}
+	f, mine := r.begin(key)
+	if !mine {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			e := dnsErr(name, ctx.Err().Error(), false, true)
+			e.IsTimeout = true
+			return nil, e
+		}
+		var de *net.DNSError
+		if f.err == nil || errors.As(f.err, &de) && de.IsNotFound {
+			return f.rrs, f.err
+		}
+		// It failed, maybe for its asker's context only: ask again.
+		return r.ask(ctx, key, name, qtype)
+	}
+	rrs, err := r.ask(ctx, key, name, qtype)
+	r.end(key, f, rrs, err)
+	return rrs, err
+}
+
+// cached returns the answer kept for key, if any (ok).
+func (r *Resolver) cached(key cacheKey) (rrs []dns.RR, err error, ok bool) {
 	r.mu.Lock()
 	e, ok := r.cache[key]
 	r.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		if e.notFound {
-			return nil, dnsErr(name, "no such host", true, false)
-		}
-		return e.rrs, nil
+	if !ok || !time.Now().Before(e.expires) {
+		return nil, nil, false
 	}
-	rrs, ttl, err := r.ask(ctx, name, qtype)
+	if e.notFound {
+		return nil, dnsErr(key.name, "no such host", true, false), true
+	}
+	return e.rrs, nil, true
+}
+
+// flight is a question being asked: those who ask the same wait for it.
+type flight struct {
+	done chan struct{}
+	rrs  []dns.RR
+	err  error
+}
+
+// begin returns the flight of key; mine says the caller is to ask it
+// and then call end.
+func (r *Resolver) begin(key cacheKey) (f *flight, mine bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f := r.flights[key]; f != nil {
+		return f, false
+	}
+	if r.flights == nil {
+		r.flights = map[cacheKey]*flight{}
+	}
+	f = &flight{done: make(chan struct{})}
+	r.flights[key] = f
+	return f, true
+}
+
+func (r *Resolver) end(key cacheKey, f *flight, rrs []dns.RR, err error) {
+	f.rrs, f.err = rrs, err
+	r.mu.Lock()
+	delete(r.flights, key)
+	r.mu.Unlock()
+	close(f.done)
+}
+
+// prefetchTXT looks up the TXT records of the names that are not cached,
+// in the background, bound to ctx: a later LookupTXT of one of them finds
+// the answer kept, or waits for it.
+func (r *Resolver) prefetchTXT(ctx context.Context, names ...string) {
+	for _, name := range names {
+		key := cacheKey{strings.ToLower(dns.Fqdn(name)), dns.TypeTXT}
+		if _, _, ok := r.cached(key); ok {
+			continue
+		}
+		f, mine := r.begin(key)
+		if !mine {
+			continue
+		}
+		go func() {
+			rrs, err := r.ask(ctx, key, name, dns.TypeTXT)
+			r.end(key, f, rrs, err)
+		}()
+	}
+}
+
+// ask sends the question and keeps the answer for its TTL.
+func (r *Resolver) ask(ctx context.Context, key cacheKey, name string, qtype uint16) ([]dns.RR, error) {
+	now := time.Now()
+	rrs, ttl, err := r.exchange(ctx, name, qtype)
 	if ttl > 0 {
 		var de *net.DNSError
 		e := cacheEntry{rrs: rrs, expires: now.Add(min(ttl, maxCacheTTL)), notFound: errors.As(err, &de) && de.IsNotFound}
@@ -89,9 +173,9 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 	return rrs, err
 }
 
-// ask sends the question; ttl is how long the answer may be kept (0: not
-// at all).
-func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (rrs []dns.RR, ttl time.Duration, err error) {
+// exchange sends the question; ttl is how long the answer may be kept
+// (0: not at all).
+func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (rrs []dns.RR, ttl time.Duration, err error) {
 	resp, err := r.DNS.Exchange(ctx, name, qtype)
 	if err != nil {
 		var ne net.Error

@@ -90,7 +90,7 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 			if !hp.done && hp.err == nil {
 				hp.feed(buf[:n], off)
 				if hp.done && hp.err == nil && verify {
-					run = cn.c.startDKIM(st, hp.fields)
+					run = cn.c.prepareDKIM(hp.fields)
 				}
 			}
 			if hp.err == nil {
@@ -99,6 +99,10 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 				if _, werr := st.Write(buf[:n]); werr != nil {
 					rerr = werr
 					break
+				}
+				if run != nil && run.done == nil && st.onDisk() {
+					// Too large for memory: verified as it arrives.
+					run.start(st)
 				}
 			}
 			off += int64(n)
@@ -125,7 +129,8 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 		return "", verdict(552, "5.3.4", "%s", capitalize(hp.err.Error()))
 	}
 	if run == nil && verify {
-		run = cn.c.startDKIM(st, hp.fields)
+		// The header never ended: go-msgauth reads it as it is.
+		run = cn.c.prepareDKIM(hp.fields)
 	}
 	if cn.tempfailed {
 		if run != nil {
@@ -173,7 +178,7 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 	if cfg.DKIMVerify != ModeOff && !cn.allowed {
 		var outs []dkimOutcome
 		if run != nil {
-			outs = run.wait()
+			outs = run.wait(m.st)
 		}
 		if len(outs) == 0 {
 			results = append(results, &authres.GenericResult{Method: "dkim", Value: authres.ResultNone})

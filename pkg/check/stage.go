@@ -25,6 +25,9 @@ type staged struct {
 	size int64
 	done bool
 	err  error // the writer failed: readers stop with it
+	// waiting counts followers asleep at the end of what is written: a
+	// write wakes them only when there is one (most messages have none).
+	waiting int
 }
 
 // buffers keeps staging buffers between messages: most messages fit in
@@ -42,7 +45,7 @@ func (s *staged) Write(p []byte) (int, error) {
 	if s.f == nil && len(s.buf)+len(p) <= memoryLimit {
 		s.buf = append(s.buf, p...)
 		s.size += int64(len(p))
-		s.cond.Broadcast()
+		s.wake()
 		s.mu.Unlock()
 		return len(p), nil
 	}
@@ -66,9 +69,31 @@ func (s *staged) Write(p []byte) (int, error) {
 	n, err := f.Write(p)
 	s.mu.Lock()
 	s.size += int64(n)
-	s.cond.Broadcast()
+	s.wake()
 	s.mu.Unlock()
 	return n, err
+}
+
+// wake wakes the followers waiting for more; s.mu is held.
+func (s *staged) wake() {
+	if s.waiting > 0 {
+		s.cond.Broadcast()
+	}
+}
+
+// onDisk reports whether the message has moved to a file (it grew
+// beyond memoryLimit). Only the writer's goroutine may ask.
+func (s *staged) onDisk() bool { return s.f != nil }
+
+// inMemory returns the whole message when it is finished and was staged
+// in memory; ok is false otherwise. The slice is valid until close.
+func (s *staged) inMemory() (b []byte, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done || s.err != nil || s.f != nil {
+		return nil, false
+	}
+	return s.buf[:s.size], true
 }
 
 // finish ends the writing: err nil is the end of the message, else
@@ -117,7 +142,9 @@ func (r *follower) Read(p []byte) (int, error) {
 	s := r.s
 	s.mu.Lock()
 	for r.off >= s.size && !s.done {
+		s.waiting++
 		s.cond.Wait()
+		s.waiting--
 	}
 	size, err := s.size, s.err
 	s.mu.Unlock()
