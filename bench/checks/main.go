@@ -122,6 +122,10 @@ func signed(k *dkim.Key, path string, size int) error {
 
 type zoneServer map[string][]dns.RR
 
+// ServeDNS answers as a real resolver does: the records asked for, or
+// NXDOMAIN or an empty answer with the SOA of the name's zone in the
+// authority section (RFC 2308), whose TTL and minimum are how long the
+// resolver may keep the negative answer.
 func (z zoneServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(r)
@@ -135,11 +139,28 @@ func (z zoneServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			m.Answer = append(m.Answer, rr)
 		}
 	}
+	if len(m.Answer) == 0 {
+		m.Ns = []dns.RR{soaOf(q.Name)}
+	}
 	w.WriteMsg(m)
 }
 
+// soaOf returns the SOA of the zone of name: the bench's domain, with the
+// TTL of its records; else a locally served zone of RFC 6303 (the client's
+// reverse name, 2.0.0.127.in-addr.arpa, is in one on any resolver), whose
+// SOA keeps negative answers three hours.
+func soaOf(name string) dns.RR {
+	zone, ttl := dns.Fqdn(domain), uint32(60)
+	if !dns.IsSubDomain(zone, strings.ToLower(name)) {
+		labels := dns.SplitDomainName(name)
+		zone, ttl = dns.Fqdn(strings.Join(labels[max(0, len(labels)-2):], ".")), 10800
+	}
+	return &dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
+		Ns: zone, Mbox: "nobody.invalid.", Serial: 1, Refresh: 3600, Retry: 1200, Expire: 604800, Minttl: ttl}
+}
+
 // serve answers from the zone on addr (UDP and TCP); other names are
-// NXDOMAIN.
+// NXDOMAIN (with an SOA).
 func serve(addr, file string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {

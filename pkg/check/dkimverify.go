@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
@@ -46,8 +47,11 @@ func (o dkimOutcome) authres() authres.Result {
 // in pieces of 64 KiB, so memory stays flat whatever its size.
 type dkimRun struct {
 	sigs   []dkimOutcome // one per DKIM-Signature field, in order
-	opts   *dkim.VerifyOptions
+	res    *Resolver
+	lookup time.Duration // bounds the key lookups of a verification
 	done   chan struct{} // nil until the follower is started
+	// cancel ends the prefetch and, once started, the verification's
+	// lookups.
 	cancel context.CancelFunc
 	verifs []*dkim.Verification
 	err    error
@@ -90,19 +94,29 @@ func (c *Checker) prepareDKIM(fields []Field) *dkimRun {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
 	c.cfg.Resolver.prefetchTXT(ctx, keys...)
-	return &dkimRun{sigs: sigs, cancel: cancel,
-		opts: &dkim.VerifyOptions{LookupTXT: c.cfg.Resolver.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}}
+	return &dkimRun{sigs: sigs, cancel: cancel, res: c.cfg.Resolver, lookup: c.cfg.DNSTimeout}
+}
+
+// options returns go-msgauth's options for a verification starting now:
+// its lookups get their own time limit, however long the body took to
+// arrive since the prefetch.
+func (r *dkimRun) options() *dkim.VerifyOptions {
+	ctx, cancel := context.WithTimeout(context.Background(), r.lookup)
+	prefetch := r.cancel
+	r.cancel = func() { cancel(); prefetch() }
+	return &dkim.VerifyOptions{LookupTXT: r.res.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}
 }
 
 // start verifies the message while it arrives, following st in a
 // goroutine (for a message that outgrew memory).
 func (r *dkimRun) start(st *staged) {
 	r.done = make(chan struct{})
+	opts := r.options()
 	go func() {
 		defer close(r.done)
 		// go-msgauth reads through a bufio.Reader; given one, it uses it
 		// as it is (bufio.NewReader returns a large enough one).
-		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.follow(), followPiece), r.opts)
+		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.follow(), followPiece), opts)
 	}()
 }
 
@@ -112,11 +126,11 @@ func (r *dkimRun) wait(st *staged) []dkimOutcome {
 	if r.done != nil {
 		<-r.done
 	} else if b, ok := st.inMemory(); ok {
-		r.verifs, r.err = dkim.VerifyWithOptions(bytes.NewReader(b), r.opts)
+		r.verifs, r.err = dkim.VerifyWithOptions(bytes.NewReader(b), r.options())
 	} else {
 		// A staging file not followed (cannot happen: start is called
 		// when the message moves to one): read it from its start.
-		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.section(0), followPiece), r.opts)
+		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.section(0), followPiece), r.options())
 	}
 	r.cancel()
 	for i := range r.sigs {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 const plainMsg = "From: Alice <alice@signed.test>\nTo: u@example.test\nSubject: hello\nDate: Mon, 1 Dec 2025 10:00:00 +0000\n\nHello,\nthis is signed.\n"
@@ -175,3 +176,49 @@ func ExampleParseTagList() {
 	// true [{"v" "1"} {"a" "rsa-sha256"} {"d" "example.org"} {"b" "abc\r\n def"}]
 	// false
 }
+
+// TestDKIMKeyAskedAtEndOfHeader: a signer's key that is not cached is
+// looked up as soon as the header has arrived, while the body is still
+// coming (a message staged in memory is verified once complete: the
+// lookup's round trip is hidden behind the body).
+func TestDKIMKeyAskedAtEndOfHeader(t *testing.T) {
+	z := dkimZone(t)
+	rk, _ := testKeys(t)
+	c := newChecker(t, z, Config{SPF: ModeOff, DMARC: ModeOff})
+	msg := strings.ReplaceAll(sign(t, plainMsg, "signed.test", "rsa", rk), "\n", "\r\n")
+	msg = strings.ReplaceAll(msg, "\r\r\n", "\r\n")
+	end := strings.Index(msg, "\r\n\r\n") + 4
+	asked := false
+	body := readerFunc(func(p []byte) (int, error) {
+		// The rest of the message once the key was asked for (or
+		// after 5 seconds: the test then fails).
+		for deadline := time.Now().Add(5 * time.Second); !asked && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			asked = z.asked("rsa._domainkey.signed.test") > 0
+		}
+		return 0, io.EOF
+	})
+	cn, _ := c.Connect(ConnInfo{IP: []byte{192, 0, 2, 1}})
+	defer cn.Close()
+	cn.Helo("client.test")
+	cn.Mail("TESTID0004", "alice@signed.test", "")
+	cn.Rcpt("u@example.test", "")
+	var stored string
+	_, err := cn.Message(io.MultiReader(strings.NewReader(msg[:end]), body, strings.NewReader(msg[end:])), func(r *Result) (string, error) {
+		b, err := io.ReadAll(r.Data)
+		stored = string(b)
+		return "x", err
+	})
+	if !asked {
+		t.Error("the key was not asked for before the body ended")
+	}
+	if err != nil || !strings.Contains(authResults(stored), "dkim=pass") {
+		t.Fatalf("%v, %q", err, authResults(stored))
+	}
+	if n := z.asked("rsa._domainkey.signed.test"); n != 1 {
+		t.Errorf("key asked %d times, want 1", n)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

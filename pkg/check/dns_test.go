@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,5 +31,61 @@ func TestResolverCache(t *testing.T) {
 		if n := z.asked(name); n != want {
 			t.Errorf("%s asked %d times, want %d", name, n, want)
 		}
+	}
+}
+
+// TestLookupJoinsQuestionInFlight: a question already being asked (a
+// prefetch) is waited for, not asked again; its answer is then kept.
+func TestLookupJoinsQuestionInFlight(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, `slow.test. 60 IN TXT "v=spf1 -all"`)
+	open := make(chan struct{})
+	var opened sync.Once
+	release := func() { opened.Do(func() { close(open) }) }
+	t.Cleanup(release) // before the server's shutdown, which waits for it
+	z.mu.Lock()
+	z.gate["slow.test."] = open
+	z.mu.Unlock()
+	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: 5 * time.Second}}
+	r.prefetchTXT(context.Background(), "slow.test")
+	// The server holds the answer: this lookup joins the prefetch and
+	// gives up with its context, having asked nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := r.LookupTXT(ctx, "slow.test")
+	cancel()
+	if err == nil {
+		t.Fatal("lookup answered while the server held the answer")
+	}
+	if n := z.asked("slow.test"); n != 1 {
+		t.Fatalf("asked %d times while in flight, want 1", n)
+	}
+	release()
+	txt, err := r.LookupTXT(context.Background(), "slow.test")
+	if err != nil || len(txt) != 1 || txt[0] != "v=spf1 -all" {
+		t.Fatalf("after the answer: %q, %v", txt, err)
+	}
+	if n := z.asked("slow.test"); n != 1 {
+		t.Errorf("asked %d times, want 1", n)
+	}
+}
+
+// TestReverseLookupNegativeCache: the client's reverse name that does not
+// exist is asked once while the SOA sent with the NXDOMAIN allows (RFC
+// 2308), for smtpd's Received field; without an SOA it is asked again.
+func TestReverseLookupNegativeCache(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, "2.0.192.in-addr.arpa. 3600 IN SOA ns.test. nobody.invalid. 1 3600 1200 604800 10800")
+	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: time.Second}}
+	for i := 0; i < 3; i++ {
+		if name := r.ReverseLookup("192.0.2.7"); name != "" {
+			t.Fatalf("name %q for an address without one", name)
+		}
+		r.ReverseLookup("198.51.100.7")
+	}
+	if n := z.asked("7.2.0.192.in-addr.arpa"); n != 1 {
+		t.Errorf("NXDOMAIN with an SOA asked %d times, want 1", n)
+	}
+	if n := z.asked("7.100.51.198.in-addr.arpa"); n != 3 {
+		t.Errorf("NXDOMAIN without an SOA asked %d times, want 3", n)
 	}
 }

@@ -30,13 +30,14 @@ type zone struct {
 	servfail map[string]bool
 	hang     map[string]bool
 	garbage  map[string]bool
+	gate     map[string]chan struct{} // answered once the channel is closed
 	queries  []string
 	addr     string
 }
 
 func startDNS(t testing.TB) *zone {
 	t.Helper()
-	z := &zone{rrs: map[string][]dns.RR{}, servfail: map[string]bool{}, hang: map[string]bool{}, garbage: map[string]bool{}}
+	z := &zone{rrs: map[string][]dns.RR{}, servfail: map[string]bool{}, hang: map[string]bool{}, garbage: map[string]bool{}, gate: map[string]chan struct{}{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +108,7 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	name := strings.ToLower(q.Name)
 	z.mu.Lock()
 	z.queries = append(z.queries, name)
-	hang, garbage, servfail := z.hang[name], z.garbage[name], z.servfail[name]
+	hang, garbage, servfail, gate := z.hang[name], z.garbage[name], z.servfail[name], z.gate[name]
 	ans := z.rrs[name+"|"+dns.TypeToString[q.Qtype]]
 	exists := false
 	for k := range z.rrs {
@@ -116,6 +117,9 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}
 	z.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	switch {
 	case hang:
 		return
