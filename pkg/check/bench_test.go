@@ -5,11 +5,16 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkChecks: one 10 KB DKIM-signed message through SPF, DKIM and
-// DMARC, all passing, DNS on loopback; the SMTP side is left out.
+// DMARC, all passing, DNS on loopback; the SMTP side is left out. The
+// result is read as the spool reads it (a buffer of its own, no WriteTo),
+// and cpu-ns/op is the process's CPU time per message (user + system),
+// which a machine loaded by others inflates less than ns/op.
 func BenchmarkChecks(b *testing.B) {
 	z := startDNS(b)
 	rk, _ := testKeys(b)
@@ -20,6 +25,8 @@ func BenchmarkChecks(b *testing.B) {
 	c := newChecker(b, z, Config{Log: discardLog()})
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
+	buf := make([]byte, 32<<10)
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		cn, _ := c.Connect(ConnInfo{IP: net.ParseIP("192.0.2.1")})
@@ -27,14 +34,30 @@ func BenchmarkChecks(b *testing.B) {
 		cn.Mail("ID", "alice@signed.test", "")
 		cn.Rcpt("u@example.test", "")
 		_, err := cn.Message(strings.NewReader(msg), func(r *Result) (string, error) {
-			_, err := io.Copy(io.Discard, r.Data)
-			return "ID", err
+			for {
+				_, err := r.Data.Read(buf)
+				if err == io.EOF {
+					return "ID", nil
+				}
+				if err != nil {
+					return "", err
+				}
+			}
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		cn.Close()
 	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the process's user and system time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
