@@ -70,8 +70,9 @@ type Config struct {
 
 // Checker holds the checks of one smtpd; it is safe for concurrent use.
 type Checker struct {
-	cfg     Config
-	milters []*milterClient
+	cfg        Config
+	milters    []*milterClient
+	spfResults spfResults
 }
 
 // New checks cfg and fills in its defaults.

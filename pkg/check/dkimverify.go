@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
@@ -56,6 +57,11 @@ type dkimRun struct {
 	verifs []*dkim.Verification
 	err    error
 }
+
+// verifyReaders are the readers go-msgauth reads a message in memory
+// through: given a *bufio.Reader of its default size or more, it uses it
+// rather than allocating its own for each message.
+var verifyReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 // followPiece is how much of a staging file go-msgauth reads at once.
 const followPiece = 64 << 10
@@ -126,7 +132,11 @@ func (r *dkimRun) wait(st *staged) []dkimOutcome {
 	if r.done != nil {
 		<-r.done
 	} else if b, ok := st.inMemory(); ok {
-		r.verifs, r.err = dkim.VerifyWithOptions(bytes.NewReader(b), r.options())
+		br := verifyReaders.Get().(*bufio.Reader)
+		br.Reset(bytes.NewReader(b))
+		r.verifs, r.err = dkim.VerifyWithOptions(br, r.options())
+		br.Reset(nil)
+		verifyReaders.Put(br)
 	} else {
 		// A staging file not followed (cannot happen: start is called
 		// when the message moves to one): read it from its start.

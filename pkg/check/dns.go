@@ -67,7 +67,8 @@ func dnsErr(name, msg string, notFound, temporary bool) *net.DNSError {
 // (a prefetch) is waited for rather than asked again.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	key := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
-	if rrs, err, ok := r.cached(key); ok {
+	keep, _ := ctx.Value(keptKey{}).(*kept)
+	if rrs, err, ok := r.cachedUntil(key, keep); ok {
 		return rrs, err
 	}
 	f, mine := r.begin(key)
@@ -77,10 +78,15 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 		case <-ctx.Done():
 			e := dnsErr(name, ctx.Err().Error(), false, true)
 			e.IsTimeout = true
+			keep.until(time.Time{})
 			return nil, e
 		}
 		var de *net.DNSError
 		if f.err == nil || errors.As(f.err, &de) && de.IsNotFound {
+			// How long it is kept, if at all, is the asker's to say.
+			if _, _, ok := r.cachedUntil(key, keep); !ok {
+				keep.until(time.Time{})
+			}
 			return f.rrs, f.err
 		}
 		// It failed, maybe for its asker's context only: ask again.
@@ -93,12 +99,18 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns
 
 // cached returns the answer kept for key, if any (ok).
 func (r *Resolver) cached(key cacheKey) (rrs []dns.RR, err error, ok bool) {
+	return r.cachedUntil(key, nil)
+}
+
+// cachedUntil is cached, telling keep how long the answer is kept.
+func (r *Resolver) cachedUntil(key cacheKey, keep *kept) (rrs []dns.RR, err error, ok bool) {
 	r.mu.Lock()
 	e, ok := r.cache[key]
 	r.mu.Unlock()
 	if !ok || !time.Now().Before(e.expires) {
 		return nil, nil, false
 	}
+	keep.until(e.expires)
 	if e.notFound {
 		return nil, dnsErr(key.name, "no such host", true, false), true
 	}
@@ -136,6 +148,46 @@ func (r *Resolver) end(key cacheKey, f *flight, rrs []dns.RR, err error) {
 	close(f.done)
 }
 
+// kept collects how long the answers of a series of lookups (an SPF
+// evaluation) are kept: until the first of them expires, or not at all
+// when one of them is not kept (a TTL of 0, a failure). A result computed
+// from them may be kept as long.
+type kept struct {
+	mu      sync.Mutex
+	expires time.Time
+	never   bool
+}
+
+type keptKey struct{}
+
+// withKept returns ctx whose lookups tell k how long their answers are kept.
+func withKept(ctx context.Context, k *kept) context.Context {
+	return context.WithValue(ctx, keptKey{}, k)
+}
+
+// until records an answer kept until t (zero: not kept).
+func (k *kept) until(t time.Time) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case t.IsZero():
+		k.never = true
+	case k.expires.IsZero() || t.Before(k.expires):
+		k.expires = t
+	}
+}
+
+// deadline returns until when a result of the lookups may be kept; ok is
+// false when it may not.
+func (k *kept) deadline() (t time.Time, ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.expires, !k.never && !k.expires.IsZero()
+}
+
 // prefetchTXT looks up the TXT records of the names that are not cached,
 // in the background, bound to ctx: a later LookupTXT of one of them finds
 // the answer kept, or waits for it.
@@ -160,6 +212,12 @@ func (r *Resolver) prefetchTXT(ctx context.Context, names ...string) {
 func (r *Resolver) ask(ctx context.Context, key cacheKey, name string, qtype uint16) ([]dns.RR, error) {
 	now := time.Now()
 	rrs, ttl, err := r.exchange(ctx, name, qtype)
+	keep, _ := ctx.Value(keptKey{}).(*kept)
+	if ttl <= 0 {
+		keep.until(time.Time{})
+	} else {
+		keep.until(now.Add(min(ttl, maxCacheTTL)))
+	}
 	if ttl > 0 {
 		var de *net.DNSError
 		e := cacheEntry{rrs: rrs, expires: now.Add(min(ttl, maxCacheTTL)), notFound: errors.As(err, &de) && de.IsNotFound}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/authres"
@@ -33,14 +35,60 @@ func (c *Checker) checkSPF(ip net.IP, helo, from string) spfOutcome {
 		// RFC 7208 § 2.4: "postmaster@" the HELO name.
 		sender = "postmaster@" + helo
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
+	key := spfKey{ip: string(ip.To16()), helo: strings.ToLower(helo), sender: strings.ToLower(sender)}
+	if r, ok := c.spfResults.get(key); ok {
+		o.result, o.err = r.result, r.err
+		return o
+	}
+	keep := &kept{}
+	ctx, cancel := context.WithTimeout(withKept(context.Background(), keep), c.cfg.DNSTimeout)
 	defer cancel()
 	o.result, o.err = spf.CheckHostWithSender(ip, helo, sender,
 		spf.WithResolver(c.cfg.Resolver), spf.WithContext(ctx))
 	if ctx.Err() != nil && o.result != spf.Pass && o.result != spf.Fail {
 		o.result, o.err = spf.TempError, fmt.Errorf("SPF evaluation timed out: %w", ctx.Err())
+		return o
+	}
+	if until, ok := keep.deadline(); ok && o.result != spf.TempError {
+		c.spfResults.put(key, spfResult{result: o.result, err: o.err, expires: until})
 	}
 	return o
+}
+
+// spfResults keeps SPF results across connections for as long as every
+// DNS answer they were computed from is kept (the first TTL to run out):
+// the same sender from the same client is not evaluated again for each
+// message. A result that used an answer not kept (a TTL of 0, a failure)
+// is not kept, nor is temperror.
+type spfResults struct {
+	mu sync.Mutex
+	m  map[spfKey]spfResult
+}
+
+// spfKey is what an SPF evaluation depends on besides DNS: the client's
+// address, the HELO name and the sender (its macros may use each).
+type spfKey struct{ ip, helo, sender string }
+
+type spfResult struct {
+	result  spf.Result
+	err     error
+	expires time.Time
+}
+
+func (c *spfResults) get(k spfKey) (spfResult, bool) {
+	c.mu.Lock()
+	r, ok := c.m[k]
+	c.mu.Unlock()
+	return r, ok && time.Now().Before(r.expires)
+}
+
+func (c *spfResults) put(k spfKey, r spfResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCache {
+		c.m = map[spfKey]spfResult{}
+	}
+	c.m[k] = r
 }
 
 // verdict is what spf mode makes of the outcome: fail refused with

@@ -1,8 +1,11 @@
 package check
 
 import (
+	"net"
 	"strings"
 	"testing"
+
+	"blitiri.com.ar/go/spf"
 )
 
 func spfZone(t *testing.T) *zone {
@@ -115,5 +118,36 @@ func TestSPFReject(t *testing.T) {
 		if tc.want == "" && got != "" || !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%s: MAIL got %q, want %q", tc.from, got, tc.want)
 		}
+	}
+}
+
+// TestSPFResultsKept: an SPF result is kept across connections for its
+// client, HELO name and sender, as long as the DNS answers it came from:
+// one from a record with a TTL of 0 is evaluated again, and sees the
+// record change; another client or sender is evaluated for itself.
+func TestSPFResultsKept(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, `zero.test. 0 IN TXT "v=spf1 -all"`)
+	z.txt(t, "kept.test", "v=spf1 ip4:192.0.2.1 -all")
+	z.txt(t, "other.test", "v=spf1 -all")
+	c := newChecker(t, z, Config{})
+	check := func(ip, from string, want spf.Result) {
+		t.Helper()
+		if o := c.checkSPF(net.ParseIP(ip), "client.test", from); o.result != want {
+			t.Errorf("%s from %s: %s, want %s", from, ip, o.result, want)
+		}
+	}
+	check("192.0.2.1", "a@zero.test", spf.Fail)
+	z.mu.Lock()
+	delete(z.rrs, "zero.test.|TXT")
+	z.mu.Unlock()
+	z.add(t, `zero.test. 0 IN TXT "v=spf1 +all"`)
+	check("192.0.2.1", "a@zero.test", spf.Pass)
+	check("192.0.2.1", "a@kept.test", spf.Pass)
+	check("192.0.2.9", "a@kept.test", spf.Fail)
+	check("192.0.2.1", "a@kept.test", spf.Pass)
+	check("192.0.2.1", "a@other.test", spf.Fail)
+	if n := z.asked("zero.test"); n != 2 {
+		t.Errorf("zero.test asked %d times, want 2", n)
 	}
 }
