@@ -13,7 +13,6 @@ import (
 	"time"
 
 	gomaildir "github.com/emersion/go-maildir"
-	"golang.org/x/sys/unix"
 
 	"letterbox/pkg/maildir"
 )
@@ -887,69 +886,4 @@ func combineLetters(op StoreOp, cur, given string) string {
 	default:
 		return maildir.SortFlags(keepLetters(cur) + given)
 	}
-}
-
-var errNotRegular = errors.New("not a regular file")
-
-// openMsg opens a message file without following a symlink. The file is
-// read with plain system calls, not through an *os.File: os.OpenFile
-// costs four fcntl calls and a failing epoll_ctl per file besides the
-// open (a FETCH of every body opens 10,000 files), and a regular file
-// gains nothing from the poller.
-func openMsg(path string) (*msgFile, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		return nil, errNotRegular
-	}
-	return &msgFile{fd: fd}, nil
-}
-
-// msgFile is an open message file: io.ReadSeekCloser on a descriptor.
-type msgFile struct{ fd int }
-
-func (m *msgFile) Read(p []byte) (int, error) {
-	if m.fd < 0 {
-		return 0, os.ErrClosed
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for {
-		n, err := unix.Read(m.fd, p)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("mailstore: read: %w", err)
-		}
-		if n == 0 {
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-func (m *msgFile) Seek(offset int64, whence int) (int64, error) {
-	if m.fd < 0 {
-		return 0, os.ErrClosed
-	}
-	n, err := unix.Seek(m.fd, offset, whence)
-	if err != nil {
-		return 0, fmt.Errorf("mailstore: seek: %w", err)
-	}
-	return n, nil
-}
-
-func (m *msgFile) Close() error {
-	if m.fd < 0 {
-		return os.ErrClosed
-	}
-	err := unix.Close(m.fd)
-	m.fd = -1
-	return err
 }

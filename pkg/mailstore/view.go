@@ -162,7 +162,7 @@ func (v *View) Open(uid uint32) (io.ReadSeekCloser, error) {
 		}
 		path := f.msgPath(&f.s.msgs[i])
 		f.mu.Unlock()
-		fd, err := openMsg(path)
+		fd, err := maildir.OpenRegular(path)
 		if err == nil {
 			return fd, nil
 		}

@@ -76,14 +76,14 @@ func openLock(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		err = nofollowErr(err)
-		if errors.Is(err, errNotRegular) {
+		if errors.Is(err, maildir.ErrNotRegular) {
 			return nil, &PermError{fmt.Errorf("pop3: lock: %w", err)}
 		}
 		return nil, fmt.Errorf("pop3: lock: %w", err)
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, &PermError{fmt.Errorf("pop3: lock %s: %w", path, errNotRegular)}
+		return nil, &PermError{fmt.Errorf("pop3: lock %s: %w", path, maildir.ErrNotRegular)}
 	}
 	return f, nil
 }
@@ -129,7 +129,7 @@ func (d *maildirDrop) load() error {
 				size = n
 				hits++
 			} else {
-				f, err := openRegular(m.Path)
+				f, err := maildir.OpenRegular(m.Path)
 				if err != nil {
 					if !errors.Is(err, os.ErrNotExist) {
 						// Swapped for a symlink since, or not the
@@ -221,7 +221,7 @@ func uidOf(key string) string {
 
 func (d *maildirDrop) readCache() map[string]int64 {
 	cache := map[string]int64{}
-	f, err := openRegular(filepath.Join(d.dir, SizeCacheName))
+	f, err := maildir.OpenRegular(filepath.Join(d.dir, SizeCacheName))
 	if err != nil {
 		return cache
 	}
@@ -246,7 +246,7 @@ func (d *maildirDrop) writeCache() {
 	path := filepath.Join(d.dir, SizeCacheName)
 	tmp := path + ".tmp"
 	f, err := createExclusive(tmp)
-	if errors.Is(err, os.ErrExist) || errors.Is(err, errNotRegular) {
+	if errors.Is(err, os.ErrExist) || errors.Is(err, maildir.ErrNotRegular) {
 		// Left by a session that died, or planted: we hold the lock, so
 		// it is no writer's. Remove removes a symlink, never its target.
 		os.Remove(tmp)
@@ -277,7 +277,7 @@ func (d *maildirDrop) Messages() []MessageInfo { return d.info }
 func (d *maildirDrop) Skipped() []string { return d.skipped }
 
 func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
-	f, err := openRegular(d.msgs[i].Path)
+	f, err := maildir.OpenRegular(d.msgs[i].Path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Another program (an IMAP client) changed its flags: same key,
 		// new name in cur/. Opened as regular only, whoever found it. The
@@ -290,7 +290,7 @@ func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
 			} else {
 				_, _, m.Flags, _ = maildir.ParseName(m.Name)
 			}
-			f, err = openRegular(p)
+			f, err = maildir.OpenRegular(p)
 		}
 	}
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"letterbox/pkg/mbox"
+
+	"letterbox/pkg/maildir"
 )
 
 type mboxDrop struct {
@@ -130,7 +132,7 @@ func checkMbox(path string, f *os.File, owner uint32) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !li.Mode().IsRegular() || !fi.Mode().IsRegular():
-		return &PermError{fmt.Errorf("pop3: mbox %s: %w", path, errNotRegular)}
+		return &PermError{fmt.Errorf("pop3: mbox %s: %w", path, maildir.ErrNotRegular)}
 	case !os.SameFile(fi, li):
 		return fmt.Errorf("pop3: mbox %s: replaced while being locked", path)
 	case !ok:

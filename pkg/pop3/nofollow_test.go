@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"letterbox/pkg/maildir"
 )
 
 // The maildrop's files are opened as regular files only, never through a
@@ -38,7 +40,7 @@ func TestMaildirSwappedForSymlink(t *testing.T) {
 	if err := os.Symlink(secret, msg); err != nil {
 		t.Fatal(err)
 	}
-	if rc, err := d.Open(0); err == nil || !errors.Is(err, errNotRegular) {
+	if rc, err := d.Open(0); err == nil || !errors.Is(err, maildir.ErrNotRegular) {
 		if rc != nil {
 			rc.Close()
 		}
@@ -59,7 +61,7 @@ func TestMaildirSwappedForSymlink(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, errNotRegular) {
+		if !errors.Is(err, maildir.ErrNotRegular) {
 			t.Fatalf("FIFO opened as a message: %v", err)
 		}
 	case <-time.After(10 * time.Second):
