@@ -567,6 +567,9 @@ func TestWatchPoll(t *testing.T) {
 	v, err := s.Select("INBOX", false)
 	must(t, err)
 	defer v.Close()
+	// Directories changed long ago: only the delivery can wake the poller
+	// (TestWatchPollUnsettled covers directories changed just now).
+	setDirTimes(t, root, time.Now().Add(-time.Hour))
 	c, stop := v.Watch()
 	defer stop()
 	unwatchDirs(v.f) // as if inotify could not see other hosts' writes
@@ -584,6 +587,41 @@ func TestWatchPoll(t *testing.T) {
 	stop()
 }
 
+// TestWatchPollUnsettled: when new/ or cur/ had changed within a clock
+// tick of the poller's look, a later delivery could leave them with the
+// same (inode, size, mtime); the poller then wakes the watchers at its
+// next look without waiting for a difference. An mtime in the future
+// (a server's clock ahead of ours) is never settled.
+func TestWatchPollUnsettled(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "Maildir")
+	s, err := Open(Options{Root: root, PollInterval: 50 * time.Millisecond})
+	must(t, err)
+	defer s.Close()
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	setDirTimes(t, root, time.Now().Add(time.Hour))
+	c, stop := v.Watch()
+	defer stop()
+	unwatchDirs(v.f)
+	select {
+	case <-c:
+	default:
+	}
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an unsettled look did not make the next poll wake the watcher")
+	}
+}
+
+func setDirTimes(t *testing.T, root string, when time.Time) {
+	t.Helper()
+	for _, sub := range []string{"new", "cur"} {
+		must(t, os.Chtimes(filepath.Join(root, sub), when, when))
+	}
+}
+
 // TestWatchPollsOnNFS: without PollInterval, a folder on NFS is polled
 // anyway (every nfsPoll), since inotify cannot see other hosts' writes.
 func TestWatchPollsOnNFS(t *testing.T) {
@@ -597,6 +635,7 @@ func TestWatchPollsOnNFS(t *testing.T) {
 	v, err := s.Select("INBOX", false)
 	must(t, err)
 	defer v.Close()
+	setDirTimes(t, root, time.Now().Add(-time.Hour)) // only the delivery wakes it
 	c, stop := v.Watch()
 	defer stop()
 	unwatchDirs(v.f) // inotify sees nothing of other hosts' writes

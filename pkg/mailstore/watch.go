@@ -154,9 +154,13 @@ func (v *View) Watch() (changed <-chan struct{}, stop func()) {
 			poll = fallbackPoll
 		}
 		if poll > 0 {
+			// The first look is taken here, not in the poller: a change
+			// made after Watch returns must differ from it however late
+			// the poller's goroutine starts.
+			first := f.look()
 			f.acc.watchMu.Lock()
 			f.stopPoll = make(chan struct{})
-			go f.poll(poll, f.stopPoll)
+			go f.poll(poll, f.stopPoll, first)
 			f.acc.watchMu.Unlock()
 		}
 	}
@@ -183,26 +187,38 @@ func (v *View) Watch() (changed <-chan struct{}, stop func()) {
 	return c, stop
 }
 
+// folderLook is one poll's view of the files a folder's state depends on.
+type folderLook struct {
+	keys [5]fileKey // new/, cur/, dovecot-uidlist, dovecot-keywords, our cache
+	// settled: new/'s and cur/'s mtimes were old enough when read that the
+	// next change of either must give it another mtime (see settled).
+	settled bool
+}
+
+func (f *folder) look() folderLook {
+	now := nanotime()
+	var l folderLook
+	for i, n := range []string{"new", "cur", uidlistName, keywordsName, cacheName} {
+		l.keys[i], _ = openKey(f.path(n))
+	}
+	l.settled = settled(l.keys[0].mtime, now) && settled(l.keys[1].mtime, now)
+	return l
+}
+
 // poll wakes the watchers when any file the state depends on has another
-// version than at the previous look.
-func (f *folder) poll(every time.Duration, stop chan struct{}) {
+// version than at the previous look, or when that look could not tell: a
+// message delivered in the same clock tick as the previous look leaves
+// the directory's (inode, size, mtime) as it was.
+func (f *folder) poll(every time.Duration, stop chan struct{}, last folderLook) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	look := func() [5]fileKey {
-		var k [5]fileKey
-		for i, n := range []string{"new", "cur", uidlistName, keywordsName, cacheName} {
-			k[i], _ = openKey(f.path(n))
-		}
-		return k
-	}
-	last := look()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			if k := look(); k != last {
-				last = k
+			if l := f.look(); l.keys != last.keys || !last.settled {
+				last = l
 				f.notify()
 			}
 		}
