@@ -273,6 +273,12 @@ func newDovecotSide(t *testing.T) (*dovecotSide, string) {
 		if t.Failed() {
 			ul, _ := os.ReadFile(filepath.Join(md, "dovecot-uidlist"))
 			t.Logf("Dovecot's output:\n%s\nINBOX's dovecot-uidlist:\n%s", d.log.String(), ul)
+			if dump, err := exec.Command("doveadm", "dump", filepath.Join(md, "dovecot.index")).CombinedOutput(); err == nil || len(dump) > 0 {
+				t.Logf("index dump:\n%s", dump)
+			}
+			if fi, err := os.Stat(filepath.Join(md, "dovecot-uidlist")); err == nil {
+				t.Logf("uidlist now: size %d mtime %d", fi.Size(), fi.ModTime().UnixNano())
+			}
 		}
 	})
 	return d, dir

@@ -79,7 +79,15 @@ func statKey(path string) (fileKey, bool) {
 	if syscall.Lstat(path, &st) != nil {
 		return fileKey{}, false
 	}
-	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, true
+	return keyOf(&st), true
+}
+
+// keyOf is the version a stat reports. A writer takes it from its own
+// descriptor before the rename that publishes the file: once published,
+// another process may change it, and the version must stay that of what
+// the writer holds in memory.
+func keyOf(st *syscall.Stat_t) fileKey {
+	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}
 }
 
 type expRange struct {
@@ -552,7 +560,7 @@ func readCacheFile(dir string) ([]byte, fileKey, bool) {
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fileKey{}, false
 	}
-	return b, fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, true
+	return b, keyOf(&st), true
 }
 
 // readCacheHeader reads only the header of dir's cache (for STATUS); the
@@ -570,7 +578,7 @@ func readCacheHeader(dir string) (cacheState, fileKey, bool) {
 	buf := make([]byte, 4096)
 	n, _ := io.ReadFull(f, buf)
 	s, _, err := parseCacheHeader(string(buf[:n]))
-	return s, fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, err == nil
+	return s, keyOf(&st), err == nil
 }
 
 // readCacheRecords reads dir's cache without its names (SELECT's read):
@@ -582,11 +590,11 @@ func readCacheRecords(dir string) (cacheState, fileKey, bool, error) {
 		return cacheState{}, fileKey{}, false, nil
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return cacheState{}, fileKey{}, false, nil
 	}
-	key := fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}
+	key := keyOf(&st)
 	head := make([]byte, min(st.Size, 16<<10))
 	if err := preadFull(fd, head, 0); err != nil {
 		return cacheState{}, key, false, nil
@@ -628,11 +636,11 @@ func readCacheNames(dir string, key fileKey, sec nameSection) ([]byte, error) {
 		return nil, fmt.Errorf("mailstore: cache names: %w", err)
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("mailstore: cache names: %w", err)
 	}
-	if (fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}) != key {
+	if keyOf(&st) != key {
 		return nil, cacheErr("replaced before its names were read")
 	}
 	b := make([]byte, sec.len)
@@ -685,7 +693,7 @@ func writeCacheFile(dir string, b []byte) (fileKey, error) {
 		os.Remove(tmp)
 		return fileKey{}, fmt.Errorf("mailstore: write cache: %w", err)
 	}
-	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, nil
+	return keyOf(&st), nil
 }
 
 // prefault asks the kernel to map b's pages now, in one call

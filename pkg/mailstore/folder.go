@@ -791,11 +791,12 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 		if len(p.fresh) > 0 || p.records || created {
 			f.number(ul, &p, files)
 			ul.dedupe()
-			if err := dl.replace(ul.format()); err != nil {
+			written, err := dl.replace(ul.format())
+			if err != nil {
 				f.ul, f.ulIdx = nil, nil
 				return false, err
 			}
-			ulKey, _ = statKey(f.path(uidlistName))
+			ulKey = written
 			f.ulKey = ulKey
 			changed = true
 		} else {

@@ -332,16 +332,31 @@ func removeIfSame(path string, ino uint64) {
 	}
 }
 
+// afterReplace, when set (tests), runs once a replace's rename is done: the
+// moment another process may take the lock and change the file.
+var afterReplace func(path string)
+
 // replace writes content as the locked file's new contents and renames the
 // lock over it (Dovecot's file_dotlock_replace), durably: the data and the
 // directory entry are on disk when it returns. The lock is released either
-// way.
-func (d *dotlock) replace(content []byte) error {
+// way. It returns the version (inode, size, mtime) of what it wrote, taken
+// before the rename: once the lock is gone another writer may append to
+// the file in place (Dovecot's dovecot-lda does), and a stat after the
+// rename could pair that newer version with our older content, which a
+// cache keyed by the version would then trust (two messages with one UID).
+func (d *dotlock) replace(content []byte) (fileKey, error) {
 	defer d.l.clearRec(d.name)
 	target := filepath.Join(d.l.dir, d.name)
+	var written fileKey
 	_, err := d.f.Write(content)
 	if err == nil {
 		err = d.f.Sync()
+	}
+	if err == nil {
+		var st syscall.Stat_t
+		if err = syscall.Fstat(int(d.f.Fd()), &st); err == nil {
+			written = keyOf(&st)
+		}
 	}
 	if cerr := d.f.Close(); err == nil {
 		err = cerr
@@ -349,14 +364,17 @@ func (d *dotlock) replace(content []byte) error {
 	if err == nil {
 		err = os.Rename(d.path, target)
 	}
+	if err == nil && afterReplace != nil {
+		afterReplace(target)
+	}
 	if err != nil {
 		removeIfSame(d.path, d.ino)
-		return fmt.Errorf("mailstore: write %s: %w", target, err)
+		return fileKey{}, fmt.Errorf("mailstore: write %s: %w", target, err)
 	}
 	if err := maildir.SyncDir(d.l.dir); err != nil {
-		return fmt.Errorf("mailstore: write %s: %w", target, err)
+		return fileKey{}, fmt.Errorf("mailstore: write %s: %w", target, err)
 	}
-	return nil
+	return written, nil
 }
 
 // release drops the lock without changing the file.

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,5 +225,99 @@ func TestFlockSerializes(t *testing.T) {
 	slices.Sort(all)
 	if len(slices.Compact(slices.Clone(all))) != 40 || all[0] != 1 || all[39] != 40 {
 		t.Errorf("UIDs %v", all)
+	}
+}
+
+// TestReplaceKeyIsWhatWeWrote: dovecot-lda may take the uidlist's lock the
+// moment our replace renamed it and append its new message's record in
+// place. The version we remember must be that of what we wrote, or the
+// next APPEND trusts our older content as current, gives Dovecot's UID to
+// another message and drops Dovecot's record (a CI flake of
+// TestInteropMailstoreConcurrent, reproduced here without Dovecot).
+func TestReplaceKeyIsWhatWeWrote(t *testing.T) {
+	s, root := testStore(t)
+	if _, err := s.Append("INBOX", nil, time.Time{}, strings.NewReader("Subject: first\n\nx\n")); err != nil {
+		t.Fatal(err)
+	}
+	ul := filepath.Join(root, uidlistName)
+	theirs := "theirs-1796514859.M1P1.host"
+	var theirUID uint32
+	afterReplace = func(path string) {
+		if path != ul || theirUID != 0 {
+			return
+		}
+		// What Dovecot does under the lock we just released: its record
+		// appended to the file, the header's next UID left as it was.
+		b, err := os.ReadFile(ul)
+		must(t, err)
+		u, err := parseUIDList(string(b))
+		must(t, err)
+		theirUID = u.nextUID
+		fh, err := os.OpenFile(ul, os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		fmt.Fprintf(fh, "%d :%s\n", theirUID, theirs)
+		must(t, fh.Close())
+		must(t, os.WriteFile(filepath.Join(root, "cur", theirs+":2,"), []byte("Subject: theirs\n\ny\n"), 0o600))
+	}
+	defer func() { afterReplace = nil }()
+	first, err := s.Append("INBOX", nil, time.Time{}, strings.NewReader("Subject: second\n\nx\n"))
+	must(t, err)
+	afterReplace = nil
+	if theirUID == 0 || theirUID == first.UID {
+		t.Fatalf("the hook did not run after the UID was given (theirs %d, ours %d)", theirUID, first.UID)
+	}
+	next, err := s.Append("INBOX", nil, time.Time{}, strings.NewReader("Subject: third\n\nx\n"))
+	must(t, err)
+	if next.UID == theirUID {
+		t.Fatalf("APPEND gave UID %d, which Dovecot's record holds", next.UID)
+	}
+	b, err := os.ReadFile(ul)
+	must(t, err)
+	u, err := parseUIDList(string(b))
+	must(t, err)
+	if got := u.index()[theirs]; got != theirUID {
+		t.Fatalf("Dovecot's record: UID %d in the uidlist, want %d:\n%s", got, theirUID, b)
+	}
+}
+
+// TestReplaceKeyIsWhatWeWriteSync: the same for the uidlist a sync
+// rewrites when it numbers a delivered file: Dovecot's record appended
+// right after our rename keeps its UID in every later view.
+func TestReplaceKeyIsWhatWeWriteSync(t *testing.T) {
+	s, root := testStore(t)
+	if _, err := s.Append("INBOX", nil, time.Time{}, strings.NewReader("Subject: first\n\nx\n")); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, root, 2)
+	ul := filepath.Join(root, uidlistName)
+	theirs := "theirs-1796514859.M2P2.host"
+	var theirUID uint32
+	afterReplace = func(path string) {
+		if path != ul || theirUID != 0 {
+			return
+		}
+		b, err := os.ReadFile(ul)
+		must(t, err)
+		u, err := parseUIDList(string(b))
+		must(t, err)
+		theirUID = u.nextUID + 5 // a UID no sync of ours would give it
+		must(t, os.WriteFile(filepath.Join(root, "cur", theirs+":2,"), []byte("Subject: theirs\n\ny\n"), 0o600))
+		fh, err := os.OpenFile(ul, os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		fmt.Fprintf(fh, "%d :%s\n", theirUID, theirs)
+		must(t, fh.Close())
+	}
+	defer func() { afterReplace = nil }()
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	defer v.Close()
+	afterReplace = nil
+	if theirUID == 0 {
+		t.Fatal("the sync did not rewrite the uidlist")
+	}
+	snap, err := v.Sync()
+	must(t, err)
+	if u := uidsOf(snap); !slices.Contains(u, theirUID) {
+		t.Fatalf("UIDs %v: Dovecot's message lost its UID %d", u, theirUID)
 	}
 }

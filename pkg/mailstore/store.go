@@ -524,7 +524,8 @@ func (s *Store) SetSubscribed(name string, on bool) error {
 		if on {
 			out = append(out, name)
 		}
-		return dl.replace(formatSubscriptions(out))
+		_, err = dl.replace(formatSubscriptions(out))
+		return err
 	})
 }
 
@@ -735,14 +736,15 @@ func (f *folder) assignPending() error {
 		return nil
 	}
 	f.ulIdx = nil
-	if err := dl.replace(ul.format()); err != nil {
+	written, err := dl.replace(ul.format())
+	if err != nil {
 		f.ul = nil
 		for _, k := range keys {
 			delete(f.assigned, k)
 		}
 		return err
 	}
-	f.ulKey, _ = statKey(f.path(uidlistName))
+	f.ulKey = written
 	return nil
 }
 
@@ -850,7 +852,7 @@ func (f *folder) lettersLocked(p parsedFlags) (string, error) {
 			}
 			l = append(l, byte('a'+i))
 		}
-		if err := dl.replace(kw.format()); err != nil {
+		if _, err := dl.replace(kw.format()); err != nil {
 			return "", err
 		}
 		f.reloadKeywords()

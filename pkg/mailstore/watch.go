@@ -3,6 +3,7 @@ package mailstore
 import (
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -42,11 +43,11 @@ func openKey(path string) (fileKey, bool) {
 		return fileKey{}, false
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil {
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil {
 		return fileKey{}, false
 	}
-	return fileKey{uint64(st.Ino), uint64(st.Size), st.Mtim.Nano()}, true
+	return keyOf(&st), true
 }
 
 var hub struct {
