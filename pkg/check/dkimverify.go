@@ -77,18 +77,7 @@ func (c *Checker) prepareDKIM(fields []Field) *dkimRun {
 		if !f.Is("DKIM-Signature") {
 			continue
 		}
-		tags, _ := ParseTagList(f.Value())
-		b := stripFWS(tagValue(tags, "b"))
-		if len(b) > 8 {
-			b = b[:8]
-		}
-		o := dkimOutcome{
-			domain:     printable(stripFWS(tagValue(tags, "d")), 255),
-			identifier: printable(stripFWS(tagValue(tags, "i")), 255),
-			selector:   printable(stripFWS(tagValue(tags, "s")), 255),
-			algorithm:  printable(stripFWS(tagValue(tags, "a")), 40),
-			b:          printable(b, 8),
-		}
+		o := signatureTags(f)
 		sigs = append(sigs, o)
 		if len(sigs) <= maxDKIMSignatures && o.selector != "" && o.domain != "" {
 			// The name go-msgauth asks (RFC 6376 § 3.6.2.1).
@@ -98,9 +87,30 @@ func (c *Checker) prepareDKIM(fields []Field) *dkimRun {
 	if len(sigs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
-	c.cfg.Resolver.prefetchTXT(ctx, keys...)
-	return &dkimRun{sigs: sigs, cancel: cancel, res: c.cfg.Resolver, lookup: c.cfg.DNSTimeout}
+	run := &dkimRun{sigs: sigs, cancel: func() {}, res: c.cfg.Resolver, lookup: c.cfg.DNSTimeout}
+	if keys = c.cfg.Resolver.uncachedTXT(keys); len(keys) > 0 {
+		// No timer for a message whose keys are kept (most of them).
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DNSTimeout)
+		c.cfg.Resolver.prefetchTXT(ctx, keys...)
+		run.cancel = cancel
+	}
+	return run
+}
+
+// signatureTags returns what Authentication-Results says of the
+// DKIM-Signature field f before it is verified: its d=, i=, s=, a= and
+// the start of b=, printable.
+func signatureTags(f Field) dkimOutcome {
+	// The raw value, CRLFs kept: the tags' values lose their folding
+	// white space either way, and Field.Value would copy it twice.
+	tags, _ := ParseTagList(f.rawValue())
+	return dkimOutcome{
+		domain:     printable(stripFWS(tagValue(tags, "d")), 255),
+		identifier: printable(stripFWS(tagValue(tags, "i")), 255),
+		selector:   printable(stripFWS(tagValue(tags, "s")), 255),
+		algorithm:  printable(stripFWS(tagValue(tags, "a")), 40),
+		b:          printable(bPrefix(tagValue(tags, "b")), 8),
+	}
 }
 
 // options returns go-msgauth's options for a verification starting now:

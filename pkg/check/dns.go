@@ -188,6 +188,17 @@ func (k *kept) deadline() (t time.Time, ok bool) {
 	return k.expires, !k.never && !k.expires.IsZero()
 }
 
+// uncachedTXT returns the names of names whose TXT records are not kept.
+func (r *Resolver) uncachedTXT(names []string) []string {
+	out := names[:0]
+	for _, name := range names {
+		if _, _, ok := r.cached(cacheKey{strings.ToLower(dns.Fqdn(name)), dns.TypeTXT}); !ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // prefetchTXT looks up the TXT records of the names that are not cached,
 // in the background, bound to ctx: a later LookupTXT of one of them finds
 // the answer kept, or waits for it.
@@ -280,8 +291,20 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
+		parts := rr.(*dns.TXT).Txt
+		if len(parts) == 1 {
+			// SPF and DMARC records: no copy (the answer is kept
+			// and asked for message after message).
+			out = append(out, unescapeTXT(parts[0]))
+			continue
+		}
+		n := 0
+		for _, part := range parts {
+			n += len(part)
+		}
 		var b strings.Builder
-		for _, part := range rr.(*dns.TXT).Txt {
+		b.Grow(n)
+		for _, part := range parts {
 			b.WriteString(unescapeTXT(part))
 		}
 		out = append(out, b.String())

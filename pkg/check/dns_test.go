@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,5 +88,55 @@ func TestReverseLookupNegativeCache(t *testing.T) {
 	}
 	if n := z.asked("7.100.51.198.in-addr.arpa"); n != 3 {
 		t.Errorf("NXDOMAIN without an SOA asked %d times, want 3", n)
+	}
+}
+
+// TestNoQuestionPerMessage: once the answers are kept, a message checked
+// by SPF, DKIM and DMARC on a new connection costs no DNS question (what
+// bench/checks.sh's smtpd relies on: strace -c shows no socket, sendto or
+// recvfrom per message); each record is asked once, the key's two
+// strings joined.
+func TestNoQuestionPerMessage(t *testing.T) {
+	z := startDNS(t)
+	rk, _ := testKeys(t)
+	publishKey(t, z, "rsa", "signed.test", rk)
+	z.txt(t, "signed.test", "v=spf1 ip4:192.0.2.1 -all")
+	z.txt(t, "_dmarc.signed.test", "v=DMARC1; p=reject")
+	c := newChecker(t, z, Config{SPF: ModeReject})
+	msg := sign(t, plainMsg, "signed.test", "rsa", rk)
+	for i := 0; i < 4; i++ {
+		o := run(t, c, transaction{from: "alice@signed.test", rcpts: []string{"u@example.test"}, msg: msg})
+		ar := authResults(o.stored)
+		for _, want := range []string{"spf=pass", "dkim=pass", "dmarc=pass"} {
+			if !strings.Contains(ar, want) {
+				t.Fatalf("message %d: %q lacks %s (err %v)", i, ar, want, o.err)
+			}
+		}
+	}
+	for _, name := range []string{"signed.test", "rsa._domainkey.signed.test", "_dmarc.signed.test"} {
+		if n := z.asked(name); n != 1 {
+			t.Errorf("%s asked %d times for 4 messages, want 1", name, n)
+		}
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if len(z.queries) != 3 {
+		t.Errorf("questions %q, want the 3 records once each", z.queries)
+	}
+}
+
+// TestLookupTXTJoins: a record of one string is returned as it is, one of
+// several strings joined, escapes undone in both.
+func TestLookupTXTJoins(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, `one.test. 60 IN TXT "v=spf1 -all"`, `two.test. 60 IN TXT "v=DKIM1; " "p=AB\"CD"`, `esc.test. 60 IN TXT "a\059b"`)
+	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: time.Second}}
+	for name, want := range map[string]string{"one.test": "v=spf1 -all", "two.test": `v=DKIM1; p=AB"CD`, "esc.test": "a;b"} {
+		for i := 0; i < 2; i++ { // asked, then kept
+			got, err := r.LookupTXT(context.Background(), name)
+			if err != nil || len(got) != 1 || got[0] != want {
+				t.Errorf("%s: %q, %v; want %q", name, got, err, want)
+			}
+		}
 	}
 }

@@ -27,6 +27,12 @@ func (f Field) Value() string {
 	return strings.TrimSuffix(v, "\n")
 }
 
+// rawValue returns what follows the colon as the message has it, line
+// ends and all.
+func (f Field) rawValue() string {
+	return string(f.Raw[bytes.IndexByte(f.Raw, ':')+1:])
+}
+
 // newField builds a field from a name and a value given by a milter (or
 // ourselves): line ends become CRLF, a line that would start a new field
 // is indented so the value cannot inject one, and a value without leading
@@ -130,15 +136,17 @@ func (h *headerParser) takeLine(start int64) {
 	case len(h.fields) > 0 && (l[0] == ' ' || l[0] == '\t'):
 		last := &h.fields[len(h.fields)-1]
 		last.Raw = append(last.Raw, l...)
-	case fieldName(l) != "":
+	default:
+		name := fieldName(l)
+		if name == "" {
+			h.end(start, start)
+			return
+		}
 		if len(h.fields) >= h.lim.MaxFields {
 			h.err = errHeaderTooLarge{h.lim}
 			return
 		}
-		h.fields = append(h.fields, Field{Name: fieldName(l), Raw: append([]byte(nil), l...)})
-	default:
-		h.end(start, start)
-		return
+		h.fields = append(h.fields, Field{Name: name, Raw: append([]byte(nil), l...)})
 	}
 	if h.size > h.lim.MaxBytes {
 		h.err = errHeaderTooLarge{h.lim}

@@ -40,11 +40,15 @@ type message struct {
 
 // header returns the header section as written.
 func (m *message) header() []byte {
-	var b bytes.Buffer
+	n := 0
 	for _, f := range m.fields {
-		b.Write(f.Raw)
+		n += len(f.Raw)
 	}
-	return b.Bytes()
+	b := make([]byte, 0, n) // one allocation, not a growing buffer's
+	for _, f := range m.fields {
+		b = append(b, f.Raw...)
+	}
+	return b
 }
 
 // reader returns the whole message, from its start, as it now is.
