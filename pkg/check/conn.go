@@ -40,7 +40,7 @@ type Conn struct {
 	refused    *Verdict // the connection is refused (554, then only QUIT)
 	tempfailed bool     // a milter with default action tempfail is down
 	helo       string
-	spfCache   map[string]spfOutcome
+	spfCache   []spfCached // the senders of the connection's transactions, at most 16
 
 	// the transaction
 	id      string
@@ -50,11 +50,19 @@ type Conn struct {
 	discard string // why a milter discarded the message ("" = it did not)
 }
 
+// spfCached is the SPF outcome of a sender on this connection. A list,
+// not a map: most connections carry one sender, and a map's first
+// insertion costs a kilobyte.
+type spfCached struct {
+	sender string
+	out    spfOutcome
+}
+
 // Connect starts the checks of a connection: the DNS lists, then each
 // milter's connect event. A non-nil Verdict refuses the connection: smtpd
 // greets with it and then only accepts QUIT (RFC 5321 § 3.1).
 func (c *Checker) Connect(info ConnInfo) (*Conn, *Verdict) {
-	cn := &Conn{c: c, info: info, log: info.Log, macros: milter.NewMacroBag(), spfCache: map[string]spfOutcome{}}
+	cn := &Conn{c: c, info: info, log: info.Log, macros: milter.NewMacroBag()}
 	if cn.log == nil {
 		cn.log = c.cfg.Log
 	}
@@ -258,11 +266,18 @@ func (cn *Conn) Mail(id, from, args string) *Verdict {
 	cn.id, cn.from = id, from
 	if cn.c.cfg.SPF != ModeOff && !cn.allowed && cn.info.IP != nil && (from != "" || cn.helo != "") {
 		key := strings.ToLower(from)
-		out, ok := cn.spfCache[key]
+		var out spfOutcome
+		ok := false
+		for _, c := range cn.spfCache {
+			if c.sender == key {
+				out, ok = c.out, true
+				break
+			}
+		}
 		if !ok {
 			out = cn.c.checkSPF(cn.info.IP, cn.helo, from)
 			if len(cn.spfCache) < 16 {
-				cn.spfCache[key] = out
+				cn.spfCache = append(cn.spfCache, spfCached{key, out})
 			}
 		}
 		cn.spf = &out
