@@ -129,9 +129,9 @@ func TestNoQuestionPerMessage(t *testing.T) {
 // several strings joined, escapes undone in both.
 func TestLookupTXTJoins(t *testing.T) {
 	z := startDNS(t)
-	z.add(t, `one.test. 60 IN TXT "v=spf1 -all"`, `two.test. 60 IN TXT "v=DKIM1; " "p=AB\"CD"`, `esc.test. 60 IN TXT "a\059b"`)
+	z.add(t, `one.test. 60 IN TXT "v=spf1 -all"`, `two.test. 60 IN TXT "v=DKIM1; " "p=AB\"CD"`, `esc.test. 60 IN TXT "a\"b\\c"`)
 	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: time.Second}}
-	for name, want := range map[string]string{"one.test": "v=spf1 -all", "two.test": `v=DKIM1; p=AB"CD`, "esc.test": "a;b"} {
+	for name, want := range map[string]string{"one.test": "v=spf1 -all", "two.test": `v=DKIM1; p=AB"CD`, "esc.test": `a"b\c`} {
 		for i := 0; i < 2; i++ { // asked, then kept
 			got, err := r.LookupTXT(context.Background(), name)
 			if err != nil || len(got) != 1 || got[0] != want {
