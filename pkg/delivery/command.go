@@ -156,7 +156,7 @@ func pathOwner(d route.Destination) (privsep.Cred, error) { return PathOwner(d.P
 
 // deliverOne delivers to d, as owner(d) when this process is root.
 func deliverOne(log *slog.Logger, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, r io.Reader) error {
-	err := deliverAsOwner(context.Background(), owner, d, sender, r)
+	err := deliverAsOwner(context.Background(), owner, d, sender, r, nil)
 	where := d.Path
 	if d.Kind == route.Pipe {
 		where = "|" + d.Command

@@ -206,13 +206,19 @@ func Deliver(d route.Destination, sender string, msg io.Reader) error {
 
 // DeliverContext is Deliver with a context that bounds a pipe command's run.
 func DeliverContext(ctx context.Context, d route.Destination, sender string, msg io.Reader) error {
+	return deliverContext(ctx, d, sender, msg, nil)
+}
+
+// deliverContext is DeliverContext, a Maildir delivery fsyncing new/
+// through ds (nil: on its own).
+func deliverContext(ctx context.Context, d route.Destination, sender string, msg io.Reader, ds *maildir.DirSyncer) error {
 	r, err := Prepare(sender, d.Address, msg)
 	if err != nil {
 		return err
 	}
 	switch d.Kind {
 	case route.Maildir:
-		return toMaildir(d, r)
+		return toMaildir(d, r, ds)
 	case route.Mbox:
 		return toMbox(d, sender, r)
 	case route.Pipe:
@@ -238,7 +244,7 @@ func (i *inputReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func toMaildir(d route.Destination, r io.Reader) error {
+func toMaildir(d route.Destination, r io.Reader, ds *maildir.DirSyncer) error {
 	if d.Path == "" {
 		return &Error{Status: "5.3.5", Err: errors.New("delivery: Maildir destination without a path")}
 	}
@@ -248,7 +254,7 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		}
 	}
 	in := &inputReader{r: r}
-	_, err := maildir.DeliverFolder(d.Path, d.Folder, in)
+	_, err := ds.DeliverFolder(d.Path, d.Folder, in)
 	if err != nil && in.n == 0 && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) && !errors.Is(err, maildir.ErrUnsafe) {
 		// Only a missing Maildir pays for creating one; the usual case costs
 		// no system call for checking. Nothing was read yet, so the message
@@ -261,7 +267,7 @@ func toMaildir(d route.Destination, r io.Reader) error {
 		if err != nil {
 			return classify(fmt.Errorf("delivery: %w %s: %w", ErrCantCreate, d.Path, err))
 		}
-		_, err = maildir.DeliverFolder(d.Path, d.Folder, in)
+		_, err = ds.DeliverFolder(d.Path, d.Folder, in)
 	}
 	if err != nil {
 		if in.err != nil {

@@ -53,6 +53,11 @@ import (
 type Owners struct {
 	MailUser     string // config key mail-user: owner of the virtual mailboxes
 	DefaultPrivs string // config key default-privs ("" = nobody)
+	// DirSync, when set, is shared by the Maildir deliveries Deliver makes
+	// in this process: concurrent deliveries into one Maildir share the
+	// fsyncs of its new/ (queue-runner). A delivery made in a child
+	// process (another owner, when this one is root) fsyncs on its own.
+	DirSync *maildir.DirSyncer
 }
 
 // ErrDefaultPrivsRoot: default-privs names root, which would run what a
@@ -122,27 +127,34 @@ func uidCred(uid, gid uint32, haveGID bool) (privsep.Cred, error) {
 // owner's credentials when this process is root and the owner is not, else
 // in this process.
 func (o Owners) Deliver(ctx context.Context, d route.Destination, sender string, msg io.Reader) error {
-	return deliverAsOwner(ctx, o.Owner, d, sender, msg)
+	return deliverAsOwner(ctx, o.Owner, d, sender, msg, o.DirSync)
 }
 
 // deliverAsOwner is DeliverContext, made as owner(d) when this process is
 // root: the one place where root decides whom a delivery runs as.
-func deliverAsOwner(ctx context.Context, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, msg io.Reader) error {
+// In-process Maildir deliveries fsync new/ through ds (nil: on their own).
+func deliverAsOwner(ctx context.Context, owner func(route.Destination) (privsep.Cred, error), d route.Destination, sender string, msg io.Reader, ds *maildir.DirSyncer) error {
 	if !privsep.IsRoot() {
-		return DeliverContext(ctx, d, sender, msg)
+		return deliverContext(ctx, d, sender, msg, ds)
 	}
 	cred, err := owner(d)
 	if err != nil {
 		return &Error{Temporary: true, Status: "4.3.0", Err: fmt.Errorf("delivery: %s: the mailbox's owner: %w", d.Address, err)}
 	}
-	return DeliverAs(ctx, cred, d, sender, msg)
+	return deliverAs(ctx, cred, d, sender, msg, ds)
 }
 
 // DeliverAs is DeliverContext run with cred's credentials: in a child
 // process, unless cred is root (or this process already runs as cred).
 func DeliverAs(ctx context.Context, cred privsep.Cred, d route.Destination, sender string, msg io.Reader) error {
+	return deliverAs(ctx, cred, d, sender, msg, nil)
+}
+
+// deliverAs is DeliverAs; a delivery in this process fsyncs new/ through
+// ds (nil: on its own), one in a child process on its own.
+func deliverAs(ctx context.Context, cred privsep.Cred, d route.Destination, sender string, msg io.Reader, ds *maildir.DirSyncer) error {
 	if cred.UID == 0 || !privsep.IsRoot() {
-		return DeliverContext(ctx, d, sender, msg)
+		return deliverContext(ctx, d, sender, msg, ds)
 	}
 	req := childRequest{Kind: d.Kind, Path: d.Path, Folder: d.Folder, Command: d.Command,
 		Address: d.Address, Original: d.Original, Sender: sender}

@@ -287,6 +287,12 @@ func Deliver(dir string, r io.Reader) (string, error) {
 // root ("" or INBOX: root itself), the folder reached from root without
 // following a symlink.
 func DeliverFolder(root, name string, r io.Reader) (string, error) {
+	return deliverFolder(root, name, r, nil)
+}
+
+// deliverFolder is DeliverFolder, fsyncing new/ through ds (nil: on its
+// own).
+func deliverFolder(root, name string, r io.Reader, ds *DirSyncer) (string, error) {
 	md, err := openDir(root)
 	if err != nil {
 		return "", fmt.Errorf("maildir: deliver: %w", err)
@@ -303,11 +309,11 @@ func DeliverFolder(root, name string, r io.Reader) (string, error) {
 		defer fd.Close()
 		md = fd
 	}
-	return deliverIn(md, r)
+	return deliverIn(md, r, ds)
 }
 
-// deliverIn is Deliver into the open Maildir md.
-func deliverIn(md *os.File, r io.Reader) (string, error) {
+// deliverIn is Deliver into the open Maildir md, fsyncing new/ through ds.
+func deliverIn(md *os.File, r io.Reader, ds *DirSyncer) (string, error) {
 	tmpd, err := openSub(md, "tmp")
 	if err != nil {
 		return "", fmt.Errorf("maildir: deliver: %w", err)
@@ -359,7 +365,7 @@ func deliverIn(md *os.File, r io.Reader) (string, error) {
 	} else {
 		removeTmp()
 	}
-	if err := syncFile(newd); err != nil {
+	if err := ds.SyncDir(newd); err != nil {
 		// The message may or may not survive a crash: report failure so the
 		// sender retries (a duplicate beats a loss), and take it back.
 		unix.Unlinkat(int(newd.Fd()), final, 0)

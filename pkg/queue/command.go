@@ -18,6 +18,7 @@ import (
 	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/delivery"
 	"letterbox/pkg/dkim"
+	"letterbox/pkg/maildir"
 	"letterbox/pkg/privsep"
 	"letterbox/pkg/remote"
 	"letterbox/pkg/route"
@@ -189,7 +190,8 @@ func setup(c *cli.Context) (*Runner, *config.Common, error) {
 		// The same limits pkg/remote applies to connections: a pass never
 		// starts more work than the client could carry at once.
 		Workers: root.Int("concurrency"), PerDestination: root.Int("concurrency-per-domain"),
-		Owners: delivery.Owners{MailUser: cm.MailUser, DefaultPrivs: cm.DefaultPrivs},
+		// Concurrent deliveries into one Maildir share new/'s fsyncs.
+		Owners: delivery.Owners{MailUser: cm.MailUser, DefaultPrivs: cm.DefaultPrivs, DirSync: &maildir.DirSyncer{}},
 		Log:    cm.Log}
 	r.Signer = signer(root.String("dkim-keys"))
 	r.Pickup = pickup(cm)

@@ -119,6 +119,29 @@ type dispatcher struct {
 	next          time.Time // earliest due time of the messages worked since the last take
 	wg            sync.WaitGroup
 	worked        chan struct{} // poked (never blocking) when a message was worked
+	// removals is poked (never blocking) when a message was removed
+	// without the fsync of env/ that makes it durable (removedSince).
+	removals chan struct{}
+}
+
+// noteRemoval records that a message left the spool, not yet durably.
+func (d *dispatcher) noteRemoval() {
+	select {
+	case d.removals <- struct{}{}:
+	default:
+	}
+}
+
+// removedSince reports whether a message was removed since the last
+// removedSince or receive from d.removals, and forgets it: the caller
+// then fsyncs env/.
+func (d *dispatcher) removedSince() bool {
+	select {
+	case <-d.removals:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *Runner) newDispatcher(ctx context.Context, flush bool) *dispatcher {
@@ -135,7 +158,8 @@ func (r *Runner) newDispatcher(ctx context.Context, flush bool) *dispatcher {
 	}
 	return &dispatcher{r: r, ctx: ctx, flush: flush, per: per,
 		local: pool{size: total}, remote: pool{size: total},
-		groups: map[string]*group{}, known: map[item]bool{}, outstanding: map[string]int{}, sessions: map[string]*session{}, worked: make(chan struct{}, 1)}
+		groups: map[string]*group{}, known: map[item]bool{}, outstanding: map[string]int{}, sessions: map[string]*session{},
+		worked: make(chan struct{}, 1), removals: make(chan struct{}, 1)}
 }
 
 // addAll adds ids a slice at a time, so that the first messages are
@@ -300,6 +324,7 @@ type session struct {
 	// recorded and reported (one DSN) when the last item leaves.
 	bounced []bounce
 	changed bool // outcomes not yet in the envelope file
+	removed bool // finish took the message out of the spool
 }
 
 // join enters message id's session, opening one if none is open.
@@ -362,6 +387,9 @@ func (d *dispatcher) close(s *session, st *Stats) ([]string, time.Time) {
 	if s.l != nil {
 		notices, due = d.r.finish(s, st)
 		s.l.Unlock()
+		if s.removed {
+			d.noteRemoval()
+		}
 	}
 	s.closed = true
 	d.mu.Lock()

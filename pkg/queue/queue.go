@@ -168,6 +168,14 @@ func (r *Runner) Pass(ctx context.Context, flush bool) (Stats, error) {
 	done, next := d.take()
 	done.Queued, done.Stat, done.Skipped = st.Queued, st.Stat, st.Skipped
 	done.Next = earliest(st.Next, next)
+	// The pass's removals (finish) are made durable here, all with one
+	// fsync of env/, before the pass reports success: a crash after a
+	// pass that exited 0 delivers nothing twice.
+	if d.removedSince() {
+		if err := r.Spool.SyncRemovals(); err != nil {
+			return done, err
+		}
+	}
 	return done, ctx.Err()
 }
 
@@ -460,10 +468,13 @@ func (r *Runner) finish(s *session, st *Stats) ([]string, time.Time) {
 		}
 	}
 	if !pending {
-		if err := l.Remove(); err != nil {
+		// Durable with the next fsync of env/ the dispatcher's owner runs
+		// (Pass, Daemon): one for many removals.
+		if err := l.RemoveUnsynced(); err != nil {
 			log.Error("cannot remove", "err", err)
 			return notices, time.Time{}
 		}
+		s.removed = true
 		log.Info("removed", "reason", "all recipients done")
 		return notices, time.Time{}
 	}
@@ -699,6 +710,13 @@ func (r *Runner) notify(l *spool.Locked, env *spool.Envelope, rcpts []dsn.Recipi
 	return nid
 }
 
+// syncRemovals makes the daemon's removals so far durable.
+func (r *Runner) syncRemovals() {
+	if err := r.Spool.SyncRemovals(); err != nil {
+		r.log().Error("removals not flushed: a crash may deliver their messages again", "err", err)
+	}
+}
+
 func (r *Runner) postmaster() string {
 	if r.Postmaster != "" {
 		return r.Postmaster
@@ -718,9 +736,36 @@ func (r *Runner) Daemon(ctx context.Context) error {
 	}
 	defer tr.Close()
 	d := r.newDispatcher(ctx, false)
-	// On the way out the running messages end with ctx (their delivery
-	// is interrupted and recorded as a temporary failure).
-	defer d.wait()
+	// The removals of delivered messages are made durable in batches,
+	// beside the deliveries: removals made while an fsync of env/ runs
+	// share the next one, and no delivery waits for one (Postfix's queue
+	// manager does not flush its removals at all). A crash before the
+	// fsync may bring back a message delivered just before: it is
+	// delivered again (queue-runner(8), CRASHES).
+	stopSync := make(chan struct{})
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		for {
+			select {
+			case <-d.removals:
+				r.syncRemovals()
+			case <-stopSync:
+				return
+			}
+		}
+	}()
+	defer func() {
+		// On the way out the running messages end with ctx (their
+		// delivery is interrupted and recorded as a temporary failure),
+		// and what they and the others removed is made durable.
+		d.wait()
+		close(stopSync)
+		<-synced
+		if d.removedSince() {
+			r.syncRemovals()
+		}
+	}()
 	interval := orDefault(r.Interval, DefaultInterval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()

@@ -265,8 +265,14 @@ func (l *Locked) Update(env *Envelope) error {
 	return nil
 }
 
-// Remove takes the message out of the spool (delivered or given up).
-func (l *Locked) Remove() error { return l.s.remove(l.Envelope.ID) }
+// Remove takes the message out of the spool (delivered or given up),
+// durably: it returns after an fsync of env/.
+func (l *Locked) Remove() error { return l.s.remove(l.Envelope.ID, true) }
+
+// RemoveUnsynced is Remove without the fsync of env/: the caller makes a
+// batch of removals durable with one SyncRemovals. Until then a crash may
+// bring the message back, to be worked again.
+func (l *Locked) RemoveUnsynced() error { return l.s.remove(l.Envelope.ID, false) }
 
 // Unlock releases the lock.
 func (l *Locked) Unlock() error { return l.f.Close() }

@@ -477,8 +477,9 @@ func (s *Spool) replaceEnvelope(env *Envelope) error {
 // envelope. A crash in between leaves an envelope without data, which no
 // writer ever makes otherwise (Submit renames the data into place first),
 // so Clean removes it at once: the spool really ends empty. The caller
-// holds the message's lock, so nobody else is reading the data.
-func (s *Spool) remove(id string) error {
+// holds the message's lock, so nobody else is reading the data. With
+// sync, the removal is durable when it returns (else see SyncRemovals).
+func (s *Spool) remove(id string, sync bool) error {
 	if err := os.Remove(s.path(dataDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
@@ -488,8 +489,22 @@ func (s *Spool) remove(id string) error {
 		}
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
+	if !sync {
+		return nil
+	}
+	if err := s.SyncRemovals(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return nil
+}
+
+// SyncRemovals makes the removals made before it (Locked.RemoveUnsynced)
+// durable: one fsync of env/ for all of them. (The data files' removals
+// need no flush of their own: a message is in the spool while its
+// envelope is, and a data file left without one is garbage for Clean.)
+func (s *Spool) SyncRemovals() error {
+	if err := syncDir(filepath.Join(s.Dir, envDir)); err != nil {
+		return fmt.Errorf("spool: fsync of env/ after removals: %w", err)
 	}
 	return nil
 }
