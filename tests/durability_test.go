@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // durableMsg is a small message for the traced deliveries.
@@ -205,6 +206,97 @@ func TestDurabilityQueueMaildir(t *testing.T) {
 		allDurableAt("the delivery (and the Maildir made for it) is on disk before the message leaves the spool",
 			changes(envp), e.MailRoot, inTmp).
 		durableAt("the pass exits 0 with the message durably out of the spool", tr.exitOK(), nil, paths(envp)).
+		check()
+}
+
+// qDeliveredFiles maps each of msgs messages (qMsg(i), i < msgs) to its
+// file in box's new/.
+func qDeliveredFiles(t *testing.T, box string, msgs int) map[int]string {
+	t.Helper()
+	files := map[int]string{}
+	for _, f := range maildirFiles(t, box, "new") {
+		b, err := os.ReadFile(f)
+		must(t, err)
+		for i := 0; i < msgs; i++ {
+			if strings.Contains(string(b), fmt.Sprintf("end-of-message-%d\r\n", i)) {
+				files[i] = f
+			}
+		}
+	}
+	if len(files) != msgs {
+		t.Fatalf("%d of %d messages in %s/new", len(files), msgs, box)
+	}
+	return files
+}
+
+// queueSharedPromises: each message's Maildir file is on disk before its
+// envelope leaves the spool, while the deliveries share new/'s fsyncs.
+func queueSharedPromises(t *testing.T, e *env, tr *sysTrace, box string, ids []string) *durability {
+	files := qDeliveredFiles(t, box, len(ids))
+	p := tr.promises(t).published(filepath.Join(box, "new"))
+	for i, id := range ids {
+		p.durableAt(fmt.Sprintf("message %d (%s) is on disk in the Maildir before it leaves the spool", i, id),
+			changes(filepath.Join(e.Spool, "env", id)), paths(files[i]), nil)
+	}
+	return p
+}
+
+// TestDurabilityQueueShared: four workers delivering into one Maildir at
+// once share the fsyncs of its new/ (and the pass makes its removals
+// durable with one fsync of env/): still, each message is on disk in the
+// Maildir before it leaves the spool, and every removal is on disk before
+// the pass exits 0. The first deliveries make the Maildir, at once: none
+// is reported before the Maildir another worker is making is on disk.
+func TestDurabilityQueueShared(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("bob@example.test")
+	var ids, envs []string
+	for i := 0; i < 8; i++ {
+		ids = append(ids, qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(i)))
+		envs = append(envs, filepath.Join(e.Spool, "env", ids[i]))
+	}
+	_, errs, code, tr := e.runTraced("", "queue-runner", "--concurrency", "4")
+	if code != 0 {
+		t.Fatalf("queue-runner: exit %d\n%s", code, errs)
+	}
+	queueSharedPromises(t, e, tr, qMailbox(e, "bob"), ids).
+		durableAt("the pass exits 0 with every message durably out of the spool", tr.exitOK(), nil, paths(envs...)).
+		check()
+}
+
+// TestDurabilityQueueDaemon: queue-runner --daemon, its deliveries into
+// one Maildir sharing new/'s fsyncs and its removals flushed in batches
+// beside them: each message is on disk in the Maildir before it leaves the
+// spool, and the daemon stops (SIGTERM) with every removal on disk.
+func TestDurabilityQueueDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.deliverUsers("bob@example.test")
+	var ids, envs []string
+	for i := 0; i < 8; i++ {
+		ids = append(ids, qSubmit(t, e, "alice@example.test", []string{"bob@example.test"}, qMsg(i)))
+		envs = append(envs, filepath.Join(e.Spool, "env", ids[i]))
+	}
+	c := e.cmd("queue-runner", "--daemon", "--concurrency", "4")
+	read := tracedCmd(t, c, e.Dir)
+	errs := &syncBuffer{}
+	c.Stderr = errs
+	must(t, c.Start())
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	t.Cleanup(func() {
+		c.Process.Kill() // strace kills its tracees when killed
+		<-done
+	})
+	waitFor(t, 20*time.Second, "the daemon to deliver every message", func() bool { return qSpoolEmpty(t, e) })
+	syscall.Kill(tracedPID(t, c.Process.Pid), syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("queue-runner --daemon still running 20s after SIGTERM\n%s", errs.String())
+	}
+	tr := read()
+	queueSharedPromises(t, e, tr, qMailbox(e, "bob"), ids).
+		durableAt("the daemon stops with every message durably out of the spool", tr.exitOK(), nil, paths(envs...)).
 		check()
 }
 

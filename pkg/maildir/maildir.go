@@ -54,6 +54,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -70,6 +71,8 @@ import (
 // existing symlink there is ErrUnsafe); the path to dir's parent is the
 // administrator's and is followed.
 func Create(dir string) error {
+	createMu.Lock()
+	defer createMu.Unlock()
 	md, err := createRoot(dir)
 	if err != nil {
 		return err
@@ -77,7 +80,17 @@ func Create(dir string) error {
 	return md.Close()
 }
 
-// createRoot is Create, returning the Maildir's descriptor.
+// createMu is held for the whole of each of this process's creations. A
+// creator, or a delivery, that finds a directory made already takes it as
+// durable (a creator fsyncs only what it made itself): true of one made by
+// an earlier creator, not of one that another goroutine is still creating,
+// whose fsyncs have not ended (queue-runner's workers delivering the first
+// messages of a new mailbox at once). So creations take turns, and a
+// delivery waits for the creation under way before it reports success.
+var createMu sync.Mutex
+
+// createRoot is Create, returning the Maildir's descriptor; createMu is
+// held.
 func createRoot(dir string) (*os.File, error) {
 	if dir == "" {
 		return nil, errors.New("maildir: create: empty path")
@@ -309,7 +322,16 @@ func deliverFolder(root, name string, r io.Reader, ds *DirSyncer) (string, error
 		defer fd.Close()
 		md = fd
 	}
-	return deliverIn(md, r, ds)
+	path, err := deliverIn(md, r, ds)
+	if err == nil {
+		// The Maildir may be one that another goroutine's Create made and
+		// is still fsyncing into its parents: this delivery is reported
+		// only once that has ended (the lock is held for the whole of a
+		// Create).
+		createMu.Lock()
+		createMu.Unlock()
+	}
+	return path, err
 }
 
 // deliverIn is Deliver into the open Maildir md, fsyncing new/ through ds.
@@ -417,6 +439,8 @@ func CreateFolder(root, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	createMu.Lock()
+	defer createMu.Unlock()
 	md, err := createRoot(root)
 	if err != nil {
 		return "", err

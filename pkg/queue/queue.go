@@ -81,6 +81,11 @@ type Runner struct {
 
 	// deliverLocal is Owners.Deliver, replaceable in tests.
 	deliverLocal func(ctx context.Context, d route.Destination, sender string, r io.Reader) error
+	// Tests: flushRemovals replaces the daemon's Spool.SyncRemovals;
+	// daemonHook is told when the daemon stops ("stopping": its flusher
+	// of removals told to end, the last flush not yet begun).
+	flushRemovals func() error
+	daemonHook    func(event string)
 
 	// The schedule index this process last read or wrote, and the
 	// identity of its file then (schedule.go).
@@ -712,8 +717,18 @@ func (r *Runner) notify(l *spool.Locked, env *spool.Envelope, rcpts []dsn.Recipi
 
 // syncRemovals makes the daemon's removals so far durable.
 func (r *Runner) syncRemovals() {
-	if err := r.Spool.SyncRemovals(); err != nil {
+	flush := r.Spool.SyncRemovals
+	if r.flushRemovals != nil {
+		flush = r.flushRemovals
+	}
+	if err := flush(); err != nil {
 		r.log().Error("removals not flushed: a crash may deliver their messages again", "err", err)
+	}
+}
+
+func (r *Runner) hook(event string) {
+	if r.daemonHook != nil {
+		r.daemonHook(event)
 	}
 }
 
@@ -748,6 +763,11 @@ func (r *Runner) Daemon(ctx context.Context) error {
 		defer close(synced)
 		for {
 			select {
+			case <-stopSync:
+				return // the last removals are Daemon's to flush
+			default:
+			}
+			select {
 			case <-d.removals:
 				r.syncRemovals()
 			case <-stopSync:
@@ -758,9 +778,11 @@ func (r *Runner) Daemon(ctx context.Context) error {
 	defer func() {
 		// On the way out the running messages end with ctx (their
 		// delivery is interrupted and recorded as a temporary failure),
-		// and what they and the others removed is made durable.
+		// and what they and the others removed since the last fsync
+		// began is made durable.
 		d.wait()
 		close(stopSync)
+		r.hook("stopping")
 		<-synced
 		if d.removedSince() {
 			r.syncRemovals()
