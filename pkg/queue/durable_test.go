@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/maildir"
 	"letterbox/pkg/route"
 	"letterbox/pkg/spool"
-	"letterbox/pkg/internal/testwait"
 	"letterbox/pkg/users"
 )
 
@@ -236,4 +236,3 @@ func TestDaemonRemovalsFlushedInBatches(t *testing.T) {
 		t.Fatalf("fsyncs of env/ began with %v messages queued: want two, the last with none left (covering every removal)", starts)
 	}
 }
-
