@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -234,5 +235,50 @@ func TestDaemonRemovalsFlushedInBatches(t *testing.T) {
 	defer mu.Unlock()
 	if len(starts) != 2 || starts[1] != 0 {
 		t.Fatalf("fsyncs of env/ began with %v messages queued: want two, the last with none left (covering every removal)", starts)
+	}
+}
+
+// BenchmarkPassMaildir: one pass delivering b.N messages of 10 KB into one
+// Maildir with 4 workers, each delivery fsyncing new/ on its own ("own")
+// or sharing the fsyncs (maildir.DirSyncer, as queue-runner does); the
+// pass's removals get one fsync of env/ either way. The spool and the
+// Maildir live under TMPDIR: TMPDIR=/var/tmp puts them on the disk.
+func BenchmarkPassMaildir(b *testing.B) {
+	body := strings.Repeat("a line of the body of the message, 72 octets long, padded out to that.\n", 140)
+	self := &users.User{Name: "bob@example.test", UID: strconv.Itoa(os.Getuid()), GID: strconv.Itoa(os.Getgid())}
+	for _, mode := range []string{"own", "shared"} {
+		b.Run(mode, func(b *testing.B) {
+			dir := b.TempDir()
+			sp, err := spool.Open(filepath.Join(dir, "spool"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			md := filepath.Join(dir, "Maildir")
+			if err := maildir.Create(md); err != nil {
+				b.Fatal(err)
+			}
+			r := &Runner{Spool: sp, Router: fakeRouter{}, Hostname: "mx.example.test", Workers: 4,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			if mode == "shared" {
+				r.Owners.DirSync = &maildir.DirSyncer{}
+			}
+			r.deliverLocal = func(ctx context.Context, d route.Destination, sender string, rd io.Reader) error {
+				d.Path, d.User = md, self
+				return r.Owners.Deliver(ctx, d, sender, rd)
+			}
+			for i := 0; i < b.N; i++ {
+				env := &spool.Envelope{From: "alice@example.test", Arrived: time.Now(),
+					Recipients: []*spool.Recipient{{Address: "bob@example.test", State: spool.Pending}}}
+				if _, err := sp.Submit(env, strings.NewReader("Subject: m\n\n"+body)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			st, err := r.Pass(context.Background(), false)
+			b.StopTimer()
+			if err != nil || st.Delivered != b.N {
+				b.Fatalf("delivered %d of %d: %v", st.Delivered, b.N, err)
+			}
+		})
 	}
 }
