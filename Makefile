@@ -18,6 +18,11 @@ TAGS     = urfave_cli_no_docs
 # libc and cgo's start-up cost it 2-3 ms a message on a VM where page faults
 # and thread creation are dear (bench/NOTES-perf.md). The other commands
 # keep cgo's user lookups (NSS).
+# imapd(8), started per connection in inetd mode, is linked without symbol
+# table and DWARF (-s -w; panics still print file:line from the pclntab): on
+# a cold page cache the kernel reads the whole binary as the start-up faults
+# on it (8 MiB read-ahead here), so 3.5 MB of debug data were ~20 % of a
+# cold login (bench/NOTES-perf.md, issue 9).
 
 .PHONY: all test run install interop bench clean lint fuzz
 
@@ -27,6 +32,7 @@ bin: $(shell find cmd pkg -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p bin
 	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/deliver
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS) -s -w' -o bin/ ./cmd/imapd
 	ln -sf sendmail bin/mailq
 	@touch bin
 

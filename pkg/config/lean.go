@@ -148,10 +148,12 @@ func (l *Lean) applyEnv(s *Set) error {
 			if !ok {
 				continue
 			}
-			v, err := parseValue(f.Kind, raw)
+			v, err := envValue(f, raw)
 			if err != nil {
 				return fmt.Errorf("config: environment %s=%q: %w", e, raw, err)
 			}
+			// A variable that is set, even empty, hides the file's key
+			// (urfave/cli's altsrc did the same).
 			s.vals[f.Name], s.from[f.Name] = v, "env "+e
 			break
 		}
@@ -206,8 +208,12 @@ func (l *Lean) out() io.Writer {
 // help prints --help in the layout of the urfave/cli commands.
 func (l *Lean) help() error {
 	w := tabwriter.NewWriter(l.out(), 1, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "NAME:\n   %s - %s\n\nUSAGE:\n   %s [global options] %s\n\nVERSION:\n   %s\n\nGLOBAL OPTIONS:\n",
-		l.Command, l.Usage, l.Command, l.ArgsUsage, Version)
+	args := ""
+	if l.ArgsUsage != "" {
+		args = " " + l.ArgsUsage
+	}
+	fmt.Fprintf(w, "NAME:\n   %s - %s\n\nUSAGE:\n   %s [global options]%s\n\nVERSION:\n   %s\n\nGLOBAL OPTIONS:\n",
+		l.Command, l.Usage, l.Command, args, Version)
 	for _, f := range l.Flags {
 		fmt.Fprintf(w, "   %s\t%s\n", flagNames(f), flagUsage(f))
 	}
@@ -243,21 +249,35 @@ func flagNames(f Flag) string {
 
 func flagUsage(f Flag) string {
 	_, u := f.Placeholder()
+	// As urfave/cli prints them: strings and lists only when not empty,
+	// each string of a list quoted; numbers, durations and bools always,
+	// zero and false included.
 	switch d := f.DefaultValue().(type) {
 	case string:
 		if d != "" {
 			u += fmt.Sprintf(" (default: %q)", d)
 		}
 	case []string:
-		if len(d) > 0 {
-			u += fmt.Sprintf(" (default: %q)", strings.Join(d, ", "))
+		var q []string
+		for _, e := range d {
+			if e != "" {
+				q = append(q, strconv.Quote(e))
+			}
 		}
-	case bool:
-		if d {
-			u += " (default: true)"
+		if len(q) > 0 {
+			u += " (default: " + strings.Join(q, ", ") + ")"
 		}
-	case int, int64, time.Duration:
+	case bool, int, int64, time.Duration:
 		u += fmt.Sprintf(" (default: %v)", d)
+	case nil:
+		switch f.Kind {
+		case Bool:
+			u += " (default: false)"
+		case Int, Int64:
+			u += " (default: 0)"
+		case Duration:
+			u += " (default: 0s)"
+		}
 	}
 	envs := f.AllEnvVars()
 	for i, e := range envs {
@@ -270,9 +290,7 @@ func flagUsage(f Flag) string {
 func parseValue(k Kind, s string) (any, error) {
 	switch k {
 	case StringSlice:
-		if s == "" {
-			return []string{}, nil
-		}
+		// Split as urfave/cli's StringSlice did: "" is one empty element.
 		parts := strings.Split(s, ",")
 		for i := range parts {
 			parts[i] = strings.TrimSpace(parts[i])
@@ -289,6 +307,42 @@ func parseValue(k Kind, s string) (any, error) {
 		return time.ParseDuration(s)
 	}
 	return s, nil
+}
+
+// envValue reads an environment variable's value. An empty one means what
+// it meant to urfave/cli, whose behaviour the commands keep: false for a
+// bool, the default for a number or duration, "" for a string, and a list
+// of one empty string.
+func envValue(f *Flag, s string) (any, error) {
+	if s == "" {
+		switch f.Kind {
+		case Bool:
+			return false, nil
+		case Int, Int64, Duration:
+			if d := f.DefaultValue(); d != nil {
+				return d, nil
+			}
+			return zero(f.Kind), nil
+		}
+	}
+	return parseValue(f.Kind, s)
+}
+
+// zero is the zero value of a kind, as Set's getters return it.
+func zero(k Kind) any {
+	switch k {
+	case StringSlice:
+		return []string(nil)
+	case Bool:
+		return false
+	case Int:
+		return 0
+	case Int64:
+		return int64(0)
+	case Duration:
+		return time.Duration(0)
+	}
+	return ""
 }
 
 // fileValue converts a value decoded from TOML (after normalize).

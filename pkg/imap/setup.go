@@ -3,16 +3,14 @@ package imap
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"letterbox/pkg/config"
-	"letterbox/pkg/config/cliapp"
 	"letterbox/pkg/listen"
 	"letterbox/pkg/users"
 	// Authentication needs the password code, which pkg/users leaves out
@@ -20,21 +18,26 @@ import (
 	_ "letterbox/pkg/users/passwd"
 )
 
-// Flags are imapd's own flags (the shared ones come from config).
-func Flags() []cli.Flag {
-	return append(cliapp.Flags(config.ProxyFlags()),
-		&cli.StringSliceFlag{Name: "listen", Usage: "listen on `[MODE=]ADDR` (MODE imap or imaps, each also MODE+proxy behind HAProxy; repeatable)"},
-		&cli.StringFlag{Name: "mode", Usage: "`MODE` of the stdin/stdout session: imap or imaps", Value: "imap"},
-		&cli.StringFlag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
-		&cli.BoolFlag{Name: "allow-insecure-auth", Usage: "allow LOGIN and AUTHENTICATE PLAIN without TLS from non-loopback clients"},
-		&cli.IntFlag{Name: "max-auth-failures", Usage: "failed logins per connection before it is closed", Value: 3},
-		&cli.DurationFlag{Name: "auth-failure-delay", Usage: "pause before answering a failed login", Value: time.Second},
-		&cli.IntFlag{Name: "max-errors", Usage: "invalid commands (BAD) in a row before the connection is closed", Value: 10},
-		&cli.DurationFlag{Name: "idle-timeout", Usage: "end a session idle this long, IDLE included (RFC 9051: at least 30m)", Value: 30 * time.Minute},
-		&cli.Int64Flag{Name: "max-message-size", Usage: "largest APPEND in `OCTETS` (announced as APPENDLIMIT)", Value: 35 << 20},
-		&cli.IntFlag{Name: "max-line-length", Usage: "longest command in `OCTETS`, literals other than APPEND's message included", Value: 64 << 10},
-		&cli.Int64Flag{Name: "max-preauth-literal", Usage: "largest literal in `OCTETS` before login", Value: 4096},
-		&cli.DurationFlag{Name: "poll-interval", Usage: "also look for changes this often (file systems without inotify, e.g. NFS); 0: inotify only"},
+// Flags are imapd's own flags (the shared ones come from config). imapd
+// parses them with config's lean parser, not urfave/cli: started once per
+// connection in inetd mode (and, as root, once more per session as the
+// mailbox owner's child), it pays at every login for each package it links
+// and the pages their start-up touches, and urfave/cli's config file
+// support links net/http and YAML.
+func Flags() []config.Flag {
+	return append(config.ProxyFlags(),
+		config.Flag{Name: "listen", Kind: config.StringSlice, Usage: "listen on `[MODE=]ADDR` (MODE imap or imaps, each also MODE+proxy behind HAProxy; repeatable)"},
+		config.Flag{Name: "mode", Default: "imap", Usage: "`MODE` of the stdin/stdout session: imap or imaps"},
+		config.Flag{Name: "user", Usage: "after binding, run as `USER` (its group and supplementary groups)"},
+		config.Flag{Name: "allow-insecure-auth", Kind: config.Bool, Usage: "allow LOGIN and AUTHENTICATE PLAIN without TLS from non-loopback clients"},
+		config.Flag{Name: "max-auth-failures", Kind: config.Int, Default: 3, Usage: "failed logins per connection before it is closed"},
+		config.Flag{Name: "auth-failure-delay", Kind: config.Duration, Default: time.Second, Usage: "pause before answering a failed login"},
+		config.Flag{Name: "max-errors", Kind: config.Int, Default: 10, Usage: "invalid commands (BAD) in a row before the connection is closed"},
+		config.Flag{Name: "idle-timeout", Kind: config.Duration, Default: 30 * time.Minute, Usage: "end a session idle this long, IDLE included (RFC 9051: at least 30m)"},
+		config.Flag{Name: "max-message-size", Kind: config.Int64, Default: int64(35 << 20), Usage: "largest APPEND in `OCTETS` (announced as APPENDLIMIT)"},
+		config.Flag{Name: "max-line-length", Kind: config.Int, Default: 64 << 10, Usage: "longest command in `OCTETS`, literals other than APPEND's message included"},
+		config.Flag{Name: "max-preauth-literal", Kind: config.Int64, Default: int64(4096), Usage: "largest literal in `OCTETS` before login"},
+		config.Flag{Name: "poll-interval", Kind: config.Duration, Usage: "also look for changes this often (file systems without inotify, e.g. NFS); 0: inotify only"},
 	)
 }
 
@@ -42,9 +45,9 @@ func Flags() []cli.Flag {
 // stdio session), drop privileges, serve until SIGTERM. A session whose
 // mailbox belongs to another user is served as that user: by this process
 // switching to it (the stdio session) or by a child process
-// (ServeHandoff).
-func Main(c *cli.Context) error {
-	cm, err := cliapp.Load(c)
+// (ServeHandoff). stderr receives the log.
+func Main(c *config.Set, stderr io.Writer) error {
+	cm, err := config.Load(c, "imapd", stderr)
 	if err != nil {
 		return err
 	}
