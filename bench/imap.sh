@@ -103,12 +103,12 @@ for server in "${servers[@]}"; do
   res[$server-first]=$(run $server "$md")
 done
 # imapd answers a first SELECT of a large new/ before taking it into cur/:
-# the renames go on in the background and a session that ends first leaves
-# the rest to the next sessions, while Dovecot's first open renames all.
-# Without this step those renames fell into the cold runs (about 2,000 a
-# session, from a cold cache) and the first row lacked them. Sessions until
-# new/ is empty, uncounted in the rows below; their time is added to a
-# second "first" row.
+# the renames go on in the background, and the session's process finishes
+# them after its client is answered (up to 10 s; mailstore's Store.Close),
+# within the timed run, as Dovecot's first open renames all. Should any be
+# left, they would fall into the cold runs: sessions until new/ is empty,
+# uncounted in the rows below, with their time added to a second "first"
+# row.
 settle_n=0 settle_s=0
 while [ -n "$(ls -A "$work/letterbox-box/new" | head -1)" ] && [ $settle_n -lt 100 ]; do
   r=$(run letterbox "$work/letterbox-box")

@@ -197,9 +197,11 @@ const reasonHandedOff = "handed-off"
 // end finishes a session this process served: the last responses, the
 // store, the session's log line and the connection.
 func (s *session) end(reason string) {
-	defer s.raw.Close()
 	s.bw.Flush()
 	s.closeMailbox()
+	// The client is done before the store closes: closing it may finish
+	// taking a large new/ into cur/ (mailstore's Store.Close).
+	s.raw.Close()
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
 			s.log.Error("store close", "err", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,12 +65,14 @@ type folder struct {
 
 	pending    map[string]bool // keys of appended files waiting for a UID (under acc.mu)
 	assigned   map[string]uint32
-	assignedUV uint32 // the UIDVALIDITY of the assigned UIDs
-	moved      int    // files the last rescan moved from new/ to cur/
-	wantMove   bool   // the last scan left many files in new/ for moveInBackground
-	moving     bool   // moveInBackground runs
-	closed     bool   // the account let the folder go
-	rescans    int    // how many times the directories were read (tests)
+	assignedUV uint32        // the UIDVALIDITY of the assigned UIDs
+	moved      int           // files the last rescan moved from new/ to cur/
+	wantMove   bool          // the last scan left many files in new/ for moveInBackground
+	moving     bool          // moveInBackground runs
+	moveDone   chan struct{} // closed when that mover stops
+	draining   bool          // a Close waits for the mover: no one to let in between chunks
+	closed     bool          // the account let the folder go
+	rescans    int           // how many times the directories were read (tests)
 
 	watchers map[chan struct{}]struct{}
 	stopPoll chan struct{}
@@ -250,14 +253,21 @@ const bulkNew = 256
 // at a time with the locks held, and lets go between chunks (f.mu held).
 func (f *folder) moveInBackground() {
 	f.moving = true
+	f.moveDone = make(chan struct{})
+	stopped := f.moveDone
 	tried := map[uint32]bool{}
 	go func() {
 		for {
 			f.mu.Lock()
-			done := f.closed || f.moveChunk(512, tried)
+			chunk := 512
+			if f.draining {
+				chunk = math.MaxInt
+			}
+			done := f.closed || f.moveChunk(chunk, tried)
 			if done {
-				f.moving = false
+				f.moving, f.draining = false, false
 				f.mu.Unlock()
+				close(stopped)
 				return
 			}
 			f.mu.Unlock()

@@ -114,14 +114,57 @@ func (a *account) release() {
 	a.folders = nil
 }
 
-// Close releases the store's watches and caches.
+// closeMoveWait bounds how long Close waits for new/ to be taken into
+// cur/; what is left then is the next session's.
+const closeMoveWait = 10 * time.Second
+
+// Close releases the store's watches and caches. It first lets the
+// folders' background moves from new/ into cur/ finish (at most
+// closeMoveWait): a session that ends, as an inetd-started imapd's process
+// does, would otherwise leave most of a large new/ to the sessions after
+// it, each paying a rescan of the whole folder for its share, where
+// Dovecot's first session takes all of new/ at once. The caller has
+// answered its client by then (imapd closes the connection first).
 func (s *Store) Close() error {
 	if s.closed {
 		return nil
 	}
 	s.closed = true
+	s.acc.waitMoves(closeMoveWait)
 	s.acc.release()
 	return nil
+}
+
+// waitMoves waits for the folders' background moves to stop, at most d.
+func (a *account) waitMoves(d time.Duration) {
+	a.mu.Lock()
+	folders := make([]*folder, 0, len(a.folders))
+	for _, f := range a.folders {
+		folders = append(folders, f)
+	}
+	a.mu.Unlock()
+	// f.mu is taken without a.mu held: code holding f.mu takes a.mu.
+	var running []chan struct{}
+	for _, f := range folders {
+		f.mu.Lock()
+		if f.moving {
+			f.draining = true
+			running = append(running, f.moveDone)
+		}
+		f.mu.Unlock()
+	}
+	if len(running) == 0 {
+		return
+	}
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for _, c := range running {
+		select {
+		case <-c:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // folder returns the shared state of a canonical name.

@@ -744,3 +744,28 @@ func TestBulkNewMovedLater(t *testing.T) {
 	must(t, err)
 	r.Close()
 }
+
+// TestCloseFinishesBulkNew: a store closed while its mover still takes a
+// large new/ into cur/ lets it finish first, so a session's end (an
+// inetd-started imapd's exit) does not leave the rest, and a rescan of
+// the whole folder for each share, to the sessions after it.
+func TestCloseFinishesBulkNew(t *testing.T) {
+	s, root := testStore(t)
+	n := bulkNew + 3000
+	for i := 0; i < n; i++ {
+		must(t, os.WriteFile(filepath.Join(root, "new", fmt.Sprintf("1700000000.M%dP1.bulk", i)), []byte("Subject: x\n\n"), 0o600))
+	}
+	v, err := s.Select("INBOX", false)
+	must(t, err)
+	if snap := mustSync(t, v); len(snap.Msgs) != n {
+		t.Fatalf("%d messages, want %d", len(snap.Msgs), n)
+	}
+	must(t, v.Close())
+	must(t, s.Close())
+	if ents, _ := os.ReadDir(filepath.Join(root, "new")); len(ents) != 0 {
+		t.Fatalf("Close returned with %d files still in new/", len(ents))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "cur")); len(ents) != n {
+		t.Fatalf("cur/ has %d files, want %d", len(ents), n)
+	}
+}
