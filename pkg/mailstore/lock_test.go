@@ -246,18 +246,7 @@ func TestReplaceKeyIsWhatWeWrote(t *testing.T) {
 		if path != ul || theirUID != 0 {
 			return
 		}
-		// What Dovecot does under the lock we just released: its record
-		// appended to the file, the header's next UID left as it was.
-		b, err := os.ReadFile(ul)
-		must(t, err)
-		u, err := parseUIDList(string(b))
-		must(t, err)
-		theirUID = u.nextUID
-		fh, err := os.OpenFile(ul, os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
-		fmt.Fprintf(fh, "%d :%s\n", theirUID, theirs)
-		must(t, fh.Close())
-		must(t, os.WriteFile(filepath.Join(root, "cur", theirs+":2,"), []byte("Subject: theirs\n\ny\n"), 0o600))
+		theirUID = appendLikeDovecot(t, root, theirs, 0)
 	}
 	defer func() { afterReplace = nil }()
 	first, err := s.Append("INBOX", nil, time.Time{}, strings.NewReader("Subject: second\n\nx\n"))
@@ -296,16 +285,7 @@ func TestReplaceKeyIsWhatWeWriteSync(t *testing.T) {
 		if path != ul || theirUID != 0 {
 			return
 		}
-		b, err := os.ReadFile(ul)
-		must(t, err)
-		u, err := parseUIDList(string(b))
-		must(t, err)
-		theirUID = u.nextUID + 5 // a UID no sync of ours would give it
-		must(t, os.WriteFile(filepath.Join(root, "cur", theirs+":2,"), []byte("Subject: theirs\n\ny\n"), 0o600))
-		fh, err := os.OpenFile(ul, os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
-		fmt.Fprintf(fh, "%d :%s\n", theirUID, theirs)
-		must(t, fh.Close())
+		theirUID = appendLikeDovecot(t, root, theirs, 5) // a UID no sync of ours would give it
 	}
 	defer func() { afterReplace = nil }()
 	v, err := s.Select("INBOX", false)
@@ -320,4 +300,22 @@ func TestReplaceKeyIsWhatWeWriteSync(t *testing.T) {
 	if u := uidsOf(snap); !slices.Contains(u, theirUID) {
 		t.Fatalf("UIDs %v: Dovecot's message lost its UID %d", u, theirUID)
 	}
+}
+
+// appendLikeDovecot does what dovecot-lda does under the uidlist's lock:
+// the message file in cur/, its record appended to the uidlist in place
+// (UID: the header's next UID + skip), the header left as it was.
+func appendLikeDovecot(t *testing.T, root, name string, skip uint32) uint32 {
+	ul := filepath.Join(root, uidlistName)
+	b, err := os.ReadFile(ul)
+	must(t, err)
+	u, err := parseUIDList(string(b))
+	must(t, err)
+	uid := u.nextUID + skip
+	must(t, os.WriteFile(filepath.Join(root, "cur", name+":2,"), []byte("Subject: theirs\n\ny\n"), 0o600))
+	fh, err := os.OpenFile(ul, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	fmt.Fprintf(fh, "%d :%s\n", uid, name)
+	must(t, fh.Close())
+	return uid
 }
