@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-
-	"github.com/emersion/go-msgauth/authres"
 )
 
 // FuzzHeaderParser: any input, cut anywhere, gives the same header, whose
@@ -180,29 +178,4 @@ func refSignatureTags(f Field) dkimOutcome {
 		algorithm:  printable(strip(tagValue(tags, "a")), 40),
 		b:          printable(b, 8),
 	}
-}
-
-// FuzzFormatResult: our formatting of a result is authres.Format's, for
-// every type and property we make, whatever the values hold.
-func FuzzFormatResult(f *testing.F) {
-	for _, s := range []string{"", "example.org", "a b", `q"uote`, "x@y.test", "é.test", "\xff", "p=reject no alignment", "tab\there", "(c)", "a=b", "\u00a0", "ä1_-~"} {
-		f.Add(s, "pass", "reason")
-	}
-	f.Fuzz(func(t *testing.T, v, value, reason string) {
-		rv := authres.ResultValue(value)
-		for _, r := range []authres.Result{
-			&authres.SPFResult{Value: rv, From: v, Reason: reason},
-			&authres.SPFResult{Value: rv, Helo: v},
-			&authres.DMARCResult{Value: rv, From: v, Reason: reason},
-			&authres.GenericResult{Method: "dkim", Value: rv, Params: map[string]string{"reason": reason, "header.d": v, "header.i": "@" + v, "header.s": reason, "header.a": "rsa-sha256", "header.b": v}},
-			&authres.GenericResult{Method: "dnsbl", Value: rv, Params: map[string]string{"dns.zone": v, "policy.ip": reason}},
-			&authres.GenericResult{Method: "dkim", Value: rv},
-			&authres.DKIMResult{Value: rv, Domain: v, Reason: reason},
-		} {
-			want := strings.TrimSpace(strings.TrimPrefix(authres.Format("", []authres.Result{r}), "; "))
-			if got := formatResult(r); got != want {
-				t.Fatalf("%#v: %q, want %q", r, got, want)
-			}
-		}
-	})
 }
