@@ -23,6 +23,7 @@ type memStore struct {
 	nextVal uint32
 	views   int
 	closed  bool
+	onClose func() // tests: run by Close
 }
 
 type memFolder struct {
@@ -314,6 +315,9 @@ func (s *memStore) Select(name string, readOnly bool) (View, error) {
 }
 
 func (s *memStore) Close() error {
+	if s.onClose != nil {
+		s.onClose()
+	}
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()

@@ -3,6 +3,7 @@ package imap
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -387,5 +388,31 @@ func TestUIDValidityChange(t *testing.T) {
 	c.raw("n NOOP\r\n")
 	if l := c.line(); !strings.HasPrefix(l, "* BYE [UIDVALIDITY]") {
 		t.Fatalf("replaced folder: %q", l)
+	}
+}
+
+// TestConnectionClosedBeforeStore: a session's end closes the client's
+// connection before the store, whose Close may take a while (mailstore
+// finishes taking a large new/ into cur/ then: imapd(8)).
+func TestConnectionClosedBeforeStore(t *testing.T) {
+	ts := startServer(t, nil)
+	eof := make(chan struct{})
+	storeClosed := make(chan bool, 1)
+	ts.be.store("alice@example.test").onClose = func() {
+		select {
+		case <-eof:
+			storeClosed <- true
+		case <-time.After(10 * time.Second):
+			storeClosed <- false
+		}
+	}
+	c := ts.login(t)
+	c.do("LOGOUT")
+	go func() {
+		io.Copy(io.Discard, c.conn)
+		close(eof)
+	}()
+	if !<-storeClosed {
+		t.Fatal("the store was closed while the client's connection was still open")
 	}
 }
