@@ -54,7 +54,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -65,14 +64,13 @@ import (
 )
 
 // Create makes dir and its tmp/, new/ and cur/ (mode 0700), parents too.
-// The new directories are fsynced into their parents, so a delivery that
-// follows is not lost with its mailbox on a crash. dir and its
-// subdirectories are made and checked without following a symlink (an
-// existing symlink there is ErrUnsafe); the path to dir's parent is the
-// administrator's and is followed.
+// tmp/ is made last, once the rest of the Maildir is on disk (see
+// createIn), so a delivery that finds tmp/ is not lost with its mailbox on
+// a crash, whichever process made it. dir and its subdirectories are made
+// and checked without following a symlink (an existing symlink there is
+// ErrUnsafe); the path to dir's parent is the administrator's and is
+// followed.
 func Create(dir string) error {
-	createMu.Lock()
-	defer createMu.Unlock()
 	md, err := createRoot(dir)
 	if err != nil {
 		return err
@@ -80,33 +78,16 @@ func Create(dir string) error {
 	return md.Close()
 }
 
-// createMu is held for the whole of each of this process's creations. A
-// creator, or a delivery, that finds a directory made already takes it as
-// durable (a creator fsyncs only what it made itself): true of one made by
-// an earlier creator, not of one that another goroutine is still creating,
-// whose fsyncs have not ended (queue-runner's workers delivering the first
-// messages of a new mailbox at once). So creations take turns, and a
-// delivery waits for the creation under way before it reports success.
-var createMu sync.Mutex
-
-// createRoot is Create, returning the Maildir's descriptor; createMu is
-// held.
+// createRoot is Create, returning the Maildir's descriptor.
 func createRoot(dir string) (*os.File, error) {
 	if dir == "" {
 		return nil, errors.New("maildir: create: empty path")
 	}
-	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	// Every level MkdirAll makes (a first delivery to a domain makes
-	// <mail-root>/<domain>/ too) must reach its parent's disk, not only
-	// the last one.
-	var created []string
-	for p := parent; !isDir(p); p = filepath.Dir(p) {
-		created = append(created, p)
-		if filepath.Dir(p) == p {
-			break
-		}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
 	}
+	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
 	}
@@ -115,58 +96,103 @@ func createRoot(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
 	}
 	defer pd.Close()
-	md, err := createIn(pd, filepath.Base(dir))
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range created {
-		if err := syncDir(filepath.Dir(c)); err != nil {
-			md.Close()
-			return nil, fmt.Errorf("maildir: create %s: %w", dir, err)
-		}
-	}
-	return md, nil
+	return createIn(pd, filepath.Base(dir), func() error { return syncAncestors(parent) })
 }
 
-// createIn makes the Maildir name inside the directory d, with tmp/, new/
-// and cur/, each a real directory (not followed through a symlink), fsyncs
-// what it made into its parent, and returns the Maildir's descriptor.
-func createIn(d *os.File, name string) (*os.File, error) {
-	md, made, err := mkdirSub(d, name)
+// syncAncestors fsyncs every directory above dir up to the root: any level
+// may be one that MkdirAll made just now, here or in another process
+// creating the same Maildir (a first delivery to a domain makes
+// <mail-root>/<domain>/), and a level nobody has fsynced into its parent
+// would take the Maildir with it on a crash. Creations are rare; a level
+// that is on disk already costs little. A level this process may not open
+// (mode 0711) it cannot have made.
+func syncAncestors(dir string) error {
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if err := syncDir(p); err != nil && !errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("maildir: create: fsync %s: %w", p, err)
+		}
+		if filepath.Dir(p) == p {
+			return nil
+		}
+	}
+}
+
+// beforeTmp, when set (tests), runs in createIn once the Maildir's new/
+// and cur/ are made, before anything of it is fsynced.
+var beforeTmp func(md *os.File)
+
+// createIn makes the Maildir name inside the directory d, with new/, cur/
+// and tmp/, each a real directory (not followed through a symlink), and
+// returns the Maildir's descriptor.
+//
+// A delivery writes its message in tmp/ first, so a Maildir without tmp/
+// takes none. createIn makes tmp/ only after new/ and cur/ are on disk in
+// the Maildir, the Maildir in d and d in its own parents (syncAncestors):
+// then no delivery is reported into a Maildir that a crash could still
+// take away. That holds when another process makes the same Maildir at the
+// same instant: whoever finds tmp/ missing fsyncs everything first, what
+// it made itself and what it found made, since a directory found may be
+// another creator's that has not been fsynced yet.
+func createIn(d *os.File, name string, syncAbove func() error) (*os.File, error) {
+	md, _, err := mkdirSub(d, name)
 	if err != nil {
 		return nil, fmt.Errorf("maildir: create: %w", err)
 	}
+	fail := func(err error) (*os.File, error) {
+		md.Close()
+		return nil, fmt.Errorf("maildir: create %s: %w", md.Name(), err)
+	}
 	madeSub := false
-	for _, sub := range []string{"tmp", "new", "cur"} {
+	for _, sub := range []string{"new", "cur"} {
 		s, m, err := mkdirSub(md, sub)
 		if err != nil {
-			md.Close()
-			return nil, fmt.Errorf("maildir: create: %w", err)
+			return fail(err)
 		}
 		s.Close()
 		madeSub = madeSub || m
 	}
-	if made || madeSub {
-		if err := syncFile(md); err != nil {
-			md.Close()
-			return nil, fmt.Errorf("maildir: create %s: %w", md.Name(), err)
+	if beforeTmp != nil {
+		beforeTmp(md)
+	}
+	if tmp, err := openSub(md, "tmp"); err == nil {
+		// A whole Maildir: its tmp/ was made after the rest was on disk.
+		tmp.Close()
+		if madeSub {
+			// Someone removed new/ or cur/ from it.
+			if err := syncFile(md); err != nil {
+				return fail(err)
+			}
+		}
+		return md, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fail(err)
+	}
+	if err := syncFile(md); err != nil {
+		return fail(err)
+	}
+	if err := syncFile(d); err != nil {
+		return fail(err)
+	}
+	if syncAbove != nil {
+		if err := syncAbove(); err != nil {
+			return fail(err)
 		}
 	}
-	if made {
-		if err := syncFile(d); err != nil {
-			md.Close()
-			return nil, fmt.Errorf("maildir: create %s: %w", md.Name(), err)
-		}
+	tmp, _, err := mkdirSub(md, "tmp")
+	if err != nil {
+		return fail(err)
+	}
+	tmp.Close()
+	if err := syncFile(md); err != nil {
+		return fail(err)
 	}
 	return md, nil
 }
 
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
-}
-
 func syncDir(dir string) error {
+	if onSync != nil {
+		onSync(dir)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -322,16 +348,7 @@ func deliverFolder(root, name string, r io.Reader, ds *DirSyncer) (string, error
 		defer fd.Close()
 		md = fd
 	}
-	path, err := deliverIn(md, r, ds)
-	if err == nil {
-		// The Maildir may be one that another goroutine's Create made and
-		// is still fsyncing into its parents: this delivery is reported
-		// only once that has ended (the lock is held for the whole of a
-		// Create).
-		createMu.Lock()
-		createMu.Unlock()
-	}
-	return path, err
+	return deliverIn(md, r, ds)
 }
 
 // deliverIn is Deliver into the open Maildir md, fsyncing new/ through ds.
@@ -439,8 +456,6 @@ func CreateFolder(root, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	createMu.Lock()
-	defer createMu.Unlock()
 	md, err := createRoot(root)
 	if err != nil {
 		return "", err
@@ -449,7 +464,8 @@ func CreateFolder(root, name string) (string, error) {
 	if p == root {
 		return p, nil
 	}
-	fd, err := createIn(md, "."+name)
+	// root is whole (createRoot): on disk up to the file system's root.
+	fd, err := createIn(md, "."+name, nil)
 	if err != nil {
 		return "", err
 	}

@@ -496,3 +496,78 @@ func TestListMany(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateRacingCreator: two creators of one Maildir at once (deliver
+// and queue-runner's first messages for a new mailbox, in two processes).
+// The first is held after making new/ and cur/, before any fsync: no
+// delivery can begin then (tmp/ is made last), and the second, finding
+// both made, fsyncs them, the Maildir and every level above before it makes
+// tmp/, so the delivery it lets through does not wait on the first's fsyncs.
+func TestCreateRacingCreator(t *testing.T) {
+	top := t.TempDir()
+	dir := filepath.Join(top, "example.test", "bob")
+	held, release := make(chan struct{}), make(chan struct{})
+	var calls int
+	beforeTmp = func(*os.File) {
+		calls++
+		if calls == 1 {
+			close(held)
+			<-release
+		}
+	}
+	var mu sync.Mutex
+	var synced []string // while tmp/ was missing
+	tmpAtLastSync := false
+	onSync = func(p string) {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := os.Stat(filepath.Join(dir, "tmp"))
+		if err != nil {
+			synced = append(synced, p)
+		}
+		if p == dir {
+			tmpAtLastSync = err == nil
+		}
+	}
+	t.Cleanup(func() { beforeTmp, onSync = nil, nil })
+
+	first := make(chan error, 1)
+	go func() { first <- Create(dir) }()
+	<-held
+	mu.Lock()
+	if len(synced) != 0 {
+		t.Errorf("fsyncs before the first creator's new/ and cur/ were made: %q", synced)
+	}
+	mu.Unlock()
+	if _, err := Deliver(dir, strings.NewReader("Subject: early\n\nx\n")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("delivery into a Maildir whose creator has fsynced nothing: %v, want it refused for want of tmp/", err)
+	}
+
+	if err := Create(dir); err != nil {
+		t.Fatalf("second creator: %v", err)
+	}
+	mu.Lock()
+	got := map[string]bool{}
+	for _, p := range synced {
+		got[p] = true
+	}
+	for p := dir; ; p = filepath.Dir(p) {
+		if !got[p] {
+			t.Errorf("second creator did not fsync %s before making tmp/ (fsynced: %q)", p, synced)
+		}
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if !tmpAtLastSync {
+		t.Errorf("the Maildir was not fsynced after tmp/ was made in it")
+	}
+	mu.Unlock()
+	if _, err := Deliver(dir, strings.NewReader("Subject: after\n\nx\n")); err != nil {
+		t.Fatalf("delivery after the second creator: %v", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first creator: %v", err)
+	}
+}

@@ -85,8 +85,15 @@ func mkdirSub(d *os.File, name string) (sub *os.File, made bool, err error) {
 // syncFile fsyncs a directory descriptor; file systems that refuse fsync on
 // directories make their renames as durable as they can.
 func syncFile(d *os.File) error {
+	if onSync != nil {
+		onSync(d.Name())
+	}
 	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
 		return err
 	}
 	return nil
 }
+
+// onSync, when set (tests), is told each directory that syncFile or
+// syncDir is about to fsync.
+var onSync func(path string)
