@@ -105,16 +105,27 @@ func run(args []string) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	// The pipes are blocking, read and written with plain system calls:
+	// through Go's poller (exec's StdinPipe/StdoutPipe) the driver parked
+	// and woke its goroutine, and the runtime's sysmon thread, at every
+	// reply; that was more than half of its CPU, paid in every server's
+	// time alike, since the client waits for each reply.
+	srvIn, in, err := blockingPipe() // the server's stdin; the driver writes in
 	if err != nil {
 		return err
 	}
-	outp, err := cmd.StdoutPipe()
+	outp, srvOut, err := blockingPipe() // the server's stdout; the driver reads outp
 	if err != nil {
 		return err
 	}
+	defer outp.Close()
+	cmd.Stdin, cmd.Stdout = srvIn, srvOut
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	srvIn.Close()
+	srvOut.Close()
+	if err != nil {
+		in.Close()
 		return err
 	}
 	r := bufio.NewReaderSize(outp, 64*1024)
@@ -257,4 +268,14 @@ func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
 		return 0, 0, err
 	}
 	return count, total, nil
+}
+
+// blockingPipe returns a pipe whose ends are in blocking mode (os.Pipe's
+// are non-blocking, for the poller): the read end first.
+func blockingPipe() (r, w *os.File, err error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "pipe-r"), os.NewFile(uintptr(fds[1]), "pipe-w"), nil
 }

@@ -168,8 +168,12 @@ func (c *pipeConn) Close() error {
 	c.closeOnce.Do(func() { c.in.Close(); c.out.Close() })
 	return nil
 }
-func (c *pipeConn) LocalAddr() net.Addr  { return c.local }
-func (c *pipeConn) RemoteAddr() net.Addr { return c.remote }
+
+// ReadSyscallConn is the read side's descriptor, for a reader that waits
+// for input itself (pop3d's one-session process: pkg/pop3's waitConn).
+func (c *pipeConn) ReadSyscallConn() (syscall.RawConn, error) { return c.in.SyscallConn() }
+func (c *pipeConn) LocalAddr() net.Addr                       { return c.local }
+func (c *pipeConn) RemoteAddr() net.Addr                      { return c.remote }
 func (c *pipeConn) SetDeadline(t time.Time) error {
 	c.in.SetReadDeadline(t)
 	c.out.SetWriteDeadline(t)

@@ -142,10 +142,11 @@ func ServeHandoff() int {
 		return 0
 	}
 	srv := New(Config{Hostname: st.Hostname, IdleTimeout: st.IdleTimeout, MaxErrors: st.MaxErrors, Log: log})
-	s := &session{srv: srv, cfg: &srv.cfg, raw: h.Conn, conn: h.Conn, remote: st.Remote, tls: st.TLS, errors: st.Errors}
+	conn := newWaitConn(h.Conn) // this process serves this one session
+	s := &session{srv: srv, cfg: &srv.cfg, raw: conn, conn: conn, remote: st.Remote, tls: st.TLS, errors: st.Errors}
 	s.log = log.With("remote", st.Remote)
-	s.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(st.Pending), h.Conn), 1024)
-	s.w = bufio.NewWriterSize(h.Conn, 64*1024)
+	s.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(st.Pending), conn), 1024)
+	s.w = bufio.NewWriterSize(conn, 64*1024)
 	// SIGTERM from the parent's shutdown (or from the kernel when the
 	// parent died) ends the session as a shutdown does: no UPDATE.
 	sig := make(chan os.Signal, 1)

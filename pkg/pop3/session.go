@@ -67,6 +67,10 @@ type session struct {
 }
 
 func newSession(srv *Server, c net.Conn, implicitTLS bool) *session {
+	if srv.cfg.SwitchProcess {
+		// This process serves this one session (inetd mode).
+		c = newWaitConn(c)
+	}
 	s := &session{srv: srv, cfg: &srv.cfg, raw: c, conn: c, remote: c.RemoteAddr().String()}
 	s.log = srv.cfg.Log.With("remote", s.remote)
 	if implicitTLS {

@@ -503,9 +503,18 @@ func (remoteConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1234}
 }
 
+// TestShutdown: shutdown's interrupt ends a session waiting for a command,
+// in a daemon (Go's poller) and in a one-session process (waitConn's
+// ppoll, woken by the deadline moved to now).
 func TestShutdown(t *testing.T) {
+	for _, one := range []bool{false, true} {
+		t.Run(fmt.Sprintf("one-session=%v", one), func(t *testing.T) { testShutdown(t, one) })
+	}
+}
+
+func testShutdown(t *testing.T, oneSession bool) {
 	drop := &fakeDrop{msgs: testMsgs}
-	srv, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}})
+	srv, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}, SwitchProcess: oneSession})
 	c := login(t, addr)
 	c.expect("DELE 1", "+OK")
 	start := time.Now()
@@ -523,9 +532,17 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+// TestIdleTimeout: in a daemon and in a one-session process (where the
+// deadline is waitConn's ppoll timeout).
 func TestIdleTimeout(t *testing.T) {
+	for _, one := range []bool{false, true} {
+		t.Run(fmt.Sprintf("one-session=%v", one), func(t *testing.T) { testIdleTimeout(t, one) })
+	}
+}
+
+func testIdleTimeout(t *testing.T, oneSession bool) {
 	drop := &fakeDrop{msgs: testMsgs}
-	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}, IdleTimeout: 300 * time.Millisecond})
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}, IdleTimeout: 300 * time.Millisecond, SwitchProcess: oneSession})
 	c := connect(t, addr)
 	// One write, so a slow machine can't make the timeout fire between
 	// commands.
