@@ -3,7 +3,9 @@ package pop3
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"testing"
+	"testing/iotest"
 )
 
 // FuzzWriteMessage checks RETR's framing on any content: every line ends in
@@ -16,7 +18,7 @@ func FuzzWriteMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		sent, err := writeMessage(w, bytes.NewReader(in), -1)
+		sent, err := writeMessage(w, bytes.NewReader(in), -1, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,6 +50,52 @@ func FuzzWriteMessage(f *testing.F) {
 		}
 		if int64(len(unstuffed)) != size {
 			t.Fatalf("unstuffed %d octets, announced %d", len(unstuffed), size)
+		}
+	})
+}
+
+// FuzzWriteMessageSame: writeMessage sends, for RETR and TOP, exactly the
+// bytes the ReadSlice loop before it sent (writeMessageRef), whatever the
+// content, however the reads split it, and whether or not the reader knows
+// its size. The first input byte picks TOP's line count (or RETR) and how
+// reads are split.
+func FuzzWriteMessageSame(f *testing.F) {
+	f.Add([]byte("\x00Subject: x\n\nbody\n.\n..\n"))
+	f.Add([]byte("\x02a\r\r\n\rb\r"))
+	f.Add([]byte("\x13H: 1\r\n\r\n.a\r\nb\nc"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		mode, content := in[0], in[1:]
+		lines := int(mode%5) - 1
+		send := func(name string, fn func(*bufio.Writer, io.Reader, int) (int64, error), r io.Reader) (string, int64) {
+			var out bytes.Buffer
+			w := bufio.NewWriter(&out)
+			n, err := fn(w, r, lines)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			w.Flush()
+			return out.String(), n
+		}
+		split := func(r io.Reader) io.Reader {
+			switch mode / 5 % 3 {
+			case 1:
+				return iotest.OneByteReader(r)
+			case 2:
+				return iotest.HalfReader(r)
+			}
+			return r
+		}
+		want, wantN := send("ref", writeMessageRef, split(bytes.NewReader(content)))
+		for _, size := range []int64{-1, int64(len(content))} {
+			got, n := send("new", func(w *bufio.Writer, r io.Reader, lines int) (int64, error) {
+				return writeMessage(w, r, lines, size)
+			}, split(bytes.NewReader(content)))
+			if got != want || n != wantN {
+				t.Fatalf("size=%d lines=%d: sent %q (%d), before %q (%d)", size, lines, got, n, want, wantN)
+			}
 		}
 	})
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"letterbox/pkg/maildir"
 	"letterbox/pkg/privsep"
 	"letterbox/pkg/privsep/handoff"
 )
@@ -737,8 +738,12 @@ func (s *session) send(i, lines int) string {
 		return ""
 	}
 	defer rc.Close()
+	size := int64(-1)
+	if f, ok := rc.(*maildir.RegularFile); ok {
+		size = f.Size()
+	}
 	s.ok("%d octets", s.msgs[i].Size)
-	n, err := writeMessage(s.w, rc, lines)
+	n, err := writeMessage(s.w, rc, lines, size)
 	if err != nil {
 		// The multi-line response is cut: the client cannot resync, so the
 		// session ends (without UPDATE).

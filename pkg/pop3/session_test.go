@@ -590,10 +590,18 @@ func TestWriteMessage(t *testing.T) {
 	for _, tc := range cases {
 		var sb strings.Builder
 		w := bufio.NewWriter(&sb)
-		n, err := writeMessage(w, strings.NewReader(tc.in), -1)
+		n, err := writeMessage(w, strings.NewReader(tc.in), -1, -1)
 		w.Flush()
 		if err != nil || sb.String() != tc.out+".\r\n" {
 			t.Errorf("writeMessage(%q) = %q, %v", clip(tc.in), clip(sb.String()), err)
+		}
+		// Given the size (a message file's, from its fstat), the same.
+		var sized strings.Builder
+		w = bufio.NewWriter(&sized)
+		ns, err := writeMessage(w, strings.NewReader(tc.in), -1, int64(len(tc.in)))
+		w.Flush()
+		if err != nil || sized.String() != sb.String() || ns != n {
+			t.Errorf("writeMessage(%q) with its size = %q, %v", clip(tc.in), clip(sized.String()), err)
 		}
 		size, _ := CRLFSize(strings.NewReader(tc.in))
 		unstuffed := int64(len(strings.ReplaceAll("\n"+tc.out, "\n.", "\n"))) - 1
