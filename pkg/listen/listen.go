@@ -239,6 +239,11 @@ type notifyConn struct {
 	once sync.Once
 }
 
+// NetConn is the connection c wraps (as tls.Conn's NetConn), for a reader
+// that needs its descriptor (pop3d's one-session process: pkg/pop3's
+// waitConn).
+func (c *notifyConn) NetConn() net.Conn { return c.Conn }
+
 func (c *notifyConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { close(c.done) })

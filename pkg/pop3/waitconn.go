@@ -51,18 +51,12 @@ type readSyscallConn interface {
 
 // newWaitConn returns c reading through ppoll, or c itself when its
 // descriptor can't be had (a test's net.Pipe) or no eventfd can be made.
+// A wrapper that gives what it wraps (NetConn, as pkg/listen's one-session
+// listener does) is looked through for the descriptor; writes, Close and
+// the addresses stay the wrapper's.
 func newWaitConn(c net.Conn) net.Conn {
-	var rc syscall.RawConn
-	var err error
-	switch cc := c.(type) {
-	case readSyscallConn:
-		rc, err = cc.ReadSyscallConn()
-	case syscall.Conn:
-		rc, err = cc.SyscallConn()
-	default:
-		return c
-	}
-	if err != nil {
+	rc, err := readRawConn(c)
+	if err != nil || rc == nil {
 		return c
 	}
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -70,6 +64,23 @@ func newWaitConn(c net.Conn) net.Conn {
 		return c
 	}
 	return &waitConn{Conn: c, rc: rc, wake: wake}
+}
+
+// readRawConn finds the descriptor c reads from, looking through wrappers;
+// nil when there is none.
+func readRawConn(c net.Conn) (syscall.RawConn, error) {
+	for {
+		switch cc := c.(type) {
+		case readSyscallConn:
+			return cc.ReadSyscallConn()
+		case syscall.Conn:
+			return cc.SyscallConn()
+		case interface{ NetConn() net.Conn }:
+			c = cc.NetConn()
+		default:
+			return nil, nil
+		}
+	}
 }
 
 func (c *waitConn) Read(p []byte) (int, error) {

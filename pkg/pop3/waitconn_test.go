@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"letterbox/pkg/listen"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -116,6 +118,25 @@ func TestWaitConn(t *testing.T) {
 		}
 		if c.wake != -1 {
 			t.Fatal("eventfd left open")
+		}
+	})
+	t.Run("one-session-listener", func(t *testing.T) {
+		// inetd mode: the session's connection is pkg/listen's
+		// OneConn wrapper around stdin's; waitConn must see through it,
+		// and Close must still be the wrapper's (it ends Serve).
+		_, raw := tcpPair(t)
+		l := listen.OneConn(raw)
+		conn, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ok := newWaitConn(conn).(*waitConn)
+		if !ok {
+			t.Fatalf("OneConn's connection not read through ppoll: %T", newWaitConn(conn))
+		}
+		c.Close()
+		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after the session's Close: %v", err)
 		}
 	})
 	t.Run("not-a-descriptor", func(t *testing.T) {
