@@ -65,6 +65,8 @@ type session struct {
 	authFailures, errors, preauth int
 	retrN, delN                   int
 	retrBytes, delBytes           int64
+
+	ahead readAhead
 }
 
 func newSession(srv *Server, c net.Conn, implicitTLS bool) *session {
@@ -248,6 +250,9 @@ func (s *session) readLine() (string, error) {
 		if err := s.w.Flush(); err != nil {
 			return "", err
 		}
+		// The client reads the reply; meanwhile, the message it will
+		// likely ask for next.
+		s.readAhead()
 	}
 	s.raw.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if s.interrupted.Load() {
@@ -731,6 +736,18 @@ func (s *session) cmdTop(args []string) string {
 
 // send writes message i (all of it, or TOP's header and lines of body).
 func (s *session) send(i, lines int) string {
+	if lines < 0 {
+		s.ahead.next = i + 2 // message i+1, as index+1
+		if data, n, ok := s.ahead.take(i); ok {
+			s.ok("%d octets", s.msgs[i].Size)
+			if _, err := s.w.Write(data); err != nil {
+				s.log.Error("send message", "msg", i+1, "err", err)
+				return "io-error"
+			}
+			s.sent(i, n)
+			return ""
+		}
+	}
 	rc, err := s.drop.Open(i)
 	if err != nil {
 		s.log.Error("open message", "msg", i+1, "err", err)
@@ -750,15 +767,20 @@ func (s *session) send(i, lines int) string {
 		s.log.Error("send message", "msg", i+1, "err", err)
 		return "io-error"
 	}
-	if n != s.msgs[i].Size && lines < 0 {
-		s.log.Warn("message size changed since listed", "msg", i+1, "listed", s.msgs[i].Size, "sent", n)
-	}
 	if lines < 0 {
-		s.retrieved[i] = true
-		s.retrN++
-		s.retrBytes += n
+		s.sent(i, n)
 	}
 	return ""
+}
+
+// sent counts message i, n octets, as retrieved.
+func (s *session) sent(i int, n int64) {
+	if n != s.msgs[i].Size {
+		s.log.Warn("message size changed since listed", "msg", i+1, "listed", s.msgs[i].Size, "sent", n)
+	}
+	s.retrieved[i] = true
+	s.retrN++
+	s.retrBytes += n
 }
 
 func (s *session) cmdDele(args []string) string {

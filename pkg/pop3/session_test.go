@@ -27,6 +27,7 @@ type fakeDrop struct {
 	deleted   []int
 	closed    bool
 	commitErr error
+	opens     []int // the messages opened, in order
 }
 
 func (d *fakeDrop) Messages() []MessageInfo {
@@ -39,7 +40,16 @@ func (d *fakeDrop) Messages() []MessageInfo {
 }
 
 func (d *fakeDrop) Open(i int) (io.ReadCloser, error) {
+	d.mu.Lock()
+	d.opens = append(d.opens, i)
+	d.mu.Unlock()
 	return io.NopCloser(strings.NewReader(d.msgs[i])), nil
+}
+
+func (d *fakeDrop) opened() []int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]int(nil), d.opens...)
 }
 
 func (d *fakeDrop) Commit(retrieved, deleted []int) error {
@@ -608,5 +618,64 @@ func TestWriteMessage(t *testing.T) {
 		if n != size || size != unstuffed {
 			t.Errorf("%q: sent %d, CRLFSize %d, want %d", clip(tc.in), n, size, unstuffed)
 		}
+	}
+}
+
+// TestReadAhead: after a RETR, while the client reads the reply, the
+// session reads the next message; the RETR for it sends exactly what a
+// RETR without the read-ahead sends, and counts it retrieved. A message
+// read ahead and then deleted is not sent; undeleted, it is.
+func TestReadAhead(t *testing.T) {
+	drop := &fakeDrop{msgs: testMsgs}
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}})
+	c := login(t, addr)
+	want := func(i int) string {
+		var sb strings.Builder
+		w := bufio.NewWriter(&sb)
+		writeMessage(w, strings.NewReader(testMsgs[i]), -1, -1)
+		w.Flush()
+		n, _ := CRLFSize(strings.NewReader(testMsgs[i]))
+		return fmt.Sprintf("+OK %d octets\r\n", n) + sb.String()
+	}
+	retr := func(i int) string {
+		t.Helper()
+		io.WriteString(c.conn, fmt.Sprintf("RETR %d\r\n", i+1))
+		var sb strings.Builder
+		for {
+			l, err := c.r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("RETR %d: %v", i+1, err)
+			}
+			sb.WriteString(l)
+			if l == ".\r\n" || strings.HasPrefix(l, "-ERR") {
+				return sb.String()
+			}
+		}
+	}
+	if got := retr(0); got != want(0) {
+		t.Fatalf("RETR 1: %q, want %q", got, want(0))
+	}
+	testwait.Until(t, 5*time.Second, "message 2 to be read ahead", func() bool { return len(drop.opened()) == 2 })
+	if o := drop.opened(); o[1] != 1 {
+		t.Fatalf("opened %v, want [0 1]", o)
+	}
+	if got := retr(1); got != want(1) {
+		t.Fatalf("RETR 2 (read ahead): %q, want %q", got, want(1))
+	}
+	testwait.Until(t, 5*time.Second, "message 3 to be read ahead", func() bool { return len(drop.opened()) == 3 })
+	if o := drop.opened(); o[1] != 1 || o[2] != 2 {
+		t.Fatalf("opened %v, want [0 1 2]: RETR 2 opened its message again", o)
+	}
+	c.expect("DELE 3", "+OK")
+	if got := retr(2); !strings.HasPrefix(got, "-ERR") {
+		t.Fatalf("RETR of a deleted message read ahead: %q", got)
+	}
+	c.expect("RSET", "+OK")
+	if got := retr(2); got != want(2) {
+		t.Fatalf("RETR 3 (read ahead, deleted, undeleted): %q, want %q", got, want(2))
+	}
+	c.expect("QUIT", "+OK")
+	if _, retrieved, _, _ := drop.state(); fmt.Sprint(retrieved) != "[0 1 2]" {
+		t.Fatalf("retrieved %v at QUIT, want [0 1 2]", retrieved)
 	}
 }
