@@ -11,7 +11,12 @@
 # message size.
 #
 # The login rows are the time until STAT is answered (the server started, the
-# login, the maildrop locked and listed), from the same sessions.
+# login, the maildrop locked and listed), from the same sessions. The CPU
+# rows are the user+system seconds of the driver (the client) and of the
+# server in the fastest warm run: the driver waits for each reply, so its
+# CPU is part of every server's time; a client CPU near the elapsed time,
+# or the two together near the two cores, says the run measured the
+# client or the machine.
 #
 # Environment: POP3_BENCH_N (10000), POP3_BENCH_MIN/MAX (message size range,
 # 500..20000 octets); POP3_BENCH_ALT: another pop3d binary (a variant being
@@ -87,7 +92,8 @@ declare -A res
 servers=(letterbox)
 [ -n "${POP3_BENCH_ALT:-}" ] && servers+=(alt)
 [ $have_dovecot = 1 ] && servers+=(dovecot)
-# better returns the faster of two "seconds rss msgs octets login" results;
+# better returns the faster of two "seconds rss msgs octets login clientcpu
+# servercpu" results;
 # fastest FIELD of two results.
 better() { if [ -z "$2" ] || awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN{exit !(a<b)}'; then echo "$1"; else echo "$2"; fi; }
 fastest() { if [ -z "$2" ]; then echo "$1"; else awk -v a="$1" -v b="$2" 'BEGIN{print (a<b)?a:b}'; fi; }
@@ -143,6 +149,8 @@ for box in small large; do
     row "time $box $phase" s "$box-$phase" 1
     row "login $box $phase" s "$box-$phase-login" 0
   done
+  row "client CPU $box (warm)" s "$box-warm" 6
+  row "server CPU $box (warm)" s "$box-warm" 7
   row "peak RSS $box (warm)" K "$box-warm" 2
 done
 if [ $have_dovecot = 0 ]; then echo "(dovecot-pop3d not installed: no peer column)"; fi

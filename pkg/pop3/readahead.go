@@ -24,13 +24,17 @@ const readAheadMax = 64 * 1024
 // delivered); a message read ahead and not asked for is dropped. Anything
 // that goes wrong reading ahead is left for RETR to meet and report.
 type readAhead struct {
-	next int // the message to read ahead at the next wait; 0: none (set by RETR as index+1)
-	msg  int // index+1 of the message in data; 0: none
+	next int // the message to read ahead at the next wait, as index+1 (set by RETR); 0: none
+	msg  int // the message in data, as index+1; 0: none
 	n    int64
-	data []byte
-	w    *bufio.Writer // into sink, sized to hold a whole reply
-	sink capped
+	data []byte        // the reply, in w's buffer (valid until w is written again)
+	w    *bufio.Writer // over refuse: a reply that outgrows its buffer is dropped
 }
+
+// readAheadBuf holds a reply of readAheadMax octets as listed, with room
+// for byte-stuffing (a line of "." grows from 3 octets to 4) and the
+// terminator.
+const readAheadBuf = readAheadMax + readAheadMax/2
 
 // take returns message i's reply if it was read ahead.
 func (a *readAhead) take(i int) ([]byte, int64, bool) {
@@ -60,30 +64,23 @@ func (s *session) readAhead() {
 		size = f.Size()
 	}
 	if a.w == nil {
-		a.w = bufio.NewWriterSize(&a.sink, 2*readAheadMax)
+		a.w = bufio.NewWriterSize(refuse{}, readAheadBuf)
 	}
-	a.sink.b = a.sink.b[:0]
-	a.w.Reset(&a.sink)
+	a.w.Reset(refuse{})
+	// The reply is converted into w's buffer and taken from there: no
+	// flush ever happens (refuse fails it), so the buffer holds it all.
+	buf := a.w.AvailableBuffer()
 	n, err := writeMessage(a.w, rc, -1, size)
-	if err == nil {
-		err = a.w.Flush()
-	}
 	if err != nil {
 		return
 	}
-	a.msg, a.n, a.data = i+1, n, a.sink.b
+	a.msg, a.n, a.data = i+1, n, buf[:a.w.Buffered()]
 }
 
-// capped collects a reply read ahead, refusing more than two readAheadMax
-// (a file larger than it was listed).
-type capped struct{ b []byte }
+// refuse is the writer under the read-ahead's buffer: a reply larger than
+// the buffer (a file larger than listed) makes writeMessage fail.
+type refuse struct{}
 
-var errTooLarge = errors.New("pop3: message larger than listed")
+var errTooLarge = errors.New("pop3: message larger than the read-ahead buffer")
 
-func (c *capped) Write(p []byte) (int, error) {
-	if len(c.b)+len(p) > 2*readAheadMax {
-		return 0, errTooLarge
-	}
-	c.b = append(c.b, p...)
-	return len(p), nil
-}
+func (refuse) Write([]byte) (int, error) { return 0, errTooLarge }

@@ -27,13 +27,17 @@ type fakeDrop struct {
 	deleted   []int
 	closed    bool
 	commitErr error
-	opens     []int // the messages opened, in order
+	opens     []int         // the messages opened, in order
+	listed    map[int]int64 // sizes listed other than the content's
 }
 
 func (d *fakeDrop) Messages() []MessageInfo {
 	out := make([]MessageInfo, len(d.msgs))
 	for i, m := range d.msgs {
 		n, _ := CRLFSize(strings.NewReader(m))
+		if l, ok := d.listed[i]; ok {
+			n = l
+		}
 		out[i] = MessageInfo{UID: fmt.Sprintf("uid-%d", i+1), Size: n}
 	}
 	return out
@@ -677,5 +681,24 @@ func TestReadAhead(t *testing.T) {
 	c.expect("QUIT", "+OK")
 	if _, retrieved, _, _ := drop.state(); fmt.Sprint(retrieved) != "[0 1 2]" {
 		t.Fatalf("retrieved %v at QUIT, want [0 1 2]", retrieved)
+	}
+}
+
+// TestReadAheadLarger: a message that outgrows the read-ahead's buffer (a
+// file larger than listed) is not read ahead; its RETR sends it whole.
+func TestReadAheadLarger(t *testing.T) {
+	big := "Subject: big\n\n" + strings.Repeat(".\n", readAheadBuf/3+10)
+	drop := &fakeDrop{msgs: []string{"Subject: one\n\nx\n", big}, listed: map[int]int64{1: 1000}}
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}})
+	c := login(t, addr)
+	c.expect("RETR 1", "+OK")
+	c.multi()
+	testwait.Until(t, 5*time.Second, "message 2 to be opened for the read-ahead", func() bool { return len(drop.opened()) == 2 })
+	c.expect("RETR 2", "+OK")
+	if got := len(c.multi()); got != readAheadBuf/3+10+2 {
+		t.Fatalf("RETR 2: %d lines, want %d", got, readAheadBuf/3+10+2)
+	}
+	if o := drop.opened(); len(o) != 3 {
+		t.Fatalf("opened %v: the message that outgrew the buffer must be opened again by RETR", o)
 	}
 }
