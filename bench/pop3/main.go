@@ -96,6 +96,7 @@ func run(args []string) error {
 	preauth := fs.Bool("preauth", false, "no greeting and no login (Dovecot's pop3 started logged in)")
 	user := fs.String("user", "", "user name")
 	pass := fs.String("pass", "", "password")
+	profile := fs.String("profile", "", "`DIR`: send the server SIGUSR1 once STAT is answered and again after the last RETR, then wait for DIR/allocs.1.end (a pop3d built with -tags benchprof and LETTERBOX_PROFILE_DIR=DIR profiles the download between them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,6 +132,26 @@ func run(args []string) error {
 	r := bufio.NewReaderSize(outp, 64*1024)
 	w := bufio.NewWriter(in)
 	c := &client{r: r, w: w, start: start}
+	if *profile != "" {
+		marks := 0
+		c.mark = func() {
+			// setpriv and env exec in place: the PID is pop3d's.
+			cmd.Process.Signal(syscall.SIGUSR1)
+			marks++
+			if marks == 2 {
+				// The profile is written by the server's own goroutine:
+				// QUIT only once it is, or the exit cuts it off.
+				end := filepath.Join(*profile, "allocs.1.end")
+				for i := 0; i < 500; i++ {
+					if _, err := os.Stat(end); err == nil {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				fmt.Fprintln(os.Stderr, "pop3 bench: no", end, "after 5 s")
+			}
+		}
+	}
 	msgs, octets, err := c.session(*preauth, *user, *pass)
 	in.Close()
 	if err != nil {
@@ -159,6 +180,7 @@ type client struct {
 	w     *bufio.Writer
 	start time.Time
 	login time.Duration // from the start to STAT's answer
+	mark  func()        // called when the download starts and ends (-profile)
 }
 
 func (c *client) cmd(s string) (string, error) {
@@ -243,6 +265,9 @@ func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
 		return 0, 0, fmt.Errorf("STAT: %q", st)
 	}
 	count, _ := strconv.Atoi(f[1])
+	if c.mark != nil {
+		c.mark()
+	}
 	if _, err := c.cmd("UIDL"); err != nil {
 		return 0, 0, err
 	}
@@ -263,6 +288,9 @@ func (c *client) session(preauth bool, user, pass string) (int, int64, error) {
 			return 0, 0, fmt.Errorf("RETR %d: listed %s octets, got %d", i, f[1], n)
 		}
 		total += n
+	}
+	if c.mark != nil {
+		c.mark()
 	}
 	if _, err := c.cmd("QUIT"); err != nil {
 		return 0, 0, err

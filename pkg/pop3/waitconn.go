@@ -35,6 +35,14 @@ type waitConn struct {
 	net.Conn
 	rc  syscall.RawConn // the read side's descriptor
 	fds [2]unix.PollFd  // the connection's, the eventfd's
+	ts  unix.Timespec   // ppoll's timeout
+
+	// Read's buffer and results, for readFn (made once: a closure per
+	// Read was an allocation per command).
+	p      []byte
+	n      int
+	err    error
+	readFn func(fd uintptr) bool
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -63,7 +71,9 @@ func newWaitConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &waitConn{Conn: c, rc: rc, wake: wake}
+	wc := &waitConn{Conn: c, rc: rc, wake: wake}
+	wc.readFn = wc.readFD
+	return wc
 }
 
 // readRawConn finds the descriptor c reads from, looking through wrappers;
@@ -87,16 +97,19 @@ func (c *waitConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, rerr = c.read(int(fd), p)
-		return true
-	})
+	c.p = p
+	err := c.rc.Read(c.readFn)
+	n, rerr := c.n, c.err
+	c.p, c.n, c.err = nil, 0, nil
 	if err != nil {
 		return 0, err
 	}
 	return n, rerr
+}
+
+func (c *waitConn) readFD(fd uintptr) bool {
+	c.n, c.err = c.read(int(fd), c.p)
+	return true
 }
 
 // read waits until fd is readable, then reads it once. Waiting first saves
@@ -138,8 +151,8 @@ func (c *waitConn) wait(fd int) error {
 				c.mu.Unlock()
 				return os.ErrDeadlineExceeded
 			}
-			t := unix.NsecToTimespec(int64(d))
-			ts = &t
+			c.ts = unix.NsecToTimespec(int64(d))
+			ts = &c.ts
 		}
 		c.waiting = true
 		c.fds = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.wake), Events: unix.POLLIN}}
