@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"letterbox/pkg/maildir"
 )
 
 func writeFile(t *testing.T, p, s string) {
@@ -318,6 +320,40 @@ func TestMaildirDuplicateUIDs(t *testing.T) {
 				t.Fatalf("%d messages of one time: UID %s listed twice", n, m.UID)
 			}
 			uids[m.UID] = true
+		}
+	}
+}
+
+// TestSubdirsRename: QUIT's seen renames go through the descriptors of
+// new/ and cur/ when the message is directly in one of them, and by path
+// when the descriptors could not be opened; both land in cur/ under the
+// new name.
+func TestSubdirsRename(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	if err := maildir.Create(dir); err != nil {
+		t.Fatal(err)
+	}
+	d := &maildirDrop{dir: dir}
+	for _, open := range []bool{true, false} {
+		writeFile(t, filepath.Join(dir, "new", "1700000001.M1P1.a"), "x\n")
+		writeFile(t, filepath.Join(dir, "cur", "1700000002.M2P2.b:2,F"), "y\n")
+		dirs := subdirs{new: -1, cur: -1, newPath: filepath.Join(dir, "new"), curPath: filepath.Join(dir, "cur")}
+		if open {
+			dirs = d.openSubdirs()
+		}
+		for _, m := range []maildir.Message{
+			{Key: "1700000001.M1P1.a", Name: "1700000001.M1P1.a", Path: filepath.Join(dir, "new", "1700000001.M1P1.a"), New: true},
+			{Key: "1700000002.M2P2.b", Name: "1700000002.M2P2.b:2,F", Path: filepath.Join(dir, "cur", "1700000002.M2P2.b:2,F"), Flags: "F"},
+		} {
+			if err := d.markSeen(m, dirs); err != nil {
+				t.Fatalf("open=%v: %s: %v", open, m.Name, err)
+			}
+		}
+		dirs.close()
+		for _, name := range []string{"1700000001.M1P1.a:2,S", "1700000002.M2P2.b:2,FS"} {
+			if err := os.Remove(filepath.Join(dir, "cur", name)); err != nil {
+				t.Fatalf("open=%v: %v", open, err)
+			}
 		}
 	}
 }
