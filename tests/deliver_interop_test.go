@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"letterbox/pkg/maildir"
+	"letterbox/pkg/maildir/cur"
 )
 
 // deliverPeerDir returns a world-searchable temp dir for mail that a peer
@@ -136,7 +137,7 @@ func TestInteropDeliverDovecotMaildir(t *testing.T) {
 		}
 	}
 	// We set flags; Dovecot reads them.
-	_, err = maildir.SetFlags(md, msgs[0], "FS")
+	_, err = cur.SetFlags(md, msgs[0], "FS")
 	must(t, err)
 	giveAway(t, dir)
 	out = runPeer(t, doveadm, "fetch", "flags hdr.subject", "all")
@@ -252,7 +253,7 @@ func TestInteropDeliverPythonMaildir(t *testing.T) {
 	deliverSome(t, e, 2, "--maildir", md)
 	msgs, err := maildir.List(md)
 	must(t, err)
-	_, err = maildir.SetFlags(md, msgs[1], "RS")
+	_, err = cur.SetFlags(md, msgs[1], "RS")
 	must(t, err)
 	out := python(t, `
 import mailbox, sys

@@ -252,7 +252,9 @@ func TestParseNameRejects(t *testing.T) {
 	}
 }
 
-func TestListAndSetFlags(t *testing.T) {
+// TestList: other programs' names, in delivery order, with their sizes
+// and flags (pkg/maildir/cur's TestSetFlags moves them on).
+func TestList(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	Create(dir)
 	// Other programs' names, out of order, one with the microseconds that
@@ -290,30 +292,6 @@ func TestListAndSetFlags(t *testing.T) {
 	}
 	if msgs[4].VSize != 100 || msgs[0].VSize != -1 {
 		t.Errorf("VSize %d %d, want 100 -1", msgs[4].VSize, msgs[0].VSize)
-	}
-	// new → cur with :2,FLAGS sorted.
-	m, err := SetFlags(dir, msgs[2], "SFS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.New || m.Flags != "FS" || m.Name != "1000000002.M5P1.host,S=3:2,FS" {
-		t.Fatalf("SetFlags: %+v", m)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "cur", m.Name)); err != nil {
-		t.Fatal(err)
-	}
-	// A stale Message (renamed since by someone else) is found by its key.
-	stale := msgs[2]
-	m2, err := SetFlags(dir, stale, "")
-	if err != nil || m2.Name != "1000000002.M5P1.host,S=3:2," {
-		t.Fatalf("SetFlags on a stale message: %+v %v", m2, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "cur", m2.Name)); err != nil {
-		t.Fatalf("stale message not renamed: %v", err)
-	}
-	after, _ := List(dir)
-	if len(after) != len(msgs) {
-		t.Fatalf("%d messages after SetFlags, want %d", len(after), len(msgs))
 	}
 }
 
@@ -365,31 +343,6 @@ func FuzzParseName(f *testing.F) {
 			t.Fatalf("re-parse of %q: %q %d %q %v", key+":2,"+flags, k2, s2, f2, ok2)
 		}
 	})
-}
-
-// TestFindKey: a renamed message is found by its key, through go-maildir
-// when its parser takes the name, through ParseName when it refuses it.
-func TestFindKey(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "Maildir")
-	Create(dir)
-	for _, n := range []string{"1.M1P1.a,S=3,W=4:2,Sa", "2.M2P2.b:1,experimental", "3.M3P3.c"} {
-		if err := os.WriteFile(filepath.Join(dir, "cur", n), []byte("abc"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gm, p, ok := FindKey(dir, "1.M1P1.a,S=3,W=4")
-	if !ok || gm == nil || p != filepath.Join(dir, "cur", "1.M1P1.a,S=3,W=4:2,Sa") || p != gm.Filename() || string(gm.Flags()) != "Sa" {
-		t.Fatalf("FindKey of a Dovecot name: %v %q %v", gm, p, ok)
-	}
-	gm, p, ok = FindKey(dir, "2.M2P2.b")
-	if !ok || gm != nil || p != filepath.Join(dir, "cur", "2.M2P2.b:1,experimental") {
-		t.Fatalf("FindKey of a name go-maildir refuses: %v %q %v", gm, p, ok)
-	}
-	for _, key := range []string{"3.M3P3.c", "4.M4P4.gone", "1.M1P1"} {
-		if gm, p, ok := FindKey(dir, key); ok {
-			t.Errorf("FindKey(%q) = %v %q", key, gm, p)
-		}
-	}
 }
 
 // TestListTypes: List gives each entry the type the directory listing

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"letterbox/pkg/maildir"
+	"letterbox/pkg/maildir/cur"
 )
 
 // LockName is the lock file in the Maildir root that one POP3 session at a
@@ -283,7 +284,7 @@ func (d *maildirDrop) Open(i int) (io.ReadCloser, error) {
 		// Another program (an IMAP client) changed its flags: same key,
 		// new name in cur/. Opened as regular only, whoever found it. The
 		// flags it has now are the ones QUIT adds S to.
-		if gm, p, ok := maildir.FindKey(d.dir, d.msgs[i].Key); ok {
+		if gm, p, ok := cur.FindKey(d.dir, d.msgs[i].Key); ok {
 			m := &d.msgs[i]
 			m.Path, m.Name, m.New = p, filepath.Base(p), false
 			if gm != nil {
@@ -338,7 +339,7 @@ func (d *maildirDrop) remove(m maildir.Message) error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	gm, p, ok := maildir.FindKey(d.dir, m.Key)
+	gm, p, ok := cur.FindKey(d.dir, m.Key)
 	switch {
 	case gm != nil:
 		err = gm.Remove()
@@ -363,13 +364,13 @@ func (d *maildirDrop) markSeen(m maildir.Message, dirs subdirs) error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	gm, p, ok := maildir.FindKey(d.dir, m.Key)
+	gm, p, ok := cur.FindKey(d.dir, m.Key)
 	switch {
 	case gm != nil:
 		return gm.SetFlags(append(gm.Flags(), gomaildir.FlagSeen))
 	case ok:
 		_, _, flags, _ := maildir.ParseName(filepath.Base(p))
-		_, err := maildir.SetFlags(d.dir, maildir.Message{Key: m.Key, Path: p}, flags+"S")
+		_, err := cur.SetFlags(d.dir, maildir.Message{Key: m.Key, Path: p}, flags+"S")
 		return err
 	}
 	return nil // gone: deleted by another session
