@@ -7,6 +7,9 @@
 # the Go runtime's own start costs before deliver does anything.
 # Usage: bench/deliver.sh [RUNS]   (needs bin/deliver: make bin; go for the
 # Go floor)
+# BENCH_DELIVER_AB=PATH adds a second deliver build (e.g. main's, built
+# with CGO_ENABLED=0 as the Makefile does) as "deliver B", measured in the
+# same rounds, so a change is compared on one machine state.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-1000}
@@ -52,6 +55,10 @@ GO
   fi
 fi
 add "deliver" "$DELIVER --log-level error -f bench@example.test --maildir $W/deliver"
+if [ -n "${BENCH_DELIVER_AB:-}" ]; then
+  [ -x "$BENCH_DELIVER_AB" ] || { echo "BENCH_DELIVER_AB=$BENCH_DELIVER_AB: not an executable" >&2; exit 1; }
+  add "deliver B" "$BENCH_DELIVER_AB --log-level error -f bench@example.test --maildir $W/deliverB"
+fi
 if [ "$(id -u)" = 0 ]; then
   # Root delivering into a mailbox that is not root's: the delivery runs in
   # a child process as the owner (issue 15), deliver started once more.
@@ -128,11 +135,22 @@ if [ "$p" -gt 0 ]; then
   awk -v d="$d" -v p="$p" 'BEGIN { printf "deliver / procmail = %.2f (target <= 0.75)\n", d / p }'
   awk -v d="${cpu[deliver]}" -v p="${cpu[procmail]}" 'BEGIN { if (p > 0) printf "CPU: deliver / procmail = %.2f\n", d / p }'
 fi
+m=${total[maildrop]:-0}
+if [ "$m" -gt 0 ]; then
+  awk -v d="$d" -v m="$m" 'BEGIN { printf "deliver / maildrop = %.2f (target <= 1)\n", d / m }'
+  awk -v d="${cpu[deliver]}" -v m="${cpu[maildrop]}" 'BEGIN { if (m > 0) printf "CPU: deliver / maildrop = %.2f\n", d / m }'
+fi
+b=${total["deliver B"]:-0}
+if [ "$b" -gt 0 ]; then
+  awk -v d="$d" -v b="$b" 'BEGIN { printf "deliver / deliver B = %.2f\n", d / b }'
+  awk -v d="${cpu[deliver]}" -v b="${cpu["deliver B"]}" 'BEGIN { if (b > 0) printf "CPU: deliver / deliver B = %.2f\n", d / b }'
+  [ "$m" -gt 0 ] && awk -v b="$b" -v m="$m" 'BEGIN { printf "deliver B / maildrop = %.2f\n", b / m }'
+fi
 if [ "$g" -gt 0 ]; then
   awk -v d="$d" -v g="$g" 'BEGIN { printf "deliver / Go floor = %.2f\n", d / g }'
   awk -v d="${cpu[deliver]}" -v g="${cpu["Go hello world (floor)"]}" 'BEGIN { if (g > 0) printf "CPU: deliver / Go floor = %.2f\n", d / g }'
   [ "$p" -gt 0 ] && awk -v g="$g" -v p="$p" 'BEGIN { printf "Go floor / procmail = %.2f (no Go program can go below this)\n", g / p }'
 fi
-for dir in deliver procmail maildrop dovecot/Maildir; do
+for dir in deliver deliverB procmail maildrop dovecot/Maildir; do
   [ -d "$W/$dir/new" ] && printf '%s: %s messages in new/\n' "$dir" "$(ls "$W/$dir/new" | wc -l)"
 done
