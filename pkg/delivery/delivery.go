@@ -98,7 +98,7 @@ func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Rea
 			// the read that would find the end a second time.
 			rest = bytes.NewReader(buf)
 		}
-		return io.MultiReader(strings.NewReader(traceHeaders(sender, deliveredTo, eol, returnPath)), rest), nil
+		return &traced{head: traceHeaders(sender, deliveredTo, eol, returnPath), body: rest}, nil
 	}
 	// A header longer than the buffer: read it line by line into memory.
 	var head bytes.Buffer
@@ -130,7 +130,39 @@ func prepare(sender, deliveredTo string, msg io.Reader, returnPath bool) (io.Rea
 	if eol == "" {
 		eol = "\n"
 	}
-	return io.MultiReader(strings.NewReader(traceHeaders(sender, deliveredTo, eol, returnPath)), &head, br), nil
+	return &traced{head: traceHeaders(sender, deliveredTo, eol, returnPath) + head.String(), body: br}, nil
+}
+
+// traced is a message behind the lines head: what io.MultiReader of the
+// two reads, and a WriteTo that hands each part to the writer as it lies
+// (MultiReader's WriteTo, and io.Copy of a plain Reader, first allocate a
+// 32 KiB buffer to copy through: deliver(8) pays for every page it
+// touches, and the message is already in memory or behind a bufio.Reader).
+type traced struct {
+	head string
+	body io.Reader
+}
+
+func (t *traced) Read(p []byte) (int, error) {
+	if t.head != "" {
+		n := copy(p, t.head)
+		t.head = t.head[n:]
+		return n, nil
+	}
+	return t.body.Read(p)
+}
+
+func (t *traced) WriteTo(w io.Writer) (int64, error) {
+	var sum int64
+	if t.head != "" {
+		n, err := io.WriteString(w, t.head)
+		sum, t.head = int64(n), t.head[n:]
+		if err != nil {
+			return sum, err
+		}
+	}
+	n, err := io.Copy(w, t.body)
+	return sum + n, err
 }
 
 // scanHeader checks the header lines at the start of buf for a loop. ok is
@@ -240,6 +272,37 @@ func (i *inputReader) Read(p []byte) (int, error) {
 	i.n += int64(n)
 	if err != nil && err != io.EOF {
 		i.err = err
+	}
+	return n, err
+}
+
+// WriteTo passes the message on without a buffer of io.Copy's when its
+// reader can write itself out (traced can); an error of w stays w's, any
+// other is the message's.
+func (i *inputReader) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := i.r.(io.WriterTo)
+	if !ok {
+		return io.Copy(w, struct{ io.Reader }{i})
+	}
+	ew := &writeErr{w: w}
+	n, err := wt.WriteTo(ew)
+	i.n += n
+	if err != nil && ew.err == nil {
+		i.err = err
+	}
+	return n, err
+}
+
+// writeErr remembers the error its writer returned.
+type writeErr struct {
+	w   io.Writer
+	err error
+}
+
+func (e *writeErr) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
 	}
 	return n, err
 }
