@@ -3,7 +3,14 @@
 //
 // It runs once per message, so its start-up is its cost: it parses its
 // command line with config's lean parser rather than urfave/cli, and links
-// nothing it does not need (tests/deps_test.go keeps it so).
+// nothing it does not need (pkg/config's TestDeliverDeps keeps it so).
+//
+// updatemaxprocs is off (as for any module older than Go 1.25, and for the
+// Go floor of bench/deliver.sh): it starts a goroutine that follows the
+// CPU limit to change GOMAXPROCS, of no use to a process that lives a few
+// milliseconds, and its start cost deliver 5 page faults a message.
+//
+//go:debug updatemaxprocs=0
 package main
 
 import (

@@ -95,3 +95,21 @@ func TestServersLinkNoDocGenerators(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliverRuntimeSettings: deliver is built with updatemaxprocs=0 (its
+// //go:debug line): no goroutine following the CPU limit is started in a
+// process that lives a few milliseconds.
+func TestDeliverRuntimeSettings(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.DefaultGODEBUG}}", "letterbox/cmd/deliver").Output()
+	if err != nil {
+		t.Fatalf("go list -f {{.DefaultGODEBUG}} letterbox/cmd/deliver: %v", err)
+	}
+	settings := strings.Split(strings.TrimSpace(string(out)), ",")
+	found := false
+	for _, s := range settings {
+		found = found || s == "updatemaxprocs=0"
+	}
+	if !found {
+		t.Errorf("cmd/deliver's default GODEBUG is %q, without updatemaxprocs=0", out)
+	}
+}
