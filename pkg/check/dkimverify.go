@@ -49,11 +49,10 @@ func (o dkimOutcome) authres() authres.Result {
 type dkimRun struct {
 	sigs   []dkimOutcome // one per DKIM-Signature field, in order
 	res    *Resolver
-	lookup time.Duration // bounds the key lookups of a verification
-	done   chan struct{} // nil until the follower is started
-	// cancel ends the prefetch and, once started, the verification's
-	// lookups.
-	cancel context.CancelFunc
+	lookup time.Duration      // bounds the key lookups of a verification
+	done   chan struct{}      // nil until the follower is started
+	cancel context.CancelFunc // ends the prefetch
+	limit  *lookupLimit       // the verification's lookups, once started
 	verifs []*dkim.Verification
 	err    error
 }
@@ -115,12 +114,19 @@ func signatureTags(f Field) dkimOutcome {
 
 // options returns go-msgauth's options for a verification starting now:
 // its lookups get their own time limit, however long the body took to
-// arrive since the prefetch.
+// arrive since the prefetch (from the first key the resolver does not
+// have: none for most messages).
 func (r *dkimRun) options() *dkim.VerifyOptions {
-	ctx, cancel := context.WithTimeout(context.Background(), r.lookup)
-	prefetch := r.cancel
-	r.cancel = func() { cancel(); prefetch() }
-	return &dkim.VerifyOptions{LookupTXT: r.res.txtFunc(ctx), MaxVerifications: maxDKIMSignatures}
+	r.limit = newLookupLimit(r.lookup)
+	return &dkim.VerifyOptions{LookupTXT: r.res.txtFunc(r.limit), MaxVerifications: maxDKIMSignatures}
+}
+
+// stop ends the prefetch and the verification's lookups.
+func (r *dkimRun) stop() {
+	r.cancel()
+	if r.limit != nil {
+		r.limit.stop()
+	}
 }
 
 // start verifies the message while it arrives, following st in a
@@ -152,7 +158,7 @@ func (r *dkimRun) wait(st *staged) []dkimOutcome {
 		// when the message moves to one): read it from its start.
 		r.verifs, r.err = dkim.VerifyWithOptions(bufio.NewReaderSize(st.section(0), followPiece), r.options())
 	}
-	r.cancel()
+	r.stop()
 	for i := range r.sigs {
 		o := &r.sigs[i]
 		switch {
@@ -190,5 +196,5 @@ func (r *dkimRun) wait(st *staged) []dkimOutcome {
 
 // abort stops the verification of a message that will not be checked.
 func (r *dkimRun) abort() {
-	r.cancel()
+	r.stop()
 }

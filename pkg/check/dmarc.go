@@ -1,7 +1,6 @@
 package check
 
 import (
-	"context"
 	"errors"
 	"strings"
 
@@ -56,9 +55,9 @@ func aligned(a, b string, mode dmarc.AlignmentMode) bool {
 // for an aligned MAIL FROM (or HELO) domain or a DKIM signature of an
 // aligned domain verified. The record is looked up at the domain, then at
 // its organizational domain, whose sp= (else p=) then applies.
-func (c *Checker) checkDMARC(ctx context.Context, from string, spfOut spfOutcome, dkimPass []string) dmarcOutcome {
+func (c *Checker) checkDMARC(limit *lookupLimit, from string, spfOut spfOutcome, dkimPass []string) dmarcOutcome {
 	o := dmarcOutcome{domain: from}
-	lookup := &dmarc.LookupOptions{LookupTXT: c.cfg.Resolver.txtFunc(ctx)}
+	lookup := &dmarc.LookupOptions{LookupTXT: c.cfg.Resolver.txtFunc(limit)}
 	rec, err := dmarc.LookupWithOptions(from, lookup)
 	sub := false
 	if errors.Is(err, dmarc.ErrNoPolicy) {

@@ -25,6 +25,15 @@ type Resolver struct {
 	mu      sync.Mutex
 	cache   map[cacheKey]cacheEntry
 	flights map[cacheKey]*flight // questions being asked
+
+	now func() time.Time // the clock of the cache (tests); nil: time.Now
+}
+
+func (r *Resolver) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
 }
 
 // Answers are kept for their TTL, at most maxCacheTTL, up to maxCache
@@ -45,6 +54,10 @@ type cacheEntry struct {
 	rrs      []dns.RR
 	notFound bool
 	expires  time.Time
+	// txt is a TXT answer's records, each one's strings joined, done
+	// once for as long as the answer is kept: a DKIM key (2048-bit RSA)
+	// comes in several strings, and is asked for message after message.
+	txt []string
 }
 
 // NewResolver returns a Resolver asking addr (see dnsclient.New).
@@ -104,17 +117,24 @@ func (r *Resolver) cached(key cacheKey) (rrs []dns.RR, err error, ok bool) {
 
 // cachedUntil is cached, telling keep how long the answer is kept.
 func (r *Resolver) cachedUntil(key cacheKey, keep *kept) (rrs []dns.RR, err error, ok bool) {
+	e, err, ok := r.entry(key, keep)
+	return e.rrs, err, ok
+}
+
+// entry returns the entry kept for key, if any (ok), telling keep how
+// long it is kept; err is NXDOMAIN's error for a name kept as not found.
+func (r *Resolver) entry(key cacheKey, keep *kept) (e cacheEntry, err error, ok bool) {
 	r.mu.Lock()
-	e, ok := r.cache[key]
+	e, ok = r.cache[key]
 	r.mu.Unlock()
-	if !ok || !time.Now().Before(e.expires) {
-		return nil, nil, false
+	if !ok || !r.clock().Before(e.expires) {
+		return cacheEntry{}, nil, false
 	}
 	keep.until(e.expires)
 	if e.notFound {
-		return nil, dnsErr(key.name, "no such host", true, false), true
+		return cacheEntry{}, dnsErr(key.name, "no such host", true, false), true
 	}
-	return e.rrs, nil, true
+	return e, nil, true
 }
 
 // flight is a question being asked: those who ask the same wait for it.
@@ -221,7 +241,7 @@ func (r *Resolver) prefetchTXT(ctx context.Context, names ...string) {
 
 // ask sends the question and keeps the answer for its TTL.
 func (r *Resolver) ask(ctx context.Context, key cacheKey, name string, qtype uint16) ([]dns.RR, error) {
-	now := time.Now()
+	now := r.clock()
 	rrs, ttl, err := r.exchange(ctx, name, qtype)
 	keep, _ := ctx.Value(keptKey{}).(*kept)
 	if ttl <= 0 {
@@ -232,6 +252,9 @@ func (r *Resolver) ask(ctx context.Context, key cacheKey, name string, qtype uin
 	if ttl > 0 {
 		var de *net.DNSError
 		e := cacheEntry{rrs: rrs, expires: now.Add(min(ttl, maxCacheTTL)), notFound: errors.As(err, &de) && de.IsNotFound}
+		if qtype == dns.TypeTXT && err == nil {
+			e.txt = txtStrings(rrs)
+		}
 		r.mu.Lock()
 		if r.cache == nil || len(r.cache) >= maxCache {
 			r.cache = map[cacheKey]cacheEntry{}
@@ -285,10 +308,26 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (rrs
 // LookupTXT returns the TXT records of name, each one's strings joined
 // (RFC 7208 § 3.3, RFC 6376 § 3.6.2.2).
 func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	keep, _ := ctx.Value(keptKey{}).(*kept)
+	if txt, err, ok := r.cachedTXT(name, keep); ok {
+		return txt, err
+	}
 	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
 		return nil, err
 	}
+	return txtStrings(rrs), nil
+}
+
+// cachedTXT returns the TXT records of name as kept (joined once), if
+// they are (ok). The slice is shared: not to be changed.
+func (r *Resolver) cachedTXT(name string, keep *kept) (txt []string, err error, ok bool) {
+	e, err, ok := r.entry(cacheKey{strings.ToLower(dns.Fqdn(name)), dns.TypeTXT}, keep)
+	return e.txt, err, ok
+}
+
+// txtStrings returns the TXT records rrs, each one's strings joined.
+func txtStrings(rrs []dns.RR) []string {
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
 		parts := rr.(*dns.TXT).Txt
@@ -309,7 +348,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 		}
 		out = append(out, b.String())
 	}
-	return out, nil
+	return out
 }
 
 // unescapeTXT undoes miekg/dns's presentation escapes of a character
@@ -419,9 +458,53 @@ func (r *Resolver) LookupA(ctx context.Context, name string) ([]net.IP, error) {
 	return out, nil
 }
 
-// txtFunc adapts LookupTXT to go-msgauth's LookupTXT option, bound to ctx.
-func (r *Resolver) txtFunc(ctx context.Context) func(string) ([]string, error) {
-	return func(name string) ([]string, error) { return r.LookupTXT(ctx, name) }
+// lookupLimit is the time limit of the lookups of one check (a message's
+// DKIM keys, its DMARC policies). Its context, and the timer that comes
+// with it, is made at the first question the resolver does not have the
+// answer of: most messages' answers are kept, and cost no timer. Safe for
+// concurrent use (go-msgauth looks up several signatures' keys at once).
+type lookupLimit struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+func newLookupLimit(timeout time.Duration) *lookupLimit { return &lookupLimit{timeout: timeout} }
+
+// context returns the lookups' context, starting their time limit at the
+// first call.
+func (l *lookupLimit) context() context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx == nil {
+		l.ctx, l.cancel = context.WithTimeout(context.Background(), l.timeout)
+	}
+	return l.ctx
+}
+
+// stop ends the lookups still running.
+func (l *lookupLimit) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancel != nil {
+		l.cancel()
+	} else {
+		// A lookup that starts now finds it over.
+		l.ctx, l.cancel = context.WithCancel(context.Background())
+		l.cancel()
+	}
+}
+
+// txtFunc adapts LookupTXT to go-msgauth's LookupTXT option, under the
+// time limit l: an answer kept is returned without it.
+func (r *Resolver) txtFunc(l *lookupLimit) func(string) ([]string, error) {
+	return func(name string) ([]string, error) {
+		if txt, err, ok := r.cachedTXT(name, nil); ok {
+			return txt, err
+		}
+		return r.LookupTXT(l.context(), name)
+	}
 }
 
 // ReverseLookup returns the first PTR name of ip ("" for none, or when

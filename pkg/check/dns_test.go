@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"letterbox/pkg/dnsclient"
 )
@@ -138,5 +139,125 @@ func TestLookupTXTJoins(t *testing.T) {
 				t.Errorf("%s: %q, %v; want %q", name, got, err, want)
 			}
 		}
+	}
+}
+
+// TestLookupLimit: the time limit of a check's lookups (a message's DKIM
+// keys, its DMARC policies) starts at the first question the resolver
+// does not have kept, not before: an answer kept is given without a
+// context or timer; a question asked is bounded by the limit; once the
+// check is over (stop), a question not kept fails without waiting.
+func TestLookupLimit(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, `kept.test. 60 IN TXT "v=DKIM1; p=" "AB"`, `slow.test. 60 IN TXT "v=spf1 -all"`)
+	open := make(chan struct{})
+	var opened sync.Once
+	release := func() { opened.Do(func() { close(open) }) }
+	t.Cleanup(release)
+	z.mu.Lock()
+	z.gate["slow.test."] = open
+	z.mu.Unlock()
+	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: 5 * time.Second}}
+	if _, err := r.LookupTXT(context.Background(), "kept.test"); err != nil {
+		t.Fatal(err)
+	}
+
+	l := newLookupLimit(200 * time.Millisecond)
+	txt, err := r.txtFunc(l)("kept.test")
+	if err != nil || len(txt) != 1 || txt[0] != "v=DKIM1; p=AB" {
+		t.Fatalf("kept answer: %q, %v", txt, err)
+	}
+	if l.ctx != nil {
+		t.Error("an answer kept started the time limit")
+	}
+	if n := z.asked("kept.test"); n != 1 {
+		t.Errorf("kept.test asked %d times, want 1", n)
+	}
+	// The server holds this answer: the limit ends the wait.
+	done := make(chan error, 1)
+	go func() { _, err := r.txtFunc(l)("slow.test"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("answered while the server held the answer")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the time limit did not end the lookup")
+	}
+	if l.ctx == nil {
+		t.Error("a question asked did not start the time limit")
+	}
+	l.stop()
+
+	// Stopped before any question: one not kept fails at once.
+	l = newLookupLimit(time.Hour)
+	l.stop()
+	go func() { _, err := r.txtFunc(l)("slow.test"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a lookup after stop answered while the server held the answer")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a lookup after stop waited")
+	}
+	// Still given what is kept.
+	if txt, err := r.txtFunc(l)("kept.test"); err != nil || len(txt) != 1 {
+		t.Errorf("kept answer after stop: %q, %v", txt, err)
+	}
+}
+
+// TestTXTJoinedKept: a TXT answer's records are joined once and served
+// as kept (the same strings, nothing asked) until the answer's TTL runs
+// out; then the record is asked again, and its new text given.
+func TestTXTJoinedKept(t *testing.T) {
+	z := startDNS(t)
+	z.add(t, `sel._domainkey.kept.test. 60 IN TXT "v=DKIM1; k=rsa; " "p=AAAA"`)
+	now := time.Now()
+	var mu sync.Mutex
+	r := &Resolver{DNS: &dnsclient.Client{Servers: []string{z.addr}, Timeout: 5 * time.Second},
+		now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l := newLookupLimit(5 * time.Second)
+	defer l.stop()
+	var first string
+	for i, lookup := range []func(string) ([]string, error){
+		func(n string) ([]string, error) { return r.LookupTXT(context.Background(), n) },
+		func(n string) ([]string, error) { return r.LookupTXT(context.Background(), n) },
+		r.txtFunc(l),
+	} {
+		txt, err := lookup("sel._domainkey.kept.test")
+		if err != nil || len(txt) != 1 || txt[0] != "v=DKIM1; k=rsa; p=AAAA" {
+			t.Fatalf("lookup %d: %q, %v", i, txt, err)
+		}
+		// The asker's own answer is joined for it; the kept one is
+		// joined once, for the lookups after.
+		if i == 1 {
+			first = txt[0]
+		} else if i > 1 && unsafe.StringData(txt[0]) != unsafe.StringData(first) {
+			t.Errorf("lookup %d: the record joined again, not the kept one", i)
+		}
+		advance(15 * time.Second)
+	}
+	if n := z.asked("sel._domainkey.kept.test"); n != 1 {
+		t.Fatalf("asked %d times within the TTL, want 1", n)
+	}
+	// 60 s after the answer: expired, asked again.
+	advance(15 * time.Second)
+	z.mu.Lock()
+	delete(z.rrs, "sel._domainkey.kept.test.|TXT")
+	z.mu.Unlock()
+	z.add(t, `sel._domainkey.kept.test. 60 IN TXT "v=DKIM1; k=rsa; " "p=BBBB"`)
+	for _, lookup := range []func(string) ([]string, error){
+		r.txtFunc(l),
+		func(n string) ([]string, error) { return r.LookupTXT(context.Background(), n) },
+	} {
+		txt, err := lookup("sel._domainkey.kept.test")
+		if err != nil || len(txt) != 1 || txt[0] != "v=DKIM1; k=rsa; p=BBBB" {
+			t.Fatalf("after the TTL: %q, %v", txt, err)
+		}
+	}
+	if n := z.asked("sel._domainkey.kept.test"); n != 2 {
+		t.Errorf("asked %d times, want 2", n)
 	}
 }

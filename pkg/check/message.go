@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/mail"
 	"sort"
 	"strings"
@@ -38,25 +39,36 @@ type message struct {
 	junk    string
 }
 
-// header returns the header section as written.
-func (m *message) header() []byte {
-	n := 0
-	for _, f := range m.fields {
-		n += len(f.Raw)
-	}
-	b := make([]byte, 0, n) // one allocation, not a growing buffer's
-	for _, f := range m.fields {
-		b = append(b, f.Raw...)
-	}
-	return b
-}
-
-// reader returns the whole message, from its start, as it now is.
+// reader returns the whole message, from its start, as it now is: the
+// fields as they are (not joined into a copy of the header), then the
+// rest.
 func (m *message) reader() io.Reader {
 	if m.newBody {
-		return io.MultiReader(bytes.NewReader(m.header()), strings.NewReader("\r\n"), bytes.NewReader(m.body))
+		return io.MultiReader(&fieldsReader{fields: m.fields}, strings.NewReader("\r\n"), bytes.NewReader(m.body))
 	}
-	return io.MultiReader(bytes.NewReader(m.header()), m.st.section(m.sepOff))
+	return io.MultiReader(&fieldsReader{fields: m.fields}, m.st.section(m.sepOff))
+}
+
+// fieldsReader reads the header fields one after the other.
+type fieldsReader struct {
+	fields []Field
+	off    int // in fields[0]
+}
+
+func (r *fieldsReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(r.fields) > 0 {
+		c := copy(p[n:], r.fields[0].Raw[r.off:])
+		n += c
+		r.off += c
+		if r.off == len(r.fields[0].Raw) {
+			r.fields, r.off = r.fields[1:], 0
+		}
+	}
+	if n == 0 && len(r.fields) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // bodyReader returns the body alone (what milters get as body chunks).
@@ -83,12 +95,25 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 	hp := &headerParser{lim: cfg.Header}
 	verify := cfg.DKIMVerify != ModeOff && !cn.allowed
 	var run *dkimRun
-	bp := readBuffers.Get().(*[]byte)
-	defer readBuffers.Put(bp)
-	buf := *bp
+	var bp *[]byte // a read buffer, once the message is on disk
+	defer func() {
+		if bp != nil {
+			readBuffers.Put(bp)
+		}
+	}()
 	var off int64
 	var rerr error
 	for {
+		// Read into the staging buffer while the message fits in
+		// memory, else into a read buffer and written to the file.
+		buf := st.spare()
+		inMemory := buf != nil
+		if !inMemory {
+			if bp == nil {
+				bp = readBuffers.Get().(*[]byte)
+			}
+			buf = *bp
+		}
 		n, err := r.Read(buf)
 		if n > 0 {
 			if !hp.done && hp.err == nil {
@@ -100,7 +125,9 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 			if hp.err == nil {
 				// A header over the limits is read to its end and
 				// refused: nothing of it is kept.
-				if _, werr := st.Write(buf[:n]); werr != nil {
+				if inMemory {
+					st.wrote(n)
+				} else if _, werr := st.Write(buf[:n]); werr != nil {
 					rerr = werr
 					break
 				}
@@ -158,7 +185,14 @@ func (cn *Conn) Message(r io.Reader, commit func(*Result) (string, error)) (stri
 // check runs the checks on a staged message and commits it.
 func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, error)) (string, error) {
 	cfg := &cn.c.cfg
-	logArgs := []any{"id", cn.id}
+	// The attributes of the message's log line are only gathered when
+	// it is logged (smtpd's log-level may be above info).
+	logging := cn.log.Enabled(context.Background(), slog.LevelInfo)
+	var logArgs []any
+	if logging {
+		logArgs = make([]any, 0, 16)
+		logArgs = append(logArgs, "id", cn.id)
+	}
 	forged := 0
 	kept := m.fields[:0]
 	for _, f := range m.fields {
@@ -169,14 +203,16 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 		kept = append(kept, f)
 	}
 	m.fields = kept
-	if forged > 0 {
+	if forged > 0 && logging {
 		logArgs = append(logArgs, "forged_auth_results_removed", forged)
 	}
 
 	results := cn.listResults()
 	if cn.spf != nil {
 		results = append(results, cn.spf.authres())
-		logArgs = append(logArgs, "spf", string(cn.spf.result))
+		if logging {
+			logArgs = append(logArgs, "spf", string(cn.spf.result))
+		}
 	}
 	var dkimPass []string
 	if cfg.DKIMVerify != ModeOff && !cn.allowed {
@@ -186,12 +222,16 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 		}
 		if len(outs) == 0 {
 			results = append(results, &authres.GenericResult{Method: "dkim", Value: authres.ResultNone})
-			logArgs = append(logArgs, "dkim", "none")
+			if logging {
+				logArgs = append(logArgs, "dkim", "none")
+			}
 		}
 		var summary []string
 		for _, o := range outs {
 			results = append(results, o.authres())
-			summary = append(summary, string(o.result)+":"+o.domain)
+			if logging {
+				summary = append(summary, string(o.result)+":"+o.domain)
+			}
 			if o.result == authres.ResultPass {
 				dkimPass = append(dkimPass, o.domain)
 			}
@@ -206,13 +246,15 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 		if cn.spf != nil {
 			spfOut = *cn.spf
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.DNSTimeout)
+		limit := newLookupLimit(cfg.DNSTimeout)
 		for _, d := range fromDomains(m.fields) {
-			o := cn.c.checkDMARC(ctx, d, spfOut, dkimPass)
+			o := cn.c.checkDMARC(limit, d, spfOut, dkimPass)
 			results = append(results, o.authres())
-			logArgs = append(logArgs, "dmarc", string(o.result)+":"+d)
-			if o.policy != "" {
-				logArgs = append(logArgs, "dmarc_policy", string(o.policy))
+			if logging {
+				logArgs = append(logArgs, "dmarc", string(o.result)+":"+d)
+				if o.policy != "" {
+					logArgs = append(logArgs, "dmarc_policy", string(o.policy))
+				}
 			}
 			if cfg.DMARC != ModeEnforce || o.result != authres.ResultFail {
 				continue
@@ -226,7 +268,7 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 				m.junk = "dmarc: " + d + " p=quarantine"
 			}
 		}
-		cancel()
+		limit.stop()
 	}
 	if len(results) > 0 {
 		m.fields = append([]Field{authResultsField(cfg.Hostname, results)}, m.fields...)
@@ -259,12 +301,14 @@ func (cn *Conn) check(m *message, run *dkimRun, commit func(*Result) (string, er
 		cn.log.Info("check: message discarded", append(logArgs, "by", "milters (no recipient left)", "action", "discard")...)
 		return "", &Verdict{Code: 250, Enh: "2.0.0", Text: "OK", Discard: true}
 	}
-	action := "accept"
-	if m.junk != "" {
-		action = "junk"
-		logArgs = append(logArgs, "junk", m.junk)
+	if logging {
+		action := "accept"
+		if m.junk != "" {
+			action = "junk"
+			logArgs = append(logArgs, "junk", m.junk)
+		}
+		cn.log.Info("check: message accepted", append(logArgs, "action", action)...)
 	}
-	cn.log.Info("check: message accepted", append(logArgs, "action", action)...)
 	return commit(&Result{From: m.from, Rcpts: m.rcpts, Junk: m.junk, Data: m.reader()})
 }
 
