@@ -22,6 +22,7 @@ type crlfReader struct {
 	prevCR bool
 	lfDue  bool
 	noNUL  bool
+	nul    bool // pend may hold a NUL (noNUL only): looked for per line
 	err    error
 }
 
@@ -38,13 +39,12 @@ func (c *crlfReader) reset(r io.Reader, noNUL bool) *crlfReader {
 
 func (c *crlfReader) Read(p []byte) (int, error) {
 	n := 0
+	if c.lfDue && len(p) > 0 {
+		p[0] = '\n'
+		n = 1
+		c.lfDue, c.prevCR = false, false
+	}
 	for n < len(p) {
-		if c.lfDue {
-			p[n] = '\n'
-			n++
-			c.lfDue, c.prevCR = false, false
-			continue
-		}
 		if len(c.pend) == 0 {
 			if c.err != nil {
 				break
@@ -55,11 +55,20 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 			}
 			m, err := c.src.Read(c.buf)
 			c.pend, c.err = c.buf[:m], err
+			// One look for NUL in what was read (there is none in
+			// almost every message) rather than one per line.
+			c.nul = c.noNUL && bytes.IndexByte(c.pend, 0) >= 0
 			continue
 		}
 		// Copy the run up to the next LF (or NUL) in one go.
 		run := c.pend
-		if i := indexLFNUL(run, c.noNUL); i >= 0 {
+		var i int
+		if c.nul {
+			i = indexLFNUL(run, true)
+		} else {
+			i = bytes.IndexByte(run, '\n')
+		}
+		if i >= 0 {
 			run = run[:i]
 		}
 		if len(run) > len(p)-n {
@@ -70,15 +79,23 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 			n += len(run)
 			c.prevCR = run[len(run)-1] == '\r'
 			c.pend = c.pend[len(run):]
+			if n == len(p) {
+				break
+			}
+		}
+		if len(c.pend) == 0 {
 			continue
 		}
-		switch ch := c.pend[0]; ch {
+		switch c.pend[0] {
 		case '\n':
-			if c.prevCR {
+			switch {
+			case c.prevCR:
 				p[n] = '\n'
 				n++
-				c.prevCR = false
-			} else {
+			case n+1 < len(p):
+				p[n], p[n+1] = '\r', '\n'
+				n += 2
+			default:
 				p[n] = '\r'
 				n++
 				c.lfDue = true
@@ -86,9 +103,12 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 		default: // NUL
 			p[n] = 0x80
 			n++
-			c.prevCR = false
 		}
+		c.prevCR = false
 		c.pend = c.pend[1:]
+		if c.lfDue {
+			break
+		}
 	}
 	if n == 0 && c.err != nil && !c.lfDue {
 		return 0, c.err

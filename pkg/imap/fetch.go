@@ -35,7 +35,7 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 		return bad(err.Error())
 	}
 	items := a.items
-	hasUID, hasModSeq, setSeen := false, false, false
+	hasUID, hasModSeq, setSeen, content := false, false, false, false
 	for _, it := range items {
 		switch it.name {
 		case "UID":
@@ -43,10 +43,16 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 		case "MODSEQ":
 			hasModSeq = true
 		case "RFC822", "RFC822.TEXT":
-			setSeen = true
+			setSeen, content = true, true
+		case "RFC822.HEADER", "BINARY.SIZE":
+			content = true
 		case "BODY", "BINARY":
 			setSeen = setSeen || it.bracket && !it.peek
+			content = content || it.bracket
 		}
+	}
+	if content || len(idx) >= 64 {
+		s.useFetchWriter()
 	}
 	if uid && !hasUID {
 		items = append([]fetchItem{{name: "UID"}}, items...)
@@ -402,29 +408,46 @@ func (f *fetchMsg) literal(b []byte, sp span, it fetchItem) ([]byte, error) {
 	return b, nil
 }
 
-// Buffers for sending bodies, shared by the sessions: an idle session
-// holds none.
+// Buffers for sending FETCH responses, shared by the sessions: an idle
+// session holds none.
 var (
 	crlfPool = sync.Pool{New: func() any { return newCRLFReader(nil, true) }}
-	copyPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+	// fetchWriters buffer a FETCH's responses in 64 KiB writes: with the
+	// session's 4 KiB writer a body went out as two or three writes (the
+	// response's start, the body, then its end with the next message's
+	// start), each a wake-up of the client on a pipe or a socket.
+	fetchWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, fetchBufSize) }}
 )
 
-// copyOut sends n octets of src: small ones through the session's
-// buffered writer, big ones straight to the connection in 64 KiB writes
-// (the writer's 4 KiB would cost a system call per 4 KiB).
-func (s *session) copyOut(src io.Reader, n int64) (int64, error) {
-	if n <= int64(s.bw.Available()) {
-		return io.CopyN(s.bw, src, n)
+const fetchBufSize = 64 << 10
+
+// useFetchWriter makes the session's writer a pooled 64 KiB one for a
+// FETCH of many messages or of content; releaseBuffers puts the small one
+// back. What the small one holds goes out first.
+func (s *session) useFetchWriter() {
+	if s.small != nil {
+		return
 	}
-	if err := s.bw.Flush(); err != nil {
-		return 0, err
+	if s.bw.Buffered() > 0 {
+		if err := s.bw.Flush(); err != nil {
+			return // the connection failed: the next write reports it
+		}
 	}
-	bp := copyPool.Get().(*[]byte)
-	defer copyPool.Put(bp)
-	return io.CopyBuffer(onlyWriter{s.conn}, io.LimitReader(src, n), *bp)
+	w := fetchWriters.Get().(*bufio.Writer)
+	// onlyWriter: with nothing buffered, bufio's ReadFrom would hand a
+	// body to the connection's own ReadFrom, unbuffered, were it to have
+	// one.
+	w.Reset(onlyWriter{s.conn})
+	s.small, s.bw = s.bw, w
 }
 
-// onlyWriter hides ReadFrom, so that CopyBuffer uses the buffer given.
+// copyOut sends n octets of src through the session's writer, which reads
+// them into its buffer (64 KiB during a FETCH) and writes it when full.
+func (s *session) copyOut(src io.Reader, n int64) (int64, error) {
+	return io.CopyN(s.bw, src, n)
+}
+
+// onlyWriter hides any ReadFrom of the writer it holds.
 type onlyWriter struct{ io.Writer }
 
 // releaseBuffers gives the FETCH buffers back when a command is done.
@@ -433,6 +456,13 @@ func (s *session) releaseBuffers() {
 		s.crlf.reset(nil, true)
 		crlfPool.Put(s.crlf)
 		s.crlf = nil
+	}
+	if s.small != nil {
+		w := s.bw
+		w.Flush() // an error is the connection's: the next write reports it
+		w.Reset(nil)
+		fetchWriters.Put(w)
+		s.bw, s.small = s.small, nil
 	}
 }
 

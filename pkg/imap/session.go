@@ -113,7 +113,8 @@ type session struct {
 	fetchedBytes, appendedBytes                         int64
 
 	scratch []byte
-	crlf    *crlfReader // reused for the bodies FETCH sends
+	crlf    *crlfReader   // reused for the bodies FETCH sends
+	small   *bufio.Writer // the session's own writer while bw is a FETCH's
 	// stCache is the last message structure parsed.
 	stCache struct {
 		view View
