@@ -73,6 +73,7 @@ type folder struct {
 	draining   bool          // a Close waits for the mover: no one to let in between chunks
 	closed     bool          // the account let the folder go
 	rescans    int           // how many times the directories were read (tests)
+	scans      int           // how many times scan read new/ and cur/ (tests)
 
 	watchers map[chan struct{}]struct{}
 	stopPoll chan struct{}
@@ -255,15 +256,16 @@ func (f *folder) moveInBackground() {
 	f.moving = true
 	f.moveDone = make(chan struct{})
 	stopped := f.moveDone
-	tried := map[uint32]bool{}
+	next := uint32(0) // the chunks go up the UIDs: each message is tried once
+	moved := false    // renames not in the cache file yet
 	go func() {
 		for {
 			f.mu.Lock()
-			chunk := 512
+			chunk := moveChunkSize
 			if f.draining {
 				chunk = math.MaxInt
 			}
-			done := f.closed || f.moveChunk(chunk, tried)
+			done := f.closed || f.moveChunk(chunk, &next, &moved)
 			if done {
 				f.moving, f.draining = false, false
 				f.mu.Unlock()
@@ -271,13 +273,26 @@ func (f *folder) moveInBackground() {
 				return
 			}
 			f.mu.Unlock()
+			if testHookMoved != nil {
+				testHookMoved()
+			}
 		}
 	}()
 }
 
-// moveChunk renames up to n messages of new/ into cur/ and reports
-// whether none is left to try (f.mu held).
-func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
+// testHookMoved runs between the mover's chunks, no lock held (tests).
+var testHookMoved func()
+
+// moveChunkSize is how many renames a chunk makes with f.mu held: about
+// 5 ms here, the longest a session's command waits for the mover.
+const moveChunkSize = 256
+
+// moveChunk renames up to n messages of new/ into cur/, from the first
+// UID at or above *next, and reports whether none is left to try (f.mu
+// held). The cache file is written when the last chunk is done: until
+// then it has the directories' versions from before the renames, so that
+// any reader of it, in this process or another, reads them again.
+func (f *folder) moveChunk(n int, next *uint32, moved *bool) bool {
 	if !f.exists() || f.lock.lock() != nil {
 		return true
 	}
@@ -297,12 +312,13 @@ func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
 	}
 	defer unix.Close(curfd)
 	tries := 0
-	for i := range f.s.msgs {
+	i, _ := slices.BinarySearchFunc(f.s.msgs, *next, func(m msg, u uint32) int { return cmp.Compare(m.uid, u) })
+	for ; i < len(f.s.msgs) && tries < n; i++ {
 		m := &f.s.msgs[i]
-		if !m.inNew || tried[m.uid] {
+		*next = m.uid + 1
+		if !m.inNew {
 			continue
 		}
-		tried[m.uid] = true
 		tries++
 		target := m.name
 		if !strings.Contains(target, ":") {
@@ -313,18 +329,18 @@ func (f *folder) moveChunk(n int, tried map[uint32]bool) bool {
 			m.setName(target)
 			m.inNew = false
 		}
-		if tries == n {
-			break
-		}
 	}
-	if tries == 0 {
-		return true
+	last := i == len(f.s.msgs)
+	if tries > 0 {
+		// Both directories changed under the state: the next sync reads
+		// them (and finds these names).
+		f.s.newMtime, f.s.curMtime = 0, 0
+		*moved = true
 	}
-	// Both directories changed under the state: the next sync reads them
-	// (and finds these names).
-	f.s.newMtime, f.s.curMtime = 0, 0
-	f.writeCache()
-	return tries < n
+	if last && *moved {
+		f.writeCache()
+	}
+	return last
 }
 
 // reloadCache reads the cache file when another process changed it, and
@@ -510,6 +526,7 @@ type fileEntry struct {
 // leaving new/ while new/ is read is in cur/, read after; a file renamed
 // in cur/ while cur/ is read may be missed under both names.)
 func (f *folder) scan(moveNew bool) (map[string]fileEntry, bool, error) {
+	f.scans++
 	hint := len(f.s.msgs)
 	if f.ul != nil {
 		hint = max(hint, len(f.ul.recs))
@@ -769,6 +786,10 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 	if len(p.fresh) > 0 || p.records || p.holes {
 		// Give UIDs under the uidlist's lock, from a scan made under it,
 		// so that nothing another program numbered meanwhile is skipped.
+		scannedKey := ulKey // the uidlist's version, read before the scan
+		if testHookScanned != nil {
+			testHookScanned(f.dir)
+		}
 		dl, err := f.lock.dotlock(uidlistName)
 		if err != nil {
 			return false, err
@@ -782,7 +803,18 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 			dl.release()
 			return f.rescan(false, ul, ulKey, newSt, curSt)
 		}
-		if files, err = f.stableScan(false); err != nil {
+		if ulKey == scannedKey {
+			// The uidlist has the version it had before the scan (or is
+			// still missing): no one numbered a file since, the scan
+			// stands. Its map, from which plan took the files it
+			// matched, is made whole again. (Dovecot rewrites the file
+			// by rename or appends to it: either changes the version.)
+			for i, fe := range p.cur {
+				if fe.name != "" {
+					files[f.s.msgs[i].key()] = fe
+				}
+			}
+		} else if files, err = f.stableScan(false); err != nil {
 			dl.release()
 			return false, err
 		}
@@ -855,6 +887,10 @@ func (f *folder) rescan(moveNew bool, ul *uidlist, ulKey, newSt, curSt fileKey) 
 	}
 	return changed, nil
 }
+
+// testHookScanned runs in rescan between the scan and the uidlist's lock
+// (tests: another program numbering files meanwhile).
+var testHookScanned func(dir string)
 
 // recreateUIDList makes a uidlist when there is none: from the state when
 // it knows UIDs (so that no UID changes), else a new UIDVALIDITY.

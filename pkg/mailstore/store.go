@@ -29,6 +29,8 @@ type account struct {
 	mu      sync.Mutex
 	folders map[string]*folder // by canonical name
 
+	uvMu sync.Mutex // nextUIDValidity: one at a time in this process
+
 	watchMu sync.Mutex // every folder's watchers
 }
 
@@ -293,27 +295,70 @@ func (s *Store) List() ([]MailboxInfo, error) {
 // EnsureSpecialUse creates Sent, Drafts, Trash, Junk and Archive (subscribed,
 // with their special-use attributes) when no folder has that use yet.
 func (s *Store) EnsureSpecialUse() error {
-	names, err := s.acc.folderNames()
+	a := s.acc
+	names, err := a.folderNames()
 	if err != nil {
 		return err
 	}
 	have := map[string]bool{}
-	for _, u := range useOf(names, s.acc.readSpecialUse()) {
+	for _, u := range useOf(names, a.readSpecialUse()) {
 		have[u] = true
 	}
+	var missing []string
 	for _, u := range specialUses {
-		if have[u] {
-			continue
-		}
-		name := defaultFolder[u]
-		if err := s.Create(name, u); err != nil && !errors.Is(err, ErrExists) {
-			return err
-		}
-		if err := s.SetSubscribed(name, true); err != nil {
-			return err
+		if !have[u] {
+			missing = append(missing, u)
 		}
 	}
-	return nil
+	if len(missing) == 0 {
+		return nil
+	}
+	return a.rootLocked(func() error {
+		// The folders are made side by side, each as durably as by
+		// CREATE (its directories, uidlist and cache fsynced before it
+		// counts): a first login made them one after another, five
+		// rounds of waits for the disk, and then wrote the special-use
+		// and subscriptions files once per folder.
+		errs := make([]error, len(missing))
+		var wg sync.WaitGroup
+		for i, u := range missing {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = a.mkFolder(defaultFolder[u])
+			}()
+		}
+		wg.Wait()
+		uses := a.readSpecialUse()
+		var made, subscribe []string
+		var first error
+		for i, u := range missing {
+			name := defaultFolder[u]
+			switch {
+			case errs[i] == nil:
+				uses[name] = u
+				made = append(made, name)
+			case errors.Is(errs[i], ErrExists):
+				// There already, as CREATE left it (its attribute, if
+				// any, is the file's).
+			default:
+				if first == nil {
+					first = errs[i]
+				}
+				continue
+			}
+			subscribe = append(subscribe, name)
+		}
+		if len(made) > 0 {
+			if err := a.writeSpecialUse(uses); err != nil {
+				return err
+			}
+		}
+		if err := a.subscribeLocked(subscribe, true); err != nil {
+			return err
+		}
+		return first
+	})
 }
 
 // Create makes a folder (and its missing parents) with an optional
@@ -542,34 +587,51 @@ func (s *Store) SetSubscribed(name string, on bool) error {
 		return err
 	}
 	a := s.acc
-	return a.rootLocked(func() error {
-		inbox := a.folder("INBOX")
-		dl, err := inbox.lock.dotlock(subscriptionsName)
-		if err != nil {
-			return err
-		}
-		subs := a.subscriptions()
-		var out []string
-		found := false
-		for _, n := range subs {
-			if n == name {
-				found = true
-				if !on {
-					continue
-				}
-			}
-			out = append(out, n)
-		}
-		if found == on {
-			dl.release()
-			return nil
-		}
-		if on {
-			out = append(out, name)
-		}
-		_, err = dl.replace(formatSubscriptions(out))
+	return a.rootLocked(func() error { return a.subscribeLocked([]string{name}, on) })
+}
+
+// subscribeLocked subscribes to (or unsubscribes from) canonical names,
+// writing the file once (root lock held).
+func (a *account) subscribeLocked(names []string, on bool) error {
+	if len(names) == 0 {
+		return nil
+	}
+	inbox := a.folder("INBOX")
+	dl, err := inbox.lock.dotlock(subscriptionsName)
+	if err != nil {
 		return err
-	})
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var out []string
+	changed := false
+	for _, n := range a.subscriptions() {
+		if want[n] {
+			delete(want, n)
+			if !on {
+				changed = true
+				continue
+			}
+		}
+		out = append(out, n)
+	}
+	if on {
+		for _, n := range names {
+			if want[n] {
+				delete(want, n)
+				out = append(out, n)
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		dl.release()
+		return nil
+	}
+	_, err = dl.replace(formatSubscriptions(out))
+	return err
 }
 
 // existing returns the state of a canonical name, ErrNoMailbox when the

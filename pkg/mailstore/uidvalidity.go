@@ -21,6 +21,10 @@ import (
 const uidValidityName = "dovecot-uidvalidity"
 
 func (a *account) nextUIDValidity() uint32 {
+	// Folders created side by side (EnsureSpecialUse) would otherwise
+	// race for the same reservation and retry.
+	a.uvMu.Lock()
+	defer a.uvMu.Unlock()
 	now := uint32(time.Now().Unix())
 	for try := 0; try < 10; try++ {
 		cur, ok := a.currentUIDValidity()
