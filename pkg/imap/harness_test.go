@@ -212,6 +212,19 @@ func (ts *testServer) put(t testing.TB, folder, msg string, flags ...string) uin
 	return r.UID
 }
 
+// watchers counts the watches of alice's folder.
+func (ts *testServer) watchers(t testing.TB, folder string) int {
+	t.Helper()
+	s := ts.be.store("alice@example.test")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.folder(folder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(f.watchers)
+}
+
 func testMsg(subject, body string) string {
 	return "From: Sender <sender@example.org>\nTo: alice@example.test\nSubject: " + subject +
 		"\nDate: Tue, 5 Mar 2024 10:00:00 +0000\nMessage-ID: <" + strings.ReplaceAll(subject, " ", "-") + "@example.org>\n\n" + body

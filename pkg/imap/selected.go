@@ -597,15 +597,25 @@ func (s *session) cmdExpunge(a expungeArgs) result {
 var idleKeepalive = 2 * time.Minute
 
 func (s *session) cmdIdle() result {
-	s.bw.WriteString("+ idling\r\n")
-	if err := s.bw.Flush(); err != nil {
-		return result{written: true, end: "write-error"}
-	}
+	// The watch begins before the continuation: a change the client makes
+	// (or sees made) once it has "+" must wake us, and one made between
+	// the last command's update and the watch is looked for below.
 	var changed <-chan struct{}
 	if s.sel != nil {
 		var stop func()
 		changed, stop = s.sel.view.Watch()
 		defer stop()
+	}
+	s.bw.WriteString("+ idling\r\n")
+	if s.sel != nil {
+		s.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if err := s.update(true); err != nil && s.closeAfter != "" {
+			s.bw.Flush()
+			return result{written: true, end: s.closeAfter}
+		}
+	}
+	if err := s.bw.Flush(); err != nil {
+		return result{written: true, end: "write-error"}
 	}
 	type line struct {
 		done bool

@@ -76,6 +76,11 @@ func TestIdle(t *testing.T) {
 	if l := a.line(); !strings.HasPrefix(l, "+ ") {
 		t.Fatalf("IDLE: %q", l)
 	}
+	// What the client does once it has "+" must wake the session: its
+	// watch began before.
+	if n := ts.watchers(t, "INBOX"); n != 1 {
+		t.Fatalf("%d watchers of INBOX when the client got \"+\", want 1", n)
+	}
 	a.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	ts.put(t, "INBOX", testMsg("two", "body\n"))
 	if l := a.line(); l != "* 2 EXISTS" {
@@ -105,6 +110,29 @@ func TestIdle(t *testing.T) {
 	a.raw("STOP\r\n")
 	if _, tagged := a.until("j"); !strings.HasPrefix(tagged, "BAD") {
 		t.Fatalf("not DONE: %q", tagged)
+	}
+}
+
+// TestIdleReportsEarlierChanges: a change made after the last command's
+// updates and before IDLE's watch began (a delivery between two commands)
+// is told as IDLE starts, not at some later change.
+func TestIdleReportsEarlierChanges(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.put(t, "INBOX", testMsg("one", "body\n"))
+	a := ts.login(t)
+	a.ok("SELECT INBOX")
+	ts.put(t, "INBOX", testMsg("two", "body\n"))
+	a.raw("i IDLE\r\n")
+	a.conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang guard
+	if l := a.line(); !strings.HasPrefix(l, "+ ") {
+		t.Fatalf("IDLE: %q", l)
+	}
+	if l := a.line(); l != "* 2 EXISTS" {
+		t.Fatalf("delivery before IDLE: %q", l)
+	}
+	a.raw("DONE\r\n")
+	if _, tagged := a.until("i"); !strings.HasPrefix(tagged, "OK") {
+		t.Fatalf("DONE: %q", tagged)
 	}
 }
 
