@@ -2,10 +2,10 @@
 // github.com/emersion/go-maildir (v0.6.0) lacks. go-maildir does the rest
 // where it fits: imapd's store (pkg/mailstore) walks cur/ with Dir.Walk,
 // cleans stale tmp/ files with Dir.Clean and maps folder names with
-// maildirpp; FindKey (a message another program renamed, found by key)
-// is its Dir.MessageByKey, and pop3d removes and flags what FindKey finds
-// with its Message.Remove and Message.SetFlags. Kept here, each because
-// go-maildir lacks it:
+// maildirpp; pkg/maildir/cur finds a message another program renamed
+// (FindKey: its Dir.MessageByKey) and gives a message its flags in cur/
+// (SetFlags), apart so that deliver(8) does not link go-maildir. Kept
+// here, each because go-maildir lacks it:
 //
 //   - Durable delivery and APPEND/COPY/MOVE: Deliver, DeliverFolder, Save,
 //     Link, Move, Create, CreateFolder write under tmp/, fsync, link into
@@ -30,9 +30,6 @@
 //     messages (BenchmarkMaildirListing in pkg/pop3), and made pop3d's
 //     login on them 1.6 to 2.8 times as long (bench/pop3.sh, login warm,
 //     POP3_BENCH_ALT).
-//   - SetFlags moves one message from new/ into cur/ with its flags;
-//     go-maildir's only way out of new/, Unseen, moves all of new/ and drops
-//     the names' info sections.
 //   - Folder names' safety: CheckFolderName and FolderPath refuse names that
 //     would leave the Maildir; maildirpp only splits and joins names.
 //

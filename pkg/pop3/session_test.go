@@ -633,29 +633,7 @@ func TestReadAhead(t *testing.T) {
 	drop := &fakeDrop{msgs: testMsgs}
 	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}})
 	c := login(t, addr)
-	want := func(i int) string {
-		var sb strings.Builder
-		w := bufio.NewWriter(&sb)
-		writeMessage(w, strings.NewReader(testMsgs[i]), -1, -1)
-		w.Flush()
-		n, _ := CRLFSize(strings.NewReader(testMsgs[i]))
-		return fmt.Sprintf("+OK %d octets\r\n", n) + sb.String()
-	}
-	retr := func(i int) string {
-		t.Helper()
-		io.WriteString(c.conn, fmt.Sprintf("RETR %d\r\n", i+1))
-		var sb strings.Builder
-		for {
-			l, err := c.r.ReadString('\n')
-			if err != nil {
-				t.Fatalf("RETR %d: %v", i+1, err)
-			}
-			sb.WriteString(l)
-			if l == ".\r\n" || strings.HasPrefix(l, "-ERR") {
-				return sb.String()
-			}
-		}
-	}
+	want, retr := wantRetr, c.retr
 	if got := retr(0); got != want(0) {
 		t.Fatalf("RETR 1: %q, want %q", got, want(0))
 	}
@@ -681,6 +659,52 @@ func TestReadAhead(t *testing.T) {
 	c.expect("QUIT", "+OK")
 	if _, retrieved, _, _ := drop.state(); fmt.Sprint(retrieved) != "[0 1 2]" {
 		t.Fatalf("retrieved %v at QUIT, want [0 1 2]", retrieved)
+	}
+}
+
+// TestReadAheadOutOfOrder: a message read ahead is sent only for its own
+// RETR; a client that asks for another gets that one.
+func TestReadAheadOutOfOrder(t *testing.T) {
+	drop := &fakeDrop{msgs: testMsgs}
+	_, addr := startServer(t, Config{Backend: &fakeBackend{drop: drop}})
+	c := login(t, addr)
+	if got := c.retr(0); got != wantRetr(0) {
+		t.Fatalf("RETR 1: %q, want %q", got, wantRetr(0))
+	}
+	testwait.Until(t, 5*time.Second, "message 2 to be read ahead", func() bool { return len(drop.opened()) == 2 })
+	if got := c.retr(2); got != wantRetr(2) {
+		t.Fatalf("RETR 3 with message 2 read ahead: %q, want %q", got, wantRetr(2))
+	}
+	if got := c.retr(1); got != wantRetr(1) {
+		t.Fatalf("RETR 2 after RETR 3: %q, want %q", got, wantRetr(1))
+	}
+	c.expect("QUIT", "+OK")
+}
+
+// wantRetr is the reply to RETR of testMsgs[i].
+func wantRetr(i int) string {
+	var sb strings.Builder
+	w := bufio.NewWriter(&sb)
+	writeMessage(w, strings.NewReader(testMsgs[i]), -1, -1)
+	w.Flush()
+	n, _ := CRLFSize(strings.NewReader(testMsgs[i]))
+	return fmt.Sprintf("+OK %d octets\r\n", n) + sb.String()
+}
+
+// retr sends RETR for message i (from 0) and returns the whole reply.
+func (c *client) retr(i int) string {
+	c.t.Helper()
+	io.WriteString(c.conn, fmt.Sprintf("RETR %d\r\n", i+1))
+	var sb strings.Builder
+	for {
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("RETR %d: %v", i+1, err)
+		}
+		sb.WriteString(l)
+		if l == ".\r\n" || strings.HasPrefix(l, "-ERR") {
+			return sb.String()
+		}
 	}
 }
 
