@@ -315,6 +315,7 @@ func parseStrace(text string) (*sysTrace, error) {
 	tr := &sysTrace{raw: text}
 	open := map[int]*sysCall{} // pid → its unfinished call
 	pending := map[int]string{}
+	firstSeen := map[int]int{} // pid → the line of its first call
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for n := 0; sc.Scan(); n++ {
@@ -324,6 +325,9 @@ func parseStrace(text string) (*sysTrace, error) {
 		}
 		pid, _ := strconv.Atoi(m[1])
 		body := m[2]
+		if _, ok := firstSeen[pid]; !ok {
+			firstSeen[pid] = n
+		}
 		if tr.PID == 0 {
 			tr.PID = pid
 		}
@@ -360,18 +364,42 @@ func parseStrace(text string) (*sysTrace, error) {
 	// Threads (clone with CLONE_THREAD) belong to their creator's process;
 	// other clones and forks are processes of their own.
 	tr.proc = map[int]int{}
+	var unreturned []*sysCall // thread clones whose result the trace lacks
 	for _, c := range tr.Calls {
 		switch c.Name {
 		case "clone", "clone3", "fork", "vfork":
+			thread := strings.Contains(c.Text, "CLONE_THREAD")
 			child, err := strconv.Atoi(strings.Fields(c.Ret + " x")[0])
 			if err != nil || child <= 0 {
+				if thread {
+					unreturned = append(unreturned, c)
+				}
 				continue
 			}
-			if strings.Contains(c.Text, "CLONE_THREAD") {
+			if thread {
 				tr.proc[child] = tr.process(c.PID)
 			} else {
 				tr.proc[child] = child
 			}
+		}
+	}
+	// A new thread runs before its clone returns to its creator; when a
+	// thread's exit_group ends the process in between, strace never
+	// prints that clone's result, though the new thread has made calls
+	// (exit_group itself, found by CI). A thread no clone names belongs to
+	// the process of the last such clone begun before its first call.
+	for pid, n := range firstSeen {
+		if _, known := tr.proc[pid]; known || pid == tr.PID {
+			continue
+		}
+		var creator *sysCall
+		for _, c := range unreturned {
+			if c.Entry < n {
+				creator = c
+			}
+		}
+		if creator != nil {
+			tr.proc[pid] = tr.process(creator.PID)
 		}
 	}
 	// A call still unfinished when the trace ended (exit_group, or a call
