@@ -33,6 +33,9 @@ type View interface {
 	Sync() (mailstore.Snapshot, error)
 	ReadOnly() bool
 	Open(uid uint32) (io.ReadSeekCloser, error)
+	// InternalDates reads the dates a snapshot's messages lack (zero
+	// InternalDate); zero for a message expunged meanwhile.
+	InternalDates(uids []uint32) ([]time.Time, error)
 	Store(uids []uint32, op mailstore.StoreOp, flags []string, unchangedSince uint64) (changed []mailstore.Msg, failed []uint32, err error)
 	Expunge(uids []uint32) ([]uint32, error)
 	Copy(uids []uint32, dest string) (mailstore.CopyResult, error)

@@ -101,6 +101,11 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 			}
 		}
 	}
+	wantDate := false
+	for _, it := range items {
+		wantDate = wantDate || it.name == "INTERNALDATE"
+	}
+	dates := lazyDates{sel: sel, idx: idx}
 	gone, unknownCTE := false, false
 	for _, i := range idx {
 		u := sel.uids[i]
@@ -113,6 +118,19 @@ func (s *session) cmdFetch(uid bool, a fetchArgs) result {
 		}
 		if a.changedSince > 0 && m.ModSeq <= a.changedSince {
 			continue
+		}
+		if wantDate && m.InternalDate.IsZero() {
+			d, ok := dates.of(m)
+			if dates.err != nil {
+				return s.storeError("fetch", dates.err)
+			}
+			if !ok {
+				gone = true // its file went before its date was read
+				continue
+			}
+			dm := *m
+			dm.InternalDate = d
+			m = &dm
 		}
 		err := s.fetchOne(i, m, items, seen[u] != nil)
 		switch {

@@ -24,6 +24,9 @@ type memStore struct {
 	views   int
 	closed  bool
 	onClose func() // tests: run by Close
+	// lazyDates: snapshots carry no internal dates (mailstore's first
+	// open of new mail); InternalDates gives them.
+	lazyDates bool
 }
 
 type memFolder struct {
@@ -44,6 +47,9 @@ type memMsg struct {
 	modseq uint64
 	data   []byte
 	date   time.Time
+	// fileGone: its file was removed by another program, which this
+	// store has not noticed yet (InternalDates finds no date).
+	fileGone bool
 }
 
 type memExpunge struct {
@@ -338,8 +344,12 @@ func (v *memView) msg(m *memMsg) mailstore.Msg {
 		v.f.seen[m.uid] = v.id
 		first = v.id
 	}
+	date := m.date
+	if v.s.lazyDates {
+		date = time.Time{}
+	}
 	return mailstore.Msg{UID: m.uid, Flags: append([]string(nil), m.flags...), Recent: first == v.id,
-		ModSeq: m.modseq, Size: crlfSize(m.data), InternalDate: m.date}
+		ModSeq: m.modseq, Size: crlfSize(m.data), InternalDate: date}
 }
 
 func (v *memView) Sync() (mailstore.Snapshot, error) {
@@ -368,6 +378,18 @@ func (v *memView) find(uid uint32) *memMsg {
 		}
 	}
 	return nil
+}
+
+func (v *memView) InternalDates(uids []uint32) ([]time.Time, error) {
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	out := make([]time.Time, len(uids))
+	for k, u := range uids {
+		if m := v.find(u); m != nil && !m.fileGone {
+			out[k] = m.date
+		}
+	}
+	return out, nil
 }
 
 func (v *memView) Open(uid uint32) (io.ReadSeekCloser, error) {

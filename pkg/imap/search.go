@@ -19,6 +19,23 @@ type searchCtx struct {
 	sel     *selected
 	usesMod bool // a MODSEQ key was used: the result carries the highest
 	err     error
+	dates   *lazyDates // internal dates the snapshot lacks, read at the first need
+}
+
+// internalDate is m's internal date; false when it cannot be read (the
+// message was expunged by someone else meanwhile: no date key matches it).
+func (c *searchCtx) internalDate(m *mailstore.Msg) (time.Time, bool) {
+	if !m.InternalDate.IsZero() {
+		return m.InternalDate, true
+	}
+	if c.dates == nil {
+		c.dates = &lazyDates{sel: c.sel}
+	}
+	t, ok := c.dates.of(m)
+	if c.dates.err != nil && c.err == nil {
+		c.err = c.dates.err
+	}
+	return t, ok
 }
 
 // searchMsg is one message under evaluation; header and text are read
@@ -173,7 +190,8 @@ func (c *searchCtx) match(k *searchKey, sm *searchMsg) bool {
 	case "MODSEQ":
 		return int64(m.ModSeq) >= k.num
 	case "BEFORE", "ON", "SINCE":
-		return compareDate(dateOf(m.InternalDate), k.date, k.op)
+		d, ok := c.internalDate(m)
+		return ok && compareDate(dateOf(d), k.date, k.op)
 	case "SENTBEFORE", "SENTON", "SENTSINCE":
 		c.header(sm)
 		// No valid Date: as old as can be, as Dovecot has it.

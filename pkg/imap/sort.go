@@ -32,12 +32,18 @@ func (s *session) sortMsgs(idx []int, uid bool, ctx *searchCtx) []*sortMsg {
 		sm := &searchMsg{seq: i, m: m}
 		ctx.header(sm)
 		h := sm.hdr
-		x := &sortMsg{idx: i, arrival: m.InternalDate, size: m.Size, hdr: h.Get}
+		// A message whose date cannot be read (expunged meanwhile) sorts
+		// as of 1970 (zero Unix time).
+		arrival, ok := ctx.internalDate(m)
+		if !ok {
+			arrival = time.Unix(0, 0)
+		}
+		x := &sortMsg{idx: i, arrival: arrival, size: m.Size, hdr: h.Get}
 		x.num = uint32(i + 1)
 		if uid {
 			x.num = m.UID
 		}
-		x.sent = m.InternalDate
+		x.sent = arrival
 		if t, err := mail.ParseDate(strings.TrimSpace(h.Get("date"))); err == nil {
 			x.sent = t
 		}
@@ -58,6 +64,9 @@ func (s *session) cmdSort(uid bool, a sortArgs) result {
 		return bad(err.Error())
 	}
 	msgs := s.sortMsgs(idx, uid, ctx)
+	if ctx.err != nil {
+		return s.storeError("sort", ctx.err)
+	}
 	keys := make([][]string, len(msgs))
 	for i, m := range msgs {
 		keys[i] = make([]string, len(a.criteria))
@@ -607,6 +616,9 @@ func (s *session) cmdThread(uid bool, a threadArgs) result {
 		return bad(err.Error())
 	}
 	msgs := s.sortMsgs(idx, uid, ctx)
+	if ctx.err != nil {
+		return s.storeError("sort", ctx.err)
+	}
 	var roots []*threadNode
 	if a.algorithm == "REFERENCES" {
 		roots = threadReferences(msgs)

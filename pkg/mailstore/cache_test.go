@@ -164,6 +164,8 @@ func TestCacheDamaged(t *testing.T) {
 		{"other version", func(s string) string { return strings.Replace(s, cacheMagic, "letterbox-imap-cache 0", 1) }},
 		// A file of format 1 (text lines with the names), from before an upgrade.
 		{"version 1", func(string) string { return readFile(t, "testdata/cache/bad-version-1") }},
+		// Format 2 (every date read at SELECT), from before an upgrade.
+		{"version 2", func(string) string { return readFile(t, "testdata/cache/bad-version-2") }},
 		{"empty", func(string) string { return "" }},
 		{"garbage", func(string) string { return "\x00\xff\n\nend 0\n" }},
 	} {
@@ -392,10 +394,11 @@ func TestCacheRecords(t *testing.T) {
 		s.kw[0] = "$Label1"
 		for i, m := range []msg{
 			{uid: 1, modseq: 2, size: 3, date: 4},
+			{uid: 2, modseq: 2, size: 0, date: dateUnknown}, // not read yet
 			{uid: 1<<32 - 2, modseq: 1<<63 - 1, size: 1 << 40, date: 1<<63 - 1, inNew: true},
 		} {
 			m.setName(name)
-			if i == 1 {
+			if i == 2 {
 				m.setName("1700000001.M1P2.host")
 			}
 			s.msgs = append(s.msgs, m)
@@ -417,7 +420,7 @@ func TestCacheRecords(t *testing.T) {
 	}
 	// Without its names (SELECT's read), then the names alone.
 	b := formatCache(&s)
-	names := len(s.msgs[0].name) + len(s.msgs[1].name) + 2
+	names := len(s.msgs[0].name) + len(s.msgs[1].name) + len(s.msgs[2].name) + 3
 	recs, err := parseCacheRecords(b[:len(b)-names], int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
@@ -434,11 +437,11 @@ func TestCacheRecords(t *testing.T) {
 		change func(*cacheState)
 	}{
 		{"UID 0", func(s *cacheState) { s.msgs[0].uid = 0 }},
-		{"UIDs not ascending", func(s *cacheState) { s.msgs[1].uid = 1 }},
-		{"UID at UIDNEXT", func(s *cacheState) { s.msgs[1].uid = s.uidNext }},
+		{"UIDs not ascending", func(s *cacheState) { s.msgs[2].uid = 1 }},
+		{"UID at UIDNEXT", func(s *cacheState) { s.msgs[2].uid = s.uidNext }},
 		{"MODSEQ above the highest", func(s *cacheState) { s.highest = 5 }},
 		{"negative size", func(s *cacheState) { s.msgs[0].size = -1 }},
-		{"negative date", func(s *cacheState) { s.msgs[0].date = -1 }},
+		{"date below dateUnknown", func(s *cacheState) { s.msgs[0].date = dateUnknown - 1 }},
 		{"mask beyond the letters", func(s *cacheState) { s.msgs[0].mask |= 1 << 60 }},
 		{"mask not the name's", func(s *cacheState) { s.msgs[0].mask = letterMask("S") }},
 		{"hidden name", func(s *cacheState) { s.msgs[0].name = ".hidden" }},

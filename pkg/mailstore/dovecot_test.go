@@ -131,7 +131,7 @@ func checkLikeDovecot(t *testing.T, s *Store, want map[string][]doveadmMsg, stat
 			t.Errorf("select %q: %v", name, err)
 			continue
 		}
-		snap := mustSync(t, v)
+		snap := withDates(t, v, mustSync(t, v))
 		v.Close()
 		if snap.UIDValidity != st[1] || snap.UIDNext != st[0] {
 			t.Errorf("%s: UIDVALIDITY %d UIDNEXT %d, Dovecot %d %d", name, snap.UIDValidity, snap.UIDNext, st[1], st[0])

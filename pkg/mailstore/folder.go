@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -519,6 +518,9 @@ func (f *folder) uidIndex() map[string]uint32 {
 type fileEntry struct {
 	name  string
 	inNew bool
+	// regular: readdir said a regular file (new/ is read with the
+	// entries' types, cur/ through go-maildir with names only).
+	regular bool
 }
 
 // scan reads new/ (moving its files to cur/ when moveNew) and then cur/,
@@ -590,7 +592,7 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) (moved int, e
 			}
 			err := unix.Renameat(newfd, name, curfd, target)
 			if err == nil {
-				files[key] = fileEntry{name: target}
+				files[key] = fileEntry{name: target, regular: true}
 				moved++
 				continue
 			}
@@ -599,7 +601,7 @@ func (f *folder) scanNew(files map[string]fileEntry, moveNew bool) (moved int, e
 			}
 			f.acc.log.Warn("new/ to cur/ failed", "folder", f.name, "file", name, "err", err)
 		}
-		files[key] = fileEntry{name: name, inNew: true}
+		files[key] = fileEntry{name: name, inNew: true, regular: true}
 	}
 	return moved, nil
 }
@@ -615,7 +617,10 @@ func (f *folder) scanCur(files map[string]fileEntry) error {
 		if key == "" || strings.ContainsRune(name, 0) {
 			return
 		}
-		if old, ok := files[key]; ok && !old.inNew && old.name != name {
+		if old, ok := files[key]; ok && !old.inNew {
+			if old.name == name {
+				return // moved from new/ by this scan, its type known
+			}
 			// Two names with one key: keep the one still there.
 			if _, err := os.Lstat(filepath.Join(dir, old.name)); err == nil {
 				return
@@ -1087,16 +1092,30 @@ type newInfo struct {
 	date  int64
 }
 
-// newInfos stats the files of messages first seen (the modification time
-// is the internal date) and finds their size with CRLF line ends: from
-// ,W= in the name, else the uidlist's W extension, else by reading the
-// file. Relative to directory descriptors, without following symlinks,
-// in chunks of 256 on up to 32 goroutines when there are many: a first
-// SELECT with a cold page cache waits on the disk for each inode, and many
-// requests in flight let the disk serve them together (10,000 files, cold:
-// about 600 ms one at a time, 230 ms so, on the benchmark machine).
+// newInfos finds the size with CRLF line ends of messages first seen:
+// from ,W= in the name, else the uidlist's W extension, else by reading
+// the file. A file readdir said is regular and whose size is so known is
+// not touched: its internal date (the modification time) is read when
+// asked (dateUnknown, View.InternalDates). The others are stat'ed (the
+// date, and whether it is a regular file still there), relative to
+// directory descriptors, without following symlinks, in chunks of 256 on
+// up to 32 goroutines when there are many: with a cold page cache each
+// inode waits on the disk, and many requests in flight let the disk serve
+// them together.
 func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newInfo {
 	infos := make([]newInfo, len(uids))
+	var stat []int // the files to stat
+	for i, fe := range files {
+		_, vsize := maildir.NameSizes(fe.name)
+		if vsize < 0 && ul != nil {
+			vsize = ul.vsize(uids[i])
+		}
+		if vsize >= 0 && fe.regular {
+			infos[i] = newInfo{ok: true, vsize: vsize, date: dateUnknown}
+			continue
+		}
+		stat = append(stat, i)
+	}
 	work := func(lo, hi int) {
 		var dfd [2]int
 		for k, sub := range []string{"cur", "new"} {
@@ -1114,7 +1133,7 @@ func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newIn
 			}
 		}()
 		var st unix.Stat_t
-		for i := lo; i < hi; i++ {
+		for _, i := range stat[lo:hi] {
 			fe := files[i]
 			d := dfd[0]
 			if fe.inNew {
@@ -1125,29 +1144,25 @@ func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newIn
 			}
 			_, vsize := maildir.NameSizes(fe.name)
 			if vsize < 0 && ul != nil {
-				if j, ok := slices.BinarySearchFunc(ul.recs, uids[i], func(r uidRec, u uint32) int { return cmp.Compare(r.uid, u) }); ok {
-					if w, err := strconv.ParseInt(ul.recs[j].extField('W'), 10, 64); err == nil && w >= 0 {
-						vsize = w
-					}
-				}
+				vsize = ul.vsize(uids[i])
 			}
 			if vsize < 0 {
 				if vsize = fileCRLFSizeAt(d, fe.name); vsize < 0 {
 					continue
 				}
 			}
-			infos[i] = newInfo{ok: true, vsize: vsize, date: st.Mtim.Sec}
+			infos[i] = newInfo{ok: true, vsize: vsize, date: mtimeDate(&st)}
 		}
 	}
 	const chunk = 256
-	if len(uids) <= chunk {
-		work(0, len(uids))
+	if len(stat) <= chunk {
+		work(0, len(stat))
 		return infos
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
-	for lo := 0; lo < len(uids); lo += chunk {
-		hi := min(lo+chunk, len(uids))
+	for lo := 0; lo < len(stat); lo += chunk {
+		hi := min(lo+chunk, len(stat))
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -1158,6 +1173,13 @@ func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newIn
 	}
 	wg.Wait()
 	return infos
+}
+
+// mtimeDate is a message's internal date from its file's status: the
+// modification time in Unix seconds, none before 1970 (dateUnknown is
+// negative, and a cache with a negative date is damaged).
+func mtimeDate(st *unix.Stat_t) int64 {
+	return max(st.Mtim.Sec, 0)
 }
 
 // fileCRLFSizeAt is fileCRLFSize of name in the directory dfd.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -134,3 +135,29 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// withDates returns snap with the internal dates it lacks (a first SELECT
+// leaves those of new mail unread) read through v.InternalDates, as the
+// protocol does; a message whose date cannot be read fails the test.
+func withDates(t testing.TB, v *View, snap Snapshot) Snapshot {
+	t.Helper()
+	msgs := slices.Clone(snap.Msgs)
+	var uids []uint32
+	for _, m := range msgs {
+		uids = append(uids, m.UID)
+	}
+	dates, err := v.InternalDates(uids)
+	must(t, err)
+	for i := range msgs {
+		if msgs[i].InternalDate.IsZero() {
+			if dates[i].IsZero() {
+				t.Fatalf("UID %d: no date", msgs[i].UID)
+			}
+			msgs[i].InternalDate = dates[i]
+		} else if !dates[i].Equal(msgs[i].InternalDate) {
+			t.Errorf("UID %d: InternalDates %v, snapshot %v", msgs[i].UID, dates[i], msgs[i].InternalDate)
+		}
+	}
+	snap.Msgs = msgs
+	return snap
+}

@@ -115,11 +115,13 @@ type AppendResult struct {
 
 // Msg is one message as the store sees it now.
 type Msg struct {
-	UID          uint32
-	Recent       bool     // this view was the first to see it (IMAP4rev1 \Recent)
-	Flags        []string // system flags and keywords, without \Recent; shared: do not modify
-	ModSeq       uint64
-	Size         int64 // RFC822.SIZE: the size with CRLF line ends, as FETCH sends it
+	UID    uint32
+	Recent bool     // this view was the first to see it (IMAP4rev1 \Recent)
+	Flags  []string // system flags and keywords, without \Recent; shared: do not modify
+	ModSeq uint64
+	Size   int64 // RFC822.SIZE: the size with CRLF line ends, as FETCH sends it
+	// InternalDate is zero while the date was not read from the file:
+	// View.InternalDates reads it.
 	InternalDate time.Time
 }
 

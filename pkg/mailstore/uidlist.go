@@ -1,10 +1,12 @@
 package mailstore
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -52,6 +54,19 @@ func (r *uidRec) extField(c byte) string {
 		}
 	}
 	return ""
+}
+
+// vsize returns the size with CRLF line ends the record of uid gives (its
+// W extension), or -1.
+func (ul *uidlist) vsize(uid uint32) int64 {
+	j, ok := slices.BinarySearchFunc(ul.recs, uid, func(r uidRec, u uint32) int { return cmp.Compare(r.uid, u) })
+	if !ok {
+		return -1
+	}
+	if w, err := strconv.ParseInt(ul.recs[j].extField('W'), 10, 64); err == nil && w >= 0 {
+		return w
+	}
+	return -1
 }
 
 type uidlist struct {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"letterbox/pkg/maildir"
 )
 
@@ -99,7 +101,7 @@ func (v *View) snapshot() Snapshot {
 			if m.mask != lastMask || i == 0 {
 				lastMask, lastFlags = m.mask, f.memoFlags(m.mask)
 			}
-			msgs[i] = Msg{UID: m.uid, Flags: lastFlags, ModSeq: m.modseq, Size: m.size, InternalDate: time.Unix(m.date, 0)}
+			msgs[i] = Msg{UID: m.uid, Flags: lastFlags, ModSeq: m.modseq, Size: m.size, InternalDate: m.internalDate()}
 		}
 		f.shared, f.sharedVer = msgs, f.version
 	}
@@ -140,6 +142,137 @@ func msgs0(msgs []Msg) uint32 {
 		return ^uint32(0)
 	}
 	return msgs[0].UID
+}
+
+// internalDate is Msg.InternalDate: zero while not read (dateUnknown).
+func (m *msg) internalDate() time.Time {
+	if m.date == dateUnknown {
+		return time.Time{}
+	}
+	return time.Unix(m.date, 0)
+}
+
+// datesWriteMin: InternalDates that read at least this many dates writes
+// them to the cache at once; fewer wait for the cache's next write.
+const datesWriteMin = 256
+
+// InternalDates returns the internal dates (the files' modification
+// times) of the messages with the given UIDs, in the order given, for the
+// messages whose snapshot InternalDate is zero: a first SELECT leaves the
+// dates of new mail to be read when a command needs them. A message
+// expunged meanwhile (not in the folder, or its file gone for good) has
+// the zero time. A file renamed meanwhile (taken into cur/, flags changed
+// by another program) is found again after a look at the Maildir.
+func (v *View) InternalDates(uids []uint32) ([]time.Time, error) {
+	if v.closed {
+		return nil, errors.New("mailstore: view closed")
+	}
+	f := v.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]time.Time, len(uids))
+	todo := make([]int, 0, len(uids))
+	for k, uid := range uids {
+		if i := f.find(uid); i >= 0 {
+			if m := &f.s.msgs[i]; m.date != dateUnknown {
+				out[k] = time.Unix(m.date, 0)
+			} else {
+				todo = append(todo, k)
+			}
+		}
+	}
+	if len(todo) == 0 {
+		return out, nil
+	}
+	if err := f.namesRead(); err != nil {
+		return nil, err
+	}
+	read := 0
+	for try := 0; len(todo) > 0; try++ {
+		gone, err := f.readDates(uids, todo, out, &read)
+		if err != nil {
+			return nil, err
+		}
+		if len(gone) == 0 || try == 1 {
+			break
+		}
+		// Not under the names we knew: renamed or expunged by someone
+		// else. Read the Maildir again and look once more.
+		if _, _, err := f.sync(syncOpt{}); err != nil {
+			return nil, err
+		}
+		if err := f.namesRead(); err != nil {
+			return nil, err
+		}
+		todo = gone
+	}
+	if read >= datesWriteMin && f.lock.lock() == nil {
+		// Only over the version the state came from: another process's
+		// newer cache is not ours to replace.
+		if k, ok := statKey(f.path(cacheName)); ok && k == f.cacheKey {
+			f.writeCache()
+		}
+		f.lock.unlock()
+	}
+	return out, nil
+}
+
+// readDates stats the files of uids[k] for k in todo, sets their dates in
+// the state and in out, and returns the k whose file was not found (f.mu
+// held, names read).
+func (f *folder) readDates(uids []uint32, todo []int, out []time.Time, read *int) (gone []int, err error) {
+	var dfd [2]int // cur/, new/
+	for k, sub := range []string{"cur", "new"} {
+		fd, err := unix.Open(f.path(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			for _, d := range dfd[:k] {
+				unix.Close(d)
+			}
+			return nil, fmt.Errorf("mailstore: %s: %w", f.path(sub), err)
+		}
+		if err != nil {
+			fd = -1
+		}
+		dfd[k] = fd
+	}
+	defer func() {
+		for _, fd := range dfd {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	var st unix.Stat_t
+	for _, k := range todo {
+		i := f.find(uids[k])
+		if i < 0 {
+			continue // expunged
+		}
+		m := &f.s.msgs[i]
+		if m.date != dateUnknown {
+			out[k] = time.Unix(m.date, 0)
+			continue
+		}
+		d := dfd[0]
+		if m.inNew {
+			d = dfd[1]
+		}
+		var err error = unix.ENOENT
+		if d >= 0 {
+			err = unix.Fstatat(d, m.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		switch {
+		case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG:
+			m.date = mtimeDate(&st)
+			out[k] = time.Unix(m.date, 0)
+			*read++
+		case err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+			gone = append(gone, k)
+		default:
+			return nil, fmt.Errorf("mailstore: date of UID %d: %w", uids[k], err)
+		}
+	}
+	return gone, nil
 }
 
 // ReadOnly reports whether the view came from EXAMINE.
@@ -273,7 +406,7 @@ func (v *View) Store(uids []uint32, op StoreOp, flags []string, unchangedSince u
 			m.setName(name)
 			m.inNew, m.modseq = false, ms
 			done[uid] = true
-			changed = append(changed, Msg{UID: uid, Flags: f.flagsOf(m.mask), ModSeq: ms, Size: m.size, InternalDate: time.Unix(m.date, 0)})
+			changed = append(changed, Msg{UID: uid, Flags: f.flagsOf(m.mask), ModSeq: ms, Size: m.size, InternalDate: m.internalDate()})
 		}
 		if len(retry) == 0 {
 			break
