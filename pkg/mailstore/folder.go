@@ -1092,6 +1092,33 @@ type newInfo struct {
 	date  int64
 }
 
+// openCurNew opens cur/ and new/ as directory descriptors, -1 for one
+// that could not be opened; the error tells of a failure other than a
+// missing directory (a folder another program made may lack new/). Close
+// what it returns with closeDirs, error or not.
+func (f *folder) openCurNew() ([2]int, error) {
+	dfd := [2]int{-1, -1}
+	var first error
+	for k, sub := range []string{"cur", "new"} {
+		fd, err := unix.Open(f.path(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			dfd[k] = fd
+		} else if first == nil && !errors.Is(err, unix.ENOENT) {
+			first = fmt.Errorf("mailstore: %s: %w", f.path(sub), err)
+		}
+	}
+	return dfd, first
+}
+
+// closeDirs closes what openCurNew opened.
+func closeDirs(dfd [2]int) {
+	for _, fd := range dfd {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
 // newInfos finds the size with CRLF line ends of messages first seen:
 // from ,W= in the name, else the uidlist's W extension, else by reading
 // the file. A file readdir said is regular and whose size is so known is
@@ -1117,21 +1144,10 @@ func (f *folder) newInfos(uids []uint32, files []fileEntry, ul *uidlist) []newIn
 		stat = append(stat, i)
 	}
 	work := func(lo, hi int) {
-		var dfd [2]int
-		for k, sub := range []string{"cur", "new"} {
-			fd, err := unix.Open(f.path(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				fd = -1
-			}
-			dfd[k] = fd
-		}
-		defer func() {
-			for _, fd := range dfd {
-				if fd >= 0 {
-					unix.Close(fd)
-				}
-			}
-		}()
+		// A directory that cannot be opened leaves its files unread
+		// (not ok), as a file gone meanwhile.
+		dfd, _ := f.openCurNew()
+		defer closeDirs(dfd)
 		var st unix.Stat_t
 		for _, i := range stat[lo:hi] {
 			fe := files[i]

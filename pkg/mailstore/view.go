@@ -221,27 +221,11 @@ func (v *View) InternalDates(uids []uint32) ([]time.Time, error) {
 // the state and in out, and returns the k whose file was not found (f.mu
 // held, names read).
 func (f *folder) readDates(uids []uint32, todo []int, out []time.Time, read *int) (gone []int, err error) {
-	var dfd [2]int // cur/, new/
-	for k, sub := range []string{"cur", "new"} {
-		fd, err := unix.Open(f.path(sub), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			for _, d := range dfd[:k] {
-				unix.Close(d)
-			}
-			return nil, fmt.Errorf("mailstore: %s: %w", f.path(sub), err)
-		}
-		if err != nil {
-			fd = -1
-		}
-		dfd[k] = fd
+	dfd, err := f.openCurNew()
+	defer closeDirs(dfd)
+	if err != nil {
+		return nil, err
 	}
-	defer func() {
-		for _, fd := range dfd {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	}()
 	var st unix.Stat_t
 	for _, k := range todo {
 		i := f.find(uids[k])
