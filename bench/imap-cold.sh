@@ -14,21 +14,8 @@ cd "$(dirname "$0")/.."
 REPS=8
 if [ "${1:-}" = -n ]; then REPS=$2; shift 2; fi
 [ $# -gt 0 ] || set -- bin/imapd
-[ -x "$1" ] || make -s bin >/dev/null
-N=${IMAP_BENCH_N:-10000}
-work=$(mktemp -d /tmp/letterbox-bench-imapcold.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-go build -o "$work/driver" ./bench/imap
-go build -o "$work/gen" ./bench/pop3
-names=()
-for b in "$@"; do
-  n=$(basename "$b").${#names[@]}
-  cp "$b" "$work/$n"
-  names+=("$n")
-done
-asuser=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-"$work/gen" gen "$work/box" "$N" 500 20000
+. bench/imap-ab.sh
+imap_ab_setup imapcold "$@"
 cp -a "$work/box" "$work/lb"
 cp -a "$work/box" "$work/dc"
 chown -R nobody:nogroup "$work/lb" "$work/dc"

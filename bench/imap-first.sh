@@ -15,21 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${TRIALS:-6}
 [ $# -gt 0 ] || set -- bin/imapd
-[ -x "$1" ] || make -s bin >/dev/null
-N=${IMAP_BENCH_N:-10000}
-work=$(mktemp -d /tmp/letterbox-bench-imapfirst.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-go build -o "$work/driver" ./bench/imap
-go build -o "$work/gen" ./bench/pop3
-names=()
-for b in "$@"; do
-  n=$(basename "$b").${#names[@]}
-  cp "$b" "$work/$n"
-  names+=("$n")
-done
-asuser=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-"$work/gen" gen "$work/box" "$N" 500 20000
+. bench/imap-ab.sh
+imap_ab_setup imapfirst "$@"
 cat >"$work/letterbox.conf" <<EOC
 hostname = "bench.example.test"
 domains = ["example.test"]
